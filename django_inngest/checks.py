@@ -1,0 +1,66 @@
+"""System checks: every configuration mistake is reported by `manage.py check`, naming the
+function, the field and the value. The worker refuses to start while errors remain.
+
+Ids: E001 settings, E002 duplicate function id, E003 invalid function configuration;
+W001 SQLite without IMMEDIATE transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import connections
+
+from django_inngest import conf
+from django_inngest.registry import registry
+
+TAG = "django_inngest"
+
+
+@register(TAG)
+def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    return [
+        Error(message, hint="See docs/reference/settings.md.", id="django_inngest.E001")
+        for message in conf.problems()
+    ]
+
+
+@register(TAG)
+def check_functions(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = [
+        Error(conflict, hint="Give each function its own fn_id.", id="django_inngest.E002")
+        for conflict in registry.conflicts
+    ]
+    for function in registry.all():
+        for problem in function.problems():
+            messages.append(
+                Error(
+                    f"function {function.id!r}: {problem}",
+                    obj=function.source,
+                    id="django_inngest.E003",
+                )
+            )
+    return messages
+
+
+@register(TAG, Tags.database)
+def check_sqlite_transaction_mode(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    settings = connections[conf.get().DATABASE].settings_dict
+    if settings["ENGINE"] != "django.db.backends.sqlite3":
+        return []
+    mode = settings.get("OPTIONS", {}).get("transaction_mode")
+    if mode == "IMMEDIATE":
+        return []
+    return [
+        Warning(
+            f"SQLite database {conf.get().DATABASE!r} uses transaction_mode={mode!r}; "
+            "workers may fail with 'database is locked'",
+            hint='Set DATABASES[...]["OPTIONS"]["transaction_mode"] = "IMMEDIATE".',
+            id="django_inngest.W001",
+        )
+    ]

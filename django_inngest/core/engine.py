@@ -1,0 +1,415 @@
+"""Replays one invocation of a run: memo lookup, step checkpoints, interrupts, outcome.
+
+A step with a memo returns it (or raises `StepError`); a new step runs now and its result is
+stored through the `StepStore` before the handler goes on. Sleeps and retries end the invocation
+with an interrupt (a `BaseException`, so `except Exception` in user code cannot swallow it) that
+`Execution` turns into an `Outcome` for the worker to record.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from django_inngest.core import clock, ids
+from django_inngest.core.errors import (
+    DeterminismError,
+    NestedStepError,
+    NonRetriableError,
+    OutputUnserializableError,
+    RetryAfterError,
+    StepError,
+    error_data,
+)
+from django_inngest.core.events import Event, PreparedEvent
+from django_inngest.core.function import Function, handler_arguments
+
+T = TypeVar("T")
+
+MAX_SLEEP = timedelta(days=366)
+
+
+class Op:
+    RUN = "run"
+    SLEEP = "sleep"
+    WAIT_FOR_EVENT = "wait_for_event"
+    INVOKE = "invoke"
+    SEND_EVENT = "send_event"
+
+
+class StepStatus:
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    ERRORED = "ERRORED"
+    """An attempt failed and another will follow."""
+    SLEEPING = "SLEEPING"
+
+
+FINAL_STEP_STATUSES = frozenset({StepStatus.COMPLETED, StepStatus.FAILED})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Memo:
+    """What storage knows of a step when an invocation starts."""
+
+    hashed_id: str
+    op: str
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    wake_at: datetime | None = None
+    started_at: datetime | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STEP_STATUSES
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepRecord:
+    """A step state to write: a final result, a failed attempt, or a sleep."""
+
+    hashed_id: str
+    step_id: str
+    index: int
+    op: str
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+    attempts: int = 1
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    wake_at: datetime | None = None
+
+    def as_memo(self) -> Memo:
+        return Memo(
+            hashed_id=self.hashed_id,
+            op=self.op,
+            status=self.status,
+            output=self.output,
+            error=self.error,
+            attempts=self.attempts,
+            wake_at=self.wake_at,
+            started_at=self.started_at,
+        )
+
+
+class StepStore(Protocol):
+    def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
+        """Write a step's final result (and the events it sends) at once, only while the run is
+        still held. Return the stored memo, another writer's if it won. Raise `LeaseLost` when
+        the run is no longer held by this invocation."""
+        ...
+
+
+# --- interrupts -------------------------------------------------------------------------------
+
+
+class Interrupt(BaseException):
+    """Ends an invocation; never an error of the user's code."""
+
+
+class LeaseLost(Interrupt):
+    """Another worker or a cancellation took the run over; drop this invocation's work."""
+
+
+class _Suspend(Interrupt):
+    def __init__(self, records: list[StepRecord], wake_at: datetime) -> None:
+        super().__init__("suspend")
+        self.records = records
+        self.wake_at = wake_at
+
+
+class _RetryStep(Interrupt):
+    def __init__(self, records: list[StepRecord]) -> None:
+        super().__init__("retry step")
+        self.records = records
+
+
+class _FailRun(Interrupt):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message"))
+        self.error = error
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completed:
+    output: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failed:
+    error: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retry:
+    error: dict[str, Any]
+    attempt: int
+    """The attempt number (0-based) of the next invocation."""
+    retry_at: datetime | None = None
+    """Set by `RetryAfterError`; otherwise the worker's backoff decides."""
+    records: list[StepRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suspended:
+    wake_at: datetime
+    records: list[StepRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dropped:
+    reason: str
+
+
+Outcome = Completed | Failed | Retry | Suspended | Dropped
+
+
+# --- runtime ------------------------------------------------------------------------------------
+
+
+async def _call_inline(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+def _branches_in_turn(branches: Sequence[Callable[[], Any]]) -> list[Any]:
+    return [branch() for branch in branches]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runtime:
+    """How an execution reaches the outside world; the worker and `drain()` differ here."""
+
+    offload: Callable[[Callable[[], Any]], Awaitable[Any]] = _call_inline
+    """Runs storage calls from async handlers without blocking their event loop."""
+    offload_user: Callable[[Callable[[], Any]], Awaitable[Any]] = _call_inline
+    """Runs a plain (sync) step body called from an async handler."""
+    run_branches: Callable[[Sequence[Callable[[], Any]]], list[Any]] = _branches_in_turn
+    """Runs the branches of a sync parallel group; `concurrent` says whether they overlap."""
+    concurrent: bool = False
+    max_event_bytes: int = 512 * 1024
+    """The size limit of events sent by `step.send_event`."""
+
+
+_current_step: contextvars.ContextVar[StepCall | None] = contextvars.ContextVar(
+    "django_inngest_current_step", default=None
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepCall:
+    step_id: str
+    index: int
+    hashed_id: str
+    op: str
+    memo: Memo | None
+
+    def record(self, **values: Any) -> StepRecord:
+        return StepRecord(
+            hashed_id=self.hashed_id, step_id=self.step_id, index=self.index, op=self.op, **values
+        )
+
+
+class Execution:
+    """One invocation of one run."""
+
+    def __init__(
+        self,
+        *,
+        function: Function,
+        run_id: str,
+        events: Sequence[Event],
+        attempt: int,
+        memos: Mapping[str, Memo],
+        store: StepStore,
+        runtime: Runtime | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.function = function
+        self.run_id = run_id
+        self.events = list(events)
+        self.attempt = attempt
+        self.store = store
+        self.runtime = runtime or Runtime()
+        self.base_logger = logger or logging.getLogger("django_inngest.functions")
+        self._memos = dict(memos)
+        self._final_memos = sum(1 for memo in self._memos.values() if memo.final)
+        self._consumed = 0
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def replaying(self) -> bool:
+        """True until every memo recorded before this invocation has been returned."""
+        return self._consumed < self._final_memos
+
+    # -- step bookkeeping, shared by Step and StepSync ---------------------------------------
+
+    def begin(self, step_id: str, op: str) -> StepCall:
+        if not isinstance(step_id, str) or not step_id:
+            raise ValueError(f"a step id must be a non-empty string, not {step_id!r}")
+        if _current_step.get() is not None:
+            raise _FailRun(error_data(NestedStepError("Nested steps are not supported.")))
+        with self._lock:
+            index = self._counts.get(step_id, 0)
+            self._counts[step_id] = index + 1
+            hashed_id = ids.hash_step_id(ids.step_key(step_id, index))
+            memo = self._memos.get(hashed_id)
+            if memo is not None and memo.final:
+                self._consumed += 1
+        if memo is not None and memo.op and memo.op != op:
+            raise _FailRun(error_data(DeterminismError(step_id, memo.op, op)))
+        return StepCall(step_id=step_id, index=index, hashed_id=hashed_id, op=op, memo=memo)
+
+    def replay(self, memo: Memo) -> Any:
+        if memo.status == StepStatus.FAILED:
+            error = memo.error or {}
+            raise StepError(
+                str(error.get("message", "")), str(error.get("name", "Error")), error.get("stack")
+            )
+        return memo.output
+
+    def enter_body(self, call: StepCall) -> contextvars.Token[StepCall | None]:
+        return _current_step.set(call)
+
+    def exit_body(self, token: contextvars.Token[StepCall | None]) -> None:
+        _current_step.reset(token)
+
+    def succeeded(self, call: StepCall, value: Any, started_at: datetime) -> StepRecord:
+        try:
+            output = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError):
+            raise _FailRun(
+                error_data(
+                    OutputUnserializableError(f'"{call.step_id}" returned unserializable data')
+                )
+            ) from None
+        return call.record(
+            status=StepStatus.COMPLETED,
+            output=output,
+            attempts=self.attempt + 1,
+            started_at=(call.memo.started_at if call.memo else None) or started_at,
+            ended_at=clock.now(),
+        )
+
+    def failed(self, call: StepCall, error: BaseException, started_at: datetime) -> StepRecord:
+        """The final failure to store; raises `_RetryStep` while attempts remain."""
+        record = call.record(
+            status=StepStatus.ERRORED,
+            error=error_data(error),
+            attempts=self.attempt + 1,
+            started_at=started_at,
+            ended_at=clock.now(),
+        )
+        if self.attempt + 1 < self.function.max_attempts:
+            raise _RetryStep([record])
+        return replace(record, status=StepStatus.FAILED)
+
+    def saved(self, memo: Memo) -> Any:
+        """After a new step's result is stored: the next edge starts at attempt 0."""
+        self.attempt = 0
+        return self.replay(memo)
+
+    def sleep_record(self, call: StepCall, until: datetime | None) -> StepRecord:
+        """The completed sleep to store, or `_Suspend` when it is not over yet."""
+        now = clock.now()
+        if call.memo is not None and call.memo.wake_at is not None:
+            wake_at = call.memo.wake_at
+        else:
+            if until is None or not isinstance(until, datetime):
+                raise TypeError(f"sleep_until needs a datetime, not {until!r}")
+            wake_at = until if until.tzinfo else until.astimezone()
+            if wake_at - now > MAX_SLEEP:
+                raise ValueError(
+                    f"step {call.step_id!r}: cannot sleep until {wake_at.isoformat()}, more than "
+                    f"{MAX_SLEEP.days} days away"
+                )
+        if wake_at > now:
+            sleeping = call.record(
+                status=StepStatus.SLEEPING, attempts=0, started_at=now, wake_at=wake_at
+            )
+            raise _Suspend([sleeping], wake_at)
+        started = (call.memo.started_at if call.memo else None) or now
+        return call.record(
+            status=StepStatus.COMPLETED,
+            attempts=1,
+            started_at=started,
+            ended_at=now,
+            wake_at=wake_at,
+        )
+
+    def events_record(
+        self, call: StepCall, prepared: Sequence[PreparedEvent], started_at: datetime
+    ) -> StepRecord:
+        return call.record(
+            status=StepStatus.COMPLETED,
+            output=[event.id for event in prepared],
+            attempts=self.attempt + 1,
+            started_at=started_at,
+            ended_at=clock.now(),
+        )
+
+    # -- outcome -----------------------------------------------------------------------------
+
+    def handler_call(self, ctx: Any, step: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return handler_arguments(self.function.handler)(ctx, step)
+
+    def outcome_of_return(self, value: Any) -> Outcome:
+        try:
+            output = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError):
+            error = OutputUnserializableError(
+                f'function "{self.function.id}" returned unserializable data'
+            )
+            return Failed(error=error_data(error))
+        return Completed(output=output)
+
+    def outcome_of_error(self, error: BaseException) -> Outcome:
+        if isinstance(error, LeaseLost):
+            return Dropped(reason="the run is no longer held by this worker")
+        if isinstance(error, _FailRun):
+            return Failed(error=error.error)
+        if isinstance(error, _RetryStep):
+            return self._retry(error.records[0].error or {}, None, error.records)
+        if isinstance(error, _Suspend):
+            return Suspended(wake_at=error.wake_at, records=error.records)
+        if isinstance(error, StepError | NonRetriableError):
+            return Failed(error=error_data(error))
+        if isinstance(error, RetryAfterError):
+            return self._retry(error_data(error), error.retry_after, [])
+        if isinstance(error, Exception):
+            return self._retry(error_data(error), None, [])
+        raise error  # KeyboardInterrupt, SystemExit and the like are not ours to handle
+
+    def _retry(
+        self, error: dict[str, Any], at: datetime | None, records: list[StepRecord]
+    ) -> Outcome:
+        if self.attempt + 1 >= self.function.max_attempts:
+            return Failed(error=error)
+        return Retry(error=error, attempt=self.attempt + 1, retry_at=at, records=records)
+
+
+def merge_interrupts(interrupts: Sequence[Interrupt]) -> Interrupt:
+    """The interrupt a parallel group ends with when several branches were interrupted."""
+    for kind in (LeaseLost, _FailRun):
+        for interrupt in interrupts:
+            if isinstance(interrupt, kind):
+                return interrupt
+    records = [r for i in interrupts if isinstance(i, _RetryStep | _Suspend) for r in i.records]
+    if any(isinstance(i, _RetryStep) for i in interrupts):
+        return _RetryStep(
+            sorted(records, key=lambda r: r.status != StepStatus.ERRORED)  # errors first
+        )
+    wake_at = min(i.wake_at for i in interrupts if isinstance(i, _Suspend))
+    return _Suspend(records, wake_at)

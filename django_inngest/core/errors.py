@@ -1,0 +1,156 @@
+"""Errors users raise and catch, and the error object stored as a failed run's output.
+
+Every error shares `InngestError`. Errors that carry a `code` end up in run output as
+`{"code", "message", "name", "stack"}` (SPEC §1.7); `error_data()` builds that object.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from datetime import datetime, timedelta
+from typing import Any
+
+from django_inngest.core import clock
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class InngestError(Exception):
+    """Base of every error raised by django-inngest."""
+
+    code = "unknown"
+
+
+class ConfigError(InngestError, ValueError):
+    """A function's configuration is invalid; found by `manage.py check`."""
+
+    def __init__(self, message: str, *, function_id: str = "", field: str = "") -> None:
+        super().__init__(message)
+        self.function_id = function_id
+        self.field = field
+
+
+class FunctionDefinitionError(InngestError, TypeError):
+    """A function was declared with the wrong types; raised at decoration time."""
+
+
+class InvalidEventError(InngestError, ValueError):
+    """An event cannot be sent: bad name, bad data, too large, reserved name."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message if index is None else f"event {index}: {message}")
+        self.index = index
+
+
+class NonRetriableError(InngestError):
+    """Fail the run now, without further attempts."""
+
+    code = "non_retriable_error"
+
+    def __init__(self, message: str | None = None, quiet: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.quiet = quiet
+
+
+class RetryAfterError(InngestError):
+    """Retry the run at a given time (an int is milliseconds from now)."""
+
+    code = "retry_after_error"
+
+    def __init__(
+        self,
+        message: str | None,
+        retry_after: int | timedelta | datetime,
+        quiet: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.quiet = quiet
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int | timedelta | datetime):
+            raise TypeError(
+                f"retry_after must be int ms, timedelta or datetime, not {retry_after!r}"
+            )
+        if isinstance(retry_after, int):
+            retry_after = timedelta(milliseconds=retry_after)
+        if isinstance(retry_after, timedelta):
+            retry_after = clock.now() + retry_after
+        elif retry_after.tzinfo is None:
+            retry_after = retry_after.astimezone()
+        self.retry_after: datetime = retry_after
+
+
+class StepError(InngestError):
+    """Raised where a step whose memo is an error is called; not retried."""
+
+    code = "step_errored"
+
+    def __init__(self, message: str, name: str, stack: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.name = name
+        self.stack = stack
+
+
+class OutputUnserializableError(InngestError):
+    """A step or function returned a value that is not JSON."""
+
+    code = "output_unserializable"
+
+
+class NestedStepError(InngestError):
+    """A step was called inside another step's body."""
+
+    code = "step_errored"
+
+
+class DeterminismError(InngestError):
+    """On replay, the step recorded under an id is not the kind of step the code now calls."""
+
+    code = "non_deterministic"
+
+    def __init__(self, step_id: str, expected: str, found: str) -> None:
+        super().__init__(
+            f"step {step_id!r} was recorded as {expected!r} but the code now calls {found!r}; "
+            "code outside steps must call the same steps in the same order on every replay"
+        )
+        self.step_id = step_id
+        self.expected = expected
+        self.found = found
+
+
+class UnstubbedStepError(InngestError):
+    """`testing.run_function` met a step that needs a stub (a wait or an invoke)."""
+
+
+def format_stack(error: BaseException) -> str:
+    """The traceback of `error` without this package's own frames."""
+    summary = traceback.TracebackException.from_exception(error)
+    summary.stack = traceback.StackSummary.from_list(
+        [frame for frame in summary.stack if not frame.filename.startswith(_PACKAGE_DIR)]
+    )
+    return "".join(summary.format())
+
+
+def error_data(error: BaseException, *, code: str | None = None) -> dict[str, Any]:
+    """The `{"code", "message", "name", "stack"}` object stored for a failure (SPEC §1.7)."""
+    if isinstance(error, StepError):
+        return {
+            "code": StepError.code,
+            "message": error.message,
+            "name": error.name,
+            "stack": error.stack,
+        }
+    if isinstance(error, OutputUnserializableError):
+        return {"code": error.code, "message": str(error), "name": type(error).__name__}
+    if isinstance(error, NestedStepError):
+        return {"code": error.code, "message": str(error), "name": "CodedError", "stack": None}
+    resolved = code or getattr(error, "code", None) or "unknown"
+    message = getattr(error, "message", None) if isinstance(error, InngestError) else None
+    return {
+        "code": resolved if isinstance(resolved, str) else "unknown",
+        "message": message if isinstance(message, str) else str(error),
+        "name": type(error).__name__,
+        "stack": format_stack(error),
+    }

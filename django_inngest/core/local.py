@@ -1,0 +1,123 @@
+"""Runs a function to its end in memory, with no database: the engine's second `StepStore`.
+
+`django_inngest.testing.run_function` is built on it, and the core's unit tests use it.
+Sleeps end at once, retries follow at once, and steps may be stubbed by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django_inngest.core import clock, ids
+from django_inngest.core.engine import (
+    Completed,
+    Dropped,
+    Execution,
+    Failed,
+    Memo,
+    Retry,
+    Runtime,
+    StepRecord,
+    StepStatus,
+    Suspended,
+)
+from django_inngest.core.events import Event, PreparedEvent
+from django_inngest.core.function import Function
+from django_inngest.core.steps import invoke
+
+
+class MemoryStore:
+    """Step results kept in a dict, with the same first-writer-wins rule as the database."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, StepRecord] = {}
+        self.sent: list[PreparedEvent] = []
+
+    def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
+        existing = self.steps.get(record.hashed_id)
+        if existing is not None and existing.status in (StepStatus.COMPLETED, StepStatus.FAILED):
+            return existing.as_memo()
+        self.steps[record.hashed_id] = record
+        self.sent.extend(events)
+        return record.as_memo()
+
+    def record(self, records: Sequence[StepRecord], *, wake_now: bool = False) -> None:
+        for record in records:
+            if wake_now and record.status == StepStatus.SLEEPING:
+                record = replace(record, wake_at=clock.now())
+            self.steps[record.hashed_id] = record
+
+    def memos(self) -> dict[str, Memo]:
+        return {hashed: record.as_memo() for hashed, record in self.steps.items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalResult:
+    """How a run ended in memory."""
+
+    status: str
+    """``"COMPLETED"`` or ``"FAILED"``."""
+    output: Any = None
+    error: dict[str, Any] | None = None
+    invocations: int = 0
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    sent_events: list[PreparedEvent] = field(default_factory=list)
+
+
+def run_locally(
+    function: Function,
+    events: Sequence[Event],
+    *,
+    step_stubs: Mapping[str, Any] | None = None,
+    max_invocations: int = 1000,
+    runtime: Runtime | None = None,
+) -> LocalResult:
+    """Invoke `function` until it completes or fails; `step_stubs` maps step ids to results."""
+    store = MemoryStore()
+    for step_id, value in (step_stubs or {}).items():
+        store.steps[ids.hash_step_id(step_id)] = StepRecord(
+            hashed_id=ids.hash_step_id(step_id),
+            step_id=step_id,
+            index=0,
+            op="",
+            status=StepStatus.COMPLETED,
+            output=value,
+        )
+    run_id = ids.ulid()
+    attempt = 0
+    for invocation in range(1, max_invocations + 1):
+        execution = Execution(
+            function=function,
+            run_id=run_id,
+            events=events,
+            attempt=attempt,
+            memos=store.memos(),
+            store=store,
+            runtime=runtime,
+        )
+        outcome = invoke(execution)
+        if isinstance(outcome, Completed):
+            return _result("COMPLETED", store, invocation, output=outcome.output)
+        if isinstance(outcome, Failed):
+            return _result("FAILED", store, invocation, error=outcome.error)
+        if isinstance(outcome, Retry):
+            store.record(outcome.records, wake_now=True)
+            attempt = outcome.attempt
+        elif isinstance(outcome, Suspended):
+            store.record(outcome.records, wake_now=True)
+            attempt = 0
+        elif isinstance(outcome, Dropped):  # pragma: no cover - the memory store never drops
+            raise AssertionError(outcome.reason)
+    raise RuntimeError(f"function {function.id!r} did not end after {max_invocations} invocations")
+
+
+def _result(status: str, store: MemoryStore, invocations: int, **values: Any) -> LocalResult:
+    return LocalResult(
+        status=status,
+        invocations=invocations,
+        steps=dict(store.steps),
+        sent_events=list(store.sent),
+        **values,
+    )

@@ -1,0 +1,114 @@
+"""Registered functions, looked up by id and by the events that start them.
+
+`create_function` registers as it decorates; `AppConfig.ready()` imports every installed app's
+`functions` module. Two different handlers with one id are recorded as a conflict that
+`manage.py check` reports, rather than an import error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from django.utils.module_loading import autodiscover_modules
+
+from django_inngest.core.config import TriggerEvent
+from django_inngest.core.expressions import ExpressionError, compile_expression
+from django_inngest.core.function import Function
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._functions: dict[str, Function] = {}
+        self.conflicts: list[str] = []
+        self._lock = threading.RLock()
+        self._by_name: dict[str, list[tuple[Function, TriggerEvent]]] | None = None
+        self._wildcards: list[tuple[str, Function, TriggerEvent]] = []
+
+    def register(self, function: Function) -> None:
+        with self._lock:
+            existing = self._functions.get(function.id)
+            if existing is not None and existing.source != function.source:
+                self.conflicts.append(
+                    f"function id {function.id!r} is declared twice: by {existing.source} and "
+                    f"by {function.source}"
+                )
+            self._functions[function.id] = function
+            if function.on_failure is not None:
+                self._functions[function.on_failure.id] = function.on_failure
+            self._by_name = None
+
+    def get(self, function_id: str) -> Function | None:
+        return self._functions.get(function_id)
+
+    def all(self) -> list[Function]:
+        with self._lock:
+            return sorted(self._functions.values(), key=lambda f: f.id)
+
+    def matching(self, event: Mapping[str, Any]) -> list[Function]:
+        """Functions an event starts: per function, the first trigger that matches wins."""
+        by_name, wildcards = self._index()
+        name = str(event.get("name", ""))
+        candidates = list(by_name.get(name, ()))
+        candidates += [(fn, t) for prefix, fn, t in wildcards if name.startswith(prefix)]
+        started: list[Function] = []
+        for function, trigger in candidates:
+            if function in started:
+                continue
+            if trigger.expression is not None:
+                try:
+                    if not compile_expression(trigger.expression).matches(event):
+                        continue
+                except ExpressionError:
+                    continue  # reported by `manage.py check`; never start on a broken filter
+            started.append(function)
+        return started
+
+    def listens_to(self, name: str) -> bool:
+        """Whether some trigger could match events of this name."""
+        by_name, wildcards = self._index()
+        return name in by_name or any(name.startswith(prefix) for prefix, _, _ in wildcards)
+
+    def _index(
+        self,
+    ) -> tuple[
+        dict[str, list[tuple[Function, TriggerEvent]]], list[tuple[str, Function, TriggerEvent]]
+    ]:
+        with self._lock:
+            if self._by_name is None:
+                by_name: dict[str, list[tuple[Function, TriggerEvent]]] = {}
+                wildcards = []
+                for function in sorted(self._functions.values(), key=lambda f: f.id):
+                    for trigger in function.triggers:
+                        if not isinstance(trigger, TriggerEvent):
+                            continue
+                        if trigger.event.endswith("*"):
+                            wildcards.append((trigger.event[:-1], function, trigger))
+                        else:
+                            by_name.setdefault(trigger.event, []).append((function, trigger))
+                self._by_name, self._wildcards = by_name, wildcards
+            return self._by_name, self._wildcards
+
+    @contextlib.contextmanager
+    def isolated(self) -> Iterator[Registry]:
+        """Within the block, only functions registered inside it exist (for tests)."""
+        with self._lock:
+            saved = (dict(self._functions), list(self.conflicts))
+            self._functions.clear()
+            self.conflicts.clear()
+            self._by_name = None
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._functions, self.conflicts = saved[0], saved[1]
+                self._by_name = None
+
+
+registry = Registry()
+
+
+def autodiscover() -> None:
+    autodiscover_modules("functions")

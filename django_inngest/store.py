@@ -1,0 +1,566 @@
+"""Every write, lock and transaction of the engine.
+
+Transactions are short and never span user code: claim, checkpoint and end each take one.
+Every write that advances a run first checks that the writer still holds the run's lease
+(`lease_owner = me`), so a worker whose lease expired, or whose run was cancelled, drops its
+work. Due times use the engine clock; lease expiry uses the database's clock on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import F, Min, Value
+from django.db.models.functions import Coalesce
+
+from django_inngest import conf
+from django_inngest.core import ids
+from django_inngest.core.engine import (
+    FINAL_STEP_STATUSES,
+    LeaseLost,
+    Memo,
+    StepRecord,
+    StepStatus,
+)
+from django_inngest.core.events import Event as EventValue
+from django_inngest.core.events import PreparedEvent
+from django_inngest.models import (
+    ENDED_STATUSES,
+    Event,
+    FunctionRun,
+    IdempotencyKey,
+    QueueItem,
+    RunStatus,
+    RunStep,
+)
+
+CHANNEL = "django_inngest"
+EVENT_ID_TTL = timedelta(hours=24)
+RUN = QueueItem.Kind.RUN.value
+
+
+def alias() -> str:
+    return conf.get().DATABASE
+
+
+def _connection() -> BaseDatabaseWrapper:
+    return connections[alias()]
+
+
+def is_postgresql() -> bool:
+    return _connection().vendor == "postgresql"
+
+
+def from_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def _table(model: Any) -> str:
+    return str(_connection().ops.quote_name(model._meta.db_table))
+
+
+def _column(name: str) -> str:
+    return str(_connection().ops.quote_name(name))
+
+
+def _when(value: datetime | None) -> Any:
+    """A datetime as a raw-SQL parameter, stored the way the ORM stores it."""
+    return _connection().ops.adapt_datetimefield_value(value)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _lease_expiry_sql(lease_seconds: float) -> tuple[str, list[Any]]:
+    """SQL for "now + lease" on the database's clock (SQLite: this machine's clock)."""
+    if is_postgresql():
+        return "clock_timestamp() + %s * interval '1 second'", [lease_seconds]
+    return "%s", [_when(datetime.now(UTC) + timedelta(seconds=lease_seconds))]
+
+
+def _db_now_sql() -> tuple[str, list[Any]]:
+    if is_postgresql():
+        return "clock_timestamp()", []
+    return "%s", [_when(datetime.now(UTC))]
+
+
+def notify() -> None:
+    """Wake PostgreSQL workers when the current transaction commits."""
+    if is_postgresql():
+        with _connection().cursor() as cursor:
+            cursor.execute(f"NOTIFY {CHANNEL}")
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def insert_events(
+    prepared: Sequence[PreparedEvent],
+    *,
+    received_at: datetime,
+    pending: Callable[[str], bool] | None = None,
+) -> None:
+    """Store events through the caller's connection, inside the caller's transaction."""
+    if not prepared:
+        return
+    rows = [
+        Event(
+            id=event.id,
+            user_id=event.user_id,
+            name=event.name,
+            data=event.data,
+            ts=event.ts,
+            received_at=received_at,
+            pending=pending(event.name) if pending else True,
+        )
+        for event in prepared
+    ]
+    Event.objects.using(alias()).bulk_create(rows)
+    if any(row.pending for row in rows):
+        notify()
+
+
+def event_value(row: Mapping[str, Any]) -> EventValue:
+    """The `Event` a handler sees for a stored row."""
+    return EventValue(
+        name=row["name"], data=row["data"], id=row["user_id"] or row["id"], ts=row["ts"]
+    )
+
+
+def event_map(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The object expressions see as `event`."""
+    return {
+        "name": row["name"],
+        "data": row["data"],
+        "id": row["user_id"] or row["id"],
+        "ts": row["ts"],
+        "user": {},
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewRun:
+    function_id: str
+    available_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class FanOut:
+    events: int
+    runs: int
+
+
+def fan_out(
+    route: Callable[[Mapping[str, Any]], Iterable[str]], *, now: datetime, limit: int = 200
+) -> FanOut:
+    """Match pending events against functions and create their runs, in one transaction.
+
+    `route` gives the ids of the functions an event starts. A sender's event id starts each
+    function at most once in 24 hours (SPEC §3.9).
+    """
+    db = alias()
+    with transaction.atomic(using=db):
+        query = Event.objects.using(db).pending().order_by("id")
+        if is_postgresql():
+            query = query.select_for_update(skip_locked=True)
+        rows = list(query.values("id", "user_id", "name", "data", "ts")[:limit])
+        if not rows:
+            return FanOut(events=0, runs=0)
+        runs: list[FunctionRun] = []
+        items: list[QueueItem] = []
+        for row in rows:
+            for function_id in route(event_map(row)):
+                if row["user_id"] and not _first_in_24h(
+                    ids.stable_hash(function_id, row["user_id"]), now
+                ):
+                    continue
+                run = FunctionRun(
+                    id=ids.ulid(),
+                    function_id=function_id,
+                    status=RunStatus.QUEUED,
+                    event_id=row["id"],
+                    event_ids=[row["id"]],
+                    created_at=now,
+                )
+                runs.append(run)
+                items.append(QueueItem(run=run, available_at=max(now, from_ms(row["ts"]))))
+        FunctionRun.objects.using(db).bulk_create(runs)
+        QueueItem.objects.using(db).bulk_create(items)
+        Event.objects.using(db).filter(id__in=[row["id"] for row in rows]).update(pending=False)
+        if runs:
+            notify()
+    return FanOut(events=len(rows), runs=len(runs))
+
+
+def _first_in_24h(key: str, now: datetime) -> bool:
+    """Record `key` for 24 h; False when it is already recorded and not expired."""
+    table = _table(IdempotencyKey)
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (key, expires_at) VALUES (%s, %s) "
+            f"ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
+            f"WHERE {table}.expires_at <= %s RETURNING key",
+            [key, _when(now + EVENT_ID_TTL), _when(now)],
+        )
+        return cursor.fetchone() is not None
+
+
+# --- claiming ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimedRun:
+    run_id: str
+    function_id: str
+    attempt: int
+    events: list[EventValue]
+    event_rows: list[dict[str, Any]]
+    memos: dict[str, Memo]
+
+
+def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) -> list[ClaimedRun]:
+    """Lease up to `limit` due runs to `worker_id`, oldest due first."""
+    db = alias()
+    queue = _table(QueueItem)
+    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
+    lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
+    with transaction.atomic(using=db):
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
+                f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
+                f"AND available_at <= %s ORDER BY available_at, id LIMIT %s{lock}) "
+                f"RETURNING run_id",
+                [worker_id, *expiry_params, _when(now), limit],
+            )
+            run_ids = [row[0] for row in cursor.fetchall()]
+        if not run_ids:
+            return []
+        runs = list(
+            FunctionRun.objects.using(db)
+            .filter(id__in=run_ids)
+            .values("id", "function_id", "event_ids", "attempt", "started_at", "status")
+        )
+        ended = [run["id"] for run in runs if run["status"] in ENDED_STATUSES]
+        if ended:  # a queue item outlived its run: nothing to do but drop it
+            QueueItem.objects.using(db).filter(run_id__in=ended).delete()
+        runs = [run for run in runs if run["status"] not in ENDED_STATUSES]
+        FunctionRun.objects.using(db).filter(id__in=[run["id"] for run in runs]).update(
+            status=RunStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now))
+        )
+    event_ids = {event_id for run in runs for event_id in run["event_ids"]}
+    events = {
+        row["id"]: row
+        for row in Event.objects.using(db)
+        .filter(id__in=event_ids)
+        .values("id", "user_id", "name", "data", "ts")
+    }
+    memos = load_memos([run["id"] for run in runs if run["started_at"] is not None])
+    claimed = []
+    for run in sorted(runs, key=lambda r: run_ids.index(r["id"])):
+        rows = [events[event_id] for event_id in run["event_ids"] if event_id in events]
+        claimed.append(
+            ClaimedRun(
+                run_id=run["id"],
+                function_id=run["function_id"],
+                attempt=run["attempt"],
+                events=[event_value(row) for row in rows],
+                event_rows=[dict(row) for row in rows],
+                memos=memos.get(run["id"], {}),
+            )
+        )
+    return claimed
+
+
+def load_memos(run_ids: Sequence[str]) -> dict[str, dict[str, Memo]]:
+    if not run_ids:
+        return {}
+    memos: dict[str, dict[str, Memo]] = {}
+    for row in (
+        RunStep.objects.using(alias())
+        .filter(run_id__in=run_ids)
+        .values(
+            "run_id",
+            "hashed_id",
+            "op",
+            "status",
+            "output",
+            "error",
+            "attempts",
+            "wake_at",
+            "started_at",
+        )
+    ):
+        memo = Memo(
+            hashed_id=row["hashed_id"],
+            op=row["op"],
+            status=row["status"],
+            output=row["output"],
+            error=row["error"],
+            attempts=row["attempts"],
+            wake_at=row["wake_at"],
+            started_at=row["started_at"],
+        )
+        memos.setdefault(row["run_id"], {})[memo.hashed_id] = memo
+    return memos
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+class _LostRace(Exception):
+    def __init__(self, memo: Memo) -> None:
+        self.memo = memo
+
+
+def save_step(
+    run_id: str,
+    worker_id: str,
+    record: StepRecord,
+    events: Sequence[PreparedEvent] = (),
+    *,
+    pending: Callable[[str], bool] | None = None,
+) -> Memo:
+    """Write a step's final result while `worker_id` holds the run; first writer wins."""
+    try:
+        if events:
+            with transaction.atomic(using=alias()):
+                insert_events(events, received_at=datetime.now(UTC), pending=pending)
+                _insert_final_step(run_id, worker_id, record)
+        else:
+            _insert_final_step(run_id, worker_id, record)
+    except _LostRace as lost:
+        return lost.memo
+    return record.as_memo()
+
+
+def _insert_final_step(run_id: str, worker_id: str, record: StepRecord) -> None:
+    step, queue = _table(RunStep), _table(QueueItem)
+    json_sql = "CAST(%s AS jsonb)" if is_postgresql() else "%s"
+    final = "', '".join(sorted(FINAL_STEP_STATUSES))
+    index = _column("index")
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {step} (run_id, hashed_id, step_id, {index}, op, status, output, "
+            f"error, attempts, history, started_at, ended_at, wake_at) "
+            f"SELECT %s, %s, %s, %s, %s, %s, {json_sql}, {json_sql}, %s, {json_sql}, %s, %s, %s "
+            f"WHERE EXISTS (SELECT 1 FROM {queue} WHERE run_id = %s AND kind = %s "
+            f"AND lease_owner = %s) "
+            f"ON CONFLICT (run_id, hashed_id) DO UPDATE SET status = excluded.status, "
+            f"output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
+            f"ended_at = excluded.ended_at, wake_at = excluded.wake_at "
+            f"WHERE {step}.status NOT IN ('{final}') RETURNING id",
+            [
+                run_id,
+                record.hashed_id,
+                record.step_id,
+                record.index,
+                record.op,
+                record.status,
+                _json(record.output),
+                _json(record.error),
+                record.attempts,
+                "[]",
+                _when(record.started_at),
+                _when(record.ended_at),
+                _when(record.wake_at),
+                run_id,
+                RUN,
+                worker_id,
+            ],
+        )
+        if cursor.fetchone() is not None:
+            return
+    # Nothing written: either the run is no longer ours, or another writer stored this step.
+    if (
+        not QueueItem.objects.using(alias())
+        .filter(run_id=run_id, kind=RUN, lease_owner=worker_id)
+        .exists()
+    ):
+        raise LeaseLost(f"run {run_id} is no longer held by {worker_id}")
+    existing = load_memos([run_id]).get(run_id, {}).get(record.hashed_id)
+    if existing is None or not existing.final:
+        raise LeaseLost(f"step {record.step_id!r} of run {run_id} could not be written")
+    raise _LostRace(existing)
+
+
+def _write_records(run_id: str, records: Sequence[StepRecord]) -> None:
+    """Sleeping steps and failed attempts, inside the caller's transaction."""
+    db = alias()
+    for record in records:
+        existing = (
+            RunStep.objects.using(db)
+            .select_for_update()
+            .filter(run_id=run_id, hashed_id=record.hashed_id)
+            .first()
+        )
+        if existing is not None and existing.status in FINAL_STEP_STATUSES:
+            continue
+        step = existing or RunStep(
+            run_id=run_id,
+            hashed_id=record.hashed_id,
+            step_id=record.step_id,
+            index=record.index,
+            op=record.op,
+            started_at=record.started_at,
+        )
+        step.status = record.status
+        step.attempts = record.attempts
+        step.wake_at = record.wake_at
+        if record.status == StepStatus.ERRORED and record.error is not None:
+            step.error = record.error
+            step.history = [
+                *step.history,
+                {
+                    "attempt": record.attempts - 1,
+                    "started_at": _iso(record.started_at),
+                    "ended_at": _iso(record.ended_at),
+                    "error": record.error,
+                },
+            ]
+        step.save(using=db)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# --- run transitions --------------------------------------------------------------------------
+
+
+def _release_item(run_id: str, worker_id: str, available_at: datetime) -> bool:
+    return bool(
+        QueueItem.objects.using(alias())
+        .filter(run_id=run_id, kind=RUN, lease_owner=worker_id)
+        .update(available_at=available_at, lease_owner=None, lease_expires_at=None)
+    )
+
+
+def retry_run(
+    run_id: str,
+    worker_id: str,
+    *,
+    attempt: int,
+    available_at: datetime,
+    records: Sequence[StepRecord],
+) -> bool:
+    with transaction.atomic(using=alias()):
+        if not _release_item(run_id, worker_id, available_at):
+            return False
+        FunctionRun.objects.using(alias()).filter(id=run_id).update(
+            status=RunStatus.QUEUED, attempt=attempt
+        )
+        _write_records(run_id, records)
+    return True
+
+
+def suspend_run(
+    run_id: str, worker_id: str, *, wake_at: datetime, records: Sequence[StepRecord]
+) -> bool:
+    with transaction.atomic(using=alias()):
+        if not _release_item(run_id, worker_id, wake_at):
+            return False
+        FunctionRun.objects.using(alias()).filter(id=run_id).update(
+            status=RunStatus.SLEEPING, attempt=0
+        )
+        _write_records(run_id, records)
+    return True
+
+
+def end_run(
+    run_id: str,
+    worker_id: str,
+    *,
+    status: str,
+    output: Any,
+    now: datetime,
+    emitted: Sequence[PreparedEvent] = (),
+    pending: Callable[[str], bool] | None = None,
+) -> bool:
+    """End a run held by `worker_id`: drop its queue item, record the end, emit events."""
+    db = alias()
+    with transaction.atomic(using=db):
+        deleted, _ = (
+            QueueItem.objects.using(db)
+            .filter(run_id=run_id, kind=RUN, lease_owner=worker_id)
+            .delete()
+        )
+        if not deleted:
+            return False
+        FunctionRun.objects.using(db).filter(id=run_id).update(
+            status=status, output=output, ended_at=now
+        )
+        insert_events(emitted, received_at=now, pending=pending)
+    return True
+
+
+# --- leases -----------------------------------------------------------------------------------
+
+
+def heartbeat(worker_id: str, lease_seconds: float) -> int:
+    """Extend every lease `worker_id` holds, in one statement."""
+    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(QueueItem)} SET lease_expires_at = {expiry_sql} "
+            f"WHERE lease_owner = %s",
+            [*expiry_params, worker_id],
+        )
+        return int(cursor.rowcount)
+
+
+def return_expired_leases() -> int:
+    """Put back in the queue the runs whose worker stopped renewing their lease."""
+    now_sql, now_params = _db_now_sql()
+    with transaction.atomic(using=alias()):
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE lease_expires_at < {now_sql} RETURNING run_id",
+                now_params,
+            )
+            run_ids = [row[0] for row in cursor.fetchall()]
+        _requeue(run_ids)
+    return len(run_ids)
+
+
+def release(worker_id: str) -> int:
+    """Give back every run `worker_id` holds (a worker shutting down)."""
+    with transaction.atomic(using=alias()):
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE lease_owner = %s RETURNING run_id",
+                [worker_id],
+            )
+            run_ids = [row[0] for row in cursor.fetchall()]
+        _requeue(run_ids)
+    return len(run_ids)
+
+
+def _requeue(run_ids: list[str]) -> None:
+    if run_ids:
+        FunctionRun.objects.using(alias()).filter(id__in=run_ids, status=RunStatus.RUNNING).update(
+            status=RunStatus.QUEUED
+        )
+
+
+def next_due_at() -> datetime | None:
+    """When the earliest unleased queue item becomes due."""
+    value: datetime | None = (
+        QueueItem.objects.using(alias())
+        .filter(lease_expires_at__isnull=True)
+        .aggregate(due=Min("available_at"))["due"]
+    )
+    return value
+
+
+def has_pending_events() -> bool:
+    return Event.objects.using(alias()).pending().exists()

@@ -1,0 +1,571 @@
+"""The worker: claim due runs, execute them, record outcomes, keep leases alive, wake up.
+
+The event loop claims and schedules; async handlers run on it, sync handlers in a thread pool,
+and every database call from the loop goes through a small I/O pool (Django refuses ORM calls
+on a thread that runs an event loop). `record_outcome` is shared with `testing.drain()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections
+
+from django_inngest import conf, store
+from django_inngest.core import clock
+from django_inngest.core.backoff import clamp_retry_after, retry_delay
+from django_inngest.core.engine import (
+    Completed,
+    Dropped,
+    Execution,
+    Failed,
+    Memo,
+    Outcome,
+    Retry,
+    Runtime,
+    StepRecord,
+    Suspended,
+)
+from django_inngest.core.events import (
+    FUNCTION_FAILED,
+    FUNCTION_FINISHED,
+    Event,
+    PreparedEvent,
+    prepare,
+)
+from django_inngest.core.function import Function
+from django_inngest.core.steps import invoke_async, invoke_sync
+from django_inngest.models import RunStatus
+from django_inngest.registry import registry
+
+logger = logging.getLogger("django_inngest.worker")
+T = TypeVar("T")
+
+#: Events the engine emits may carry a whole run's output.
+SYSTEM_EVENT_MAX_BYTES = 32 * 1024 * 1024
+
+
+class WorkerConfigError(ImproperlyConfigured):
+    """The worker refuses to start while `manage.py check` reports errors."""
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def route(event: Mapping[str, Any]) -> list[str]:
+    return [function.id for function in registry.matching(event)]
+
+
+class DatabaseStepStore:
+    """The engine's `StepStore` for one claimed run."""
+
+    def __init__(self, run_id: str, worker_id: str) -> None:
+        self.run_id = run_id
+        self.worker_id = worker_id
+
+    def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
+        return store.save_step(self.run_id, self.worker_id, record, events)
+
+
+def execution_for(
+    claimed: store.ClaimedRun, function: Function, worker_id: str, runtime: Runtime
+) -> Execution:
+    client_logger = getattr(function.client, "logger", None)
+    return Execution(
+        function=function,
+        run_id=claimed.run_id,
+        events=claimed.events,
+        attempt=claimed.attempt,
+        memos=claimed.memos,
+        store=DatabaseStepStore(claimed.run_id, worker_id),
+        runtime=runtime,
+        logger=client_logger,
+    )
+
+
+def not_registered(claimed: store.ClaimedRun) -> Failed:
+    return Failed(
+        error={
+            "code": "function_not_found",
+            "message": f"function {claimed.function_id!r} is not registered in this worker; "
+            "is its app in INSTALLED_APPS and its module named functions.py?",
+            "name": "FunctionNotFound",
+            "stack": None,
+        }
+    )
+
+
+def _finish_events(claimed: store.ClaimedRun, status: str, output: Any) -> list[PreparedEvent]:
+    """`inngest/function.finished`, plus `.failed` on failure (SPEC §3.13)."""
+    if claimed.events and claimed.events[0].name.startswith("inngest/function."):
+        return []  # runs started by these events do not emit them again
+    data: dict[str, Any] = {
+        "function_id": claimed.function_id,
+        "run_id": claimed.run_id,
+        "event": store.event_map(claimed.event_rows[0]) if claimed.event_rows else {},
+        "events": [store.event_map(row) for row in claimed.event_rows],
+        "_inngest": {"status": status},
+    }
+    data["result" if status == RunStatus.COMPLETED else "error"] = output
+    events = [Event(name=FUNCTION_FINISHED, data=data)]
+    if status == RunStatus.FAILED:
+        events.append(Event(name=FUNCTION_FAILED, data=data, id=claimed.run_id))
+    return prepare(
+        events, now_ms=clock.now_ms(), max_bytes=SYSTEM_EVENT_MAX_BYTES, allow_system=True
+    )
+
+
+def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) -> str | None:
+    """Write what an invocation ended with; returns the run's new status, or None when the
+    run was no longer this worker's."""
+    settings = conf.get()
+    now = clock.now()
+    if isinstance(outcome, Completed | Failed):
+        status = RunStatus.COMPLETED if isinstance(outcome, Completed) else RunStatus.FAILED
+        output = outcome.output if isinstance(outcome, Completed) else outcome.error
+        written = store.end_run(
+            claimed.run_id,
+            worker_id,
+            status=status,
+            output=output,
+            now=now,
+            emitted=_finish_events(claimed, status, output),
+            pending=registry.listens_to,
+        )
+        if written:
+            logger.info(
+                "run %s run_id=%s fn=%s", status.lower(), claimed.run_id, claimed.function_id
+            )
+        return status if written else None
+    if isinstance(outcome, Retry):
+        if outcome.retry_at is not None:
+            available_at = clamp_retry_after(outcome.retry_at, now)
+        else:
+            available_at = now + retry_delay(
+                outcome.attempt - 1, settings.RETRY_BACKOFF, settings.RETRY_JITTER
+            )
+        logger.info(
+            "run retrying run_id=%s fn=%s attempt=%s at=%s error=%s",
+            claimed.run_id,
+            claimed.function_id,
+            outcome.attempt,
+            available_at.isoformat(),
+            outcome.error.get("message"),
+        )
+        written = store.retry_run(
+            claimed.run_id,
+            worker_id,
+            attempt=outcome.attempt,
+            available_at=available_at,
+            records=outcome.records,
+        )
+        return RunStatus.QUEUED if written else None
+    if isinstance(outcome, Suspended):
+        written = store.suspend_run(
+            claimed.run_id, worker_id, wake_at=outcome.wake_at, records=outcome.records
+        )
+        return RunStatus.SLEEPING if written else None
+    logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
+    return None
+
+
+def ensure_usable_connections() -> None:
+    """Close this thread's connections that failed, so the next query reconnects."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and (
+            connection.errors_occurred and not connection.is_usable()
+        ):
+            connection.close()
+
+
+def _hygienic(fn: Callable[[], T]) -> T:
+    ensure_usable_connections()
+    try:
+        return fn()
+    except DatabaseError:
+        ensure_usable_connections()
+        raise
+
+
+def run_branches_in_threads(branches: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run the branches of a sync parallel group at once, one thread each."""
+    results: list[Any] = [None] * len(branches)
+
+    def target(index: int, branch: Callable[[], Any]) -> None:
+        try:
+            results[index] = branch()
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=target, args=(i, b), name=f"inngest-branch-{i}", daemon=True)
+        for i, b in enumerate(branches)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+class Worker:
+    """Runs functions until stopped. `run()` blocks; `stop()` may be called from any thread."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+        poll_interval: float | None = None,
+        burst: bool = False,
+        shutdown_grace: float = 30.0,
+        handle_signals: bool = False,
+    ) -> None:
+        settings = conf.get()
+        self.concurrency = concurrency or settings.WORKER_CONCURRENCY
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {self.concurrency!r}")
+        self.worker_id = worker_id or new_worker_id()
+        self.burst = burst
+        self.shutdown_grace = shutdown_grace
+        self.handle_signals = handle_signals
+        self._postgresql = store.is_postgresql()
+        default_poll = 0.1 if not self._postgresql else 5.0
+        self.poll_interval = poll_interval or settings.POLL_INTERVAL or default_poll
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._signals = 0
+        self.unfinished = 0
+        """Runs still executing when the worker gave up waiting for them at shutdown."""
+
+    # -- public ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        errors = [
+            message
+            for message in checks.run_checks(tags=["django_inngest"])
+            if message.level >= checks.ERROR
+        ]
+        if errors:
+            raise WorkerConfigError(
+                "the worker will not start until these are fixed:\n"
+                + "\n".join(f"  {message}" for message in errors)
+            )
+        logger.info(
+            "worker starting worker_id=%s concurrency=%s functions=%s",
+            self.worker_id,
+            self.concurrency,
+            len(registry.all()),
+        )
+        asyncio.run(self._main())
+        logger.info("worker stopped worker_id=%s", self.worker_id)
+
+    def stop(self) -> None:
+        """Stop claiming, finish or release what is held, then return from `run()`."""
+        self._stopping.set()
+        self._poke()
+
+    # -- loop ------------------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="inngest-io")
+        self._runners = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="inngest-run"
+        )
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+        background = [
+            asyncio.create_task(self._every(conf.get().HEARTBEAT_SECONDS, self._heartbeat)),
+            asyncio.create_task(self._every(conf.get().SWEEP_SECONDS, self._sweep)),
+        ]
+        listener: _PostgresListener | None = None
+        if self._postgresql:
+            listener = _PostgresListener(store.alias(), self._poke)
+            listener.start()
+        else:
+            background.append(asyncio.create_task(self._watch_sqlite_files()))
+        try:
+            await self._claim_loop()
+            await self._finish_inflight()
+        finally:
+            for task in background:
+                task.cancel()
+            if listener is not None:
+                listener.stop()
+            await self._io_call(store.release, self.worker_id)
+            self._runners.shutdown(wait=False, cancel_futures=True)
+            await self._io_call(connections.close_all)
+            self._io.shutdown(wait=True)
+
+    async def _claim_loop(self) -> None:
+        assert self._wake is not None
+        settings = conf.get()
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            progressed = False
+            try:
+                fanned = await self._io_call(store.fan_out, route, now=clock.now())
+                progressed = fanned.events > 0
+                free = self.concurrency - len(self._inflight)
+                if free > 0:
+                    claimed = await self._io_call(
+                        store.claim,
+                        self.worker_id,
+                        limit=free,
+                        now=clock.now(),
+                        lease_seconds=settings.LEASE_SECONDS,
+                    )
+                    for run in claimed:
+                        self._start(run)
+                    progressed = progressed or bool(claimed)
+                failures = 0
+            except DatabaseError:
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                logger.exception("worker cannot reach the database; retrying in %.1fs", delay)
+                await self._sleep(delay)
+                continue
+            if self.burst and not progressed and not self._inflight:
+                return
+            full = len(self._inflight) >= self.concurrency
+            if progressed and not full:
+                continue
+            await self._sleep(await self._idle_timeout(full))
+
+    async def _idle_timeout(self, full: bool) -> float:
+        settings = conf.get()
+        fallback = settings.POLL_INTERVAL or (
+            5.0 if self._postgresql else settings.IDLE_QUERY_INTERVAL
+        )
+        if full:
+            return fallback
+        try:
+            due = await self._io_call(store.next_due_at)
+        except DatabaseError:
+            return fallback
+        if due is None:
+            return fallback
+        return max(0.0, min(fallback, (due - clock.now()).total_seconds()))
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._wake is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    def _start(self, claimed: store.ClaimedRun) -> None:
+        task = asyncio.create_task(self._execute(claimed))
+        self._inflight[claimed.run_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(claimed.run_id, None)
+            if self._wake is not None:
+                self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _execute(self, claimed: store.ClaimedRun) -> None:
+        function = registry.get(claimed.function_id)
+        try:
+            if function is None:
+                outcome: Outcome = not_registered(claimed)
+            elif function.is_async:
+                outcome = await invoke_async(
+                    execution_for(claimed, function, self.worker_id, self._async_runtime())
+                )
+            else:
+                execution = execution_for(claimed, function, self.worker_id, self._sync_runtime())
+                outcome = await self._in_runner(invoke_sync, execution)
+            if isinstance(outcome, Dropped):
+                logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
+                return
+            await self._io_call(record_outcome, claimed, outcome, self.worker_id)
+        except DatabaseError:
+            logger.exception(
+                "could not record run_id=%s; its lease will expire and it will run again",
+                claimed.run_id,
+            )
+        except Exception:
+            logger.exception("worker error on run_id=%s", claimed.run_id)
+
+    def _async_runtime(self) -> Runtime:
+        loop = self._loop
+        assert loop is not None
+
+        async def offload(fn: Callable[[], Any]) -> Any:
+            return await loop.run_in_executor(self._io, _hygienic, fn)
+
+        async def offload_user(fn: Callable[[], Any]) -> Any:
+            return await loop.run_in_executor(self._runners, fn)
+
+        return Runtime(
+            offload=offload,
+            offload_user=offload_user,
+            max_event_bytes=conf.get().MAX_EVENT_BYTES,
+        )
+
+    def _sync_runtime(self) -> Runtime:
+        return Runtime(
+            run_branches=run_branches_in_threads,
+            concurrent=True,
+            max_event_bytes=conf.get().MAX_EVENT_BYTES,
+        )
+
+    async def _in_runner(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(
+            self._runners, _hygienic, functools.partial(fn, *args)
+        )
+
+    async def _io_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(
+            self._io, _hygienic, functools.partial(fn, *args, **kwargs)
+        )
+
+    async def _finish_inflight(self) -> None:
+        if not self._inflight:
+            return
+        logger.info(
+            "worker stopping: waiting up to %.0fs for %s runs",
+            self.shutdown_grace,
+            len(self._inflight),
+        )
+        _, pending = await asyncio.wait(list(self._inflight.values()), timeout=self.shutdown_grace)
+        self.unfinished = len(pending)
+        for task in pending:
+            task.cancel()
+
+    # -- background ------------------------------------------------------------------------
+
+    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except DatabaseError:
+                logger.warning("background database call failed; will try again", exc_info=True)
+
+    async def _heartbeat(self) -> None:
+        if self._inflight:
+            await self._io_call(store.heartbeat, self.worker_id, conf.get().LEASE_SECONDS)
+
+    async def _sweep(self) -> None:
+        returned = await self._io_call(store.return_expired_leases)
+        if returned:
+            logger.warning("returned %s runs whose worker stopped renewing its lease", returned)
+            self._poke()
+
+    async def _watch_sqlite_files(self) -> None:
+        """Any commit by another process changes the database or its WAL file."""
+        name = str(connections[store.alias()].settings_dict["NAME"])
+        if name == ":memory:" or name.startswith("file:"):
+            return
+        paths = [Path(name), Path(f"{name}-wal")]
+
+        def signature() -> tuple[tuple[int, int] | None, ...]:
+            found: list[tuple[int, int] | None] = []
+            for path in paths:
+                try:
+                    stat = path.stat()
+                    found.append((stat.st_mtime_ns, stat.st_size))
+                except FileNotFoundError:
+                    found.append(None)
+            return tuple(found)
+
+        last = signature()
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            current = signature()
+            if current != last:
+                last = current
+                self._poke()
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("second signal %s: exiting now", signum)
+            os._exit(1)
+        logger.info("signal %s: finishing current runs; send it again to exit now", signum)
+        self.stop()
+
+
+class _PostgresListener(threading.Thread):
+    """LISTEN on a connection of its own; every notification wakes the worker."""
+
+    _KEYS = (
+        "dbname",
+        "user",
+        "password",
+        "host",
+        "port",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "application_name",
+        "options",
+        "service",
+        "passfile",
+        "connect_timeout",
+    )
+
+    def __init__(self, db_alias: str, on_notify: Callable[[], None]) -> None:
+        super().__init__(name="inngest-listen", daemon=True)
+        params = connections[db_alias].get_connection_params()
+        self._params = {k: params[k] for k in self._KEYS if params.get(k) not in (None, "")}
+        self._on_notify = on_notify
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def run(self) -> None:
+        import psycopg
+
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(**self._params, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {store.CHANNEL}")
+                    self._on_notify()  # anything sent while we were not listening
+                    while not self._stopped.is_set():
+                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                            self._on_notify()
+            except psycopg.Error:
+                logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                self._stopped.wait(1.0)
+
+
+def due_now(now: datetime | None = None) -> bool:
+    """Whether anything is due at `now` (events to match or runs to execute)."""
+    moment = now or clock.now()
+    due = store.next_due_at()
+    return store.has_pending_events() or (due is not None and due <= moment)

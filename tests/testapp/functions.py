@@ -1,0 +1,1 @@
+"""Functions that end-to-end tests run in real worker processes."""

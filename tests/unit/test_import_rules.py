@@ -1,0 +1,64 @@
+"""DESIGN §2 import rules, checked on the source: core is pure; nothing imports the shells."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "django_inngest"
+SHELLS = (
+    "django_inngest.admin",
+    "django_inngest.api",
+    "django_inngest.management",
+    "django_inngest.testing",
+)
+ONLY_IMPORTER = {"celpy": "expressions.py", "croniter": "schedule.py"}
+
+
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_core_imports_only_the_standard_library_core_and_its_two_libraries() -> None:
+    allowed_third_party = set(ONLY_IMPORTER)
+    for path in (PACKAGE / "core").glob("*.py"):
+        for module in imports_of(path):
+            top = module.split(".")[0]
+            if module.startswith("django_inngest."):
+                assert module.startswith("django_inngest.core"), f"{path.name} imports {module}"
+            elif top in sys.stdlib_module_names or top == "__future__":
+                continue
+            else:
+                assert top in allowed_third_party, f"{path.name} imports {module}"
+                assert path.name == ONLY_IMPORTER[top], f"{path.name} imports {module}"
+
+
+def test_only_their_own_module_imports_celpy_and_croniter() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        for module in imports_of(path):
+            top = module.split(".")[0]
+            if top in ONLY_IMPORTER:
+                assert path.name == ONLY_IMPORTER[top], f"{path} imports {top}"
+
+
+def test_nothing_imports_admin_api_management_or_testing() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE.parent).with_suffix("")
+        own = ".".join(relative.parts)
+        for module in imports_of(path):
+            for shell in SHELLS:
+                if module == shell or module.startswith(shell + "."):
+                    assert own.startswith(shell), f"{own} imports {module}"
+
+
+def test_settings_are_read_only_in_conf() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "conf.py" and "migrations" not in path.parts:
+            assert "django.conf import settings" not in path.read_text(), path
