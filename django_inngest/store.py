@@ -237,10 +237,12 @@ def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) ->
                 f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
                 f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
                 f"AND available_at <= %s ORDER BY available_at, id LIMIT %s{lock}) "
-                f"RETURNING run_id",
+                f"RETURNING run_id, available_at, id",
                 [worker_id, *expiry_params, _when(now), limit],
             )
-            run_ids = [row[0] for row in cursor.fetchall()]
+            # RETURNING does not keep the subquery's order; both backends return available_at
+            # in a form that sorts by time (a datetime, or SQLite's fixed-width text).
+            run_ids = [row[0] for row in sorted(cursor.fetchall(), key=lambda r: (r[1], r[2]))]
         if not run_ids:
             return []
         runs = list(

@@ -56,6 +56,7 @@ from django_inngest.registry import registry
 logger = logging.getLogger("django_inngest.worker")
 T = TypeVar("T")
 
+IO_THREADS = 4
 #: Events the engine emits may carry a whole run's output.
 SYSTEM_EVENT_MAX_BYTES = 32 * 1024 * 1024
 
@@ -203,6 +204,20 @@ def _hygienic(fn: Callable[[], T]) -> T:
         raise
 
 
+def close_connections_of(executor: ThreadPoolExecutor, threads: int) -> None:
+    """Close the database connections of every thread of `executor`: one task per thread,
+    held at a barrier so that no thread takes two."""
+    barrier = threading.Barrier(threads)
+
+    def close() -> None:
+        connections.close_all()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=5)
+
+    for future in [executor.submit(close) for _ in range(threads)]:
+        future.result()
+
+
 def run_branches_in_threads(branches: Sequence[Callable[[], Any]]) -> list[Any]:
     """Run the branches of a sync parallel group at once, one thread each."""
     results: list[Any] = [None] * len(branches)
@@ -288,7 +303,7 @@ class Worker:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="inngest-io")
+        self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="inngest-io")
         self._runners = ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="inngest-run"
         )
@@ -313,9 +328,12 @@ class Worker:
                 task.cancel()
             if listener is not None:
                 listener.stop()
+                await asyncio.to_thread(listener.join, 5.0)
             await self._io_call(store.release, self.worker_id)
+            if not self.unfinished:
+                await asyncio.to_thread(close_connections_of, self._runners, self.concurrency)
             self._runners.shutdown(wait=False, cancel_futures=True)
-            await self._io_call(connections.close_all)
+            await asyncio.to_thread(close_connections_of, self._io, IO_THREADS)
             self._io.shutdown(wait=True)
 
     async def _claim_loop(self) -> None:
@@ -557,7 +575,7 @@ class _PostgresListener(threading.Thread):
                     connection.execute(f"LISTEN {store.CHANNEL}")
                     self._on_notify()  # anything sent while we were not listening
                     while not self._stopped.is_set():
-                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                        for _ in connection.notifies(timeout=0.5, stop_after=1):
                             self._on_notify()
             except psycopg.Error:
                 logger.warning("LISTEN connection lost; reconnecting", exc_info=True)

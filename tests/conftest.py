@@ -39,3 +39,11 @@ def clock() -> Iterator[FrozenClock]:
 
     with frozen_clock() as frozen:
         yield frozen
+
+
+@pytest.fixture(params=["memory", pytest.param("database", marks=pytest.mark.django_db)])
+def run(request: pytest.FixtureRequest) -> object:
+    """Run a function to its end in memory, or through the database with drain()."""
+    from tests.helpers import run_in_memory, run_on_database
+
+    return run_in_memory if request.param == "memory" else run_on_database

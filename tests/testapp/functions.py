@@ -1,1 +1,36 @@
 """Functions that end-to-end tests run in real worker processes."""
+
+from __future__ import annotations
+
+import time
+
+import django_inngest as inngest
+
+client = inngest.Inngest(app_id="e2e")
+
+
+@client.create_function(
+    fn_id="five-steps", trigger=inngest.TriggerEvent(event="e2e/five"), retries=2
+)
+def five_steps(ctx: inngest.ContextSync, step: inngest.StepSync) -> int:
+    total = 0
+    for index in range(5):
+        total += step.run(f"step-{index}", _work, index, ctx.event.data.get("ms", 0))
+    return total
+
+
+def _work(index: int, ms: int) -> int:
+    if ms:
+        time.sleep(ms / 1000)
+    return index
+
+
+@client.create_function(fn_id="slow", trigger=inngest.TriggerEvent(event="e2e/slow"))
+def slow(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
+    step.run("nap", time.sleep, ctx.event.data["seconds"])
+    return "finished"
+
+
+@client.create_function(fn_id="echo", trigger=inngest.TriggerEvent(event="e2e/echo"))
+async def echo(ctx: inngest.Context) -> object:
+    return await ctx.step.run("echo", lambda: ctx.event.data)

@@ -7,10 +7,11 @@ from typing import Any
 
 import django_inngest as inngest
 from django_inngest.core import ids
-from tests.unit.helpers import make, run
+from django_inngest.testing import run_function
+from tests.helpers import Runner, make
 
 
-def test_steps_run_once_each_and_the_run_returns_the_last_value() -> None:
+def test_steps_run_once_each_and_the_run_returns_the_last_value(run: Runner) -> None:
     """S1, in our model: new steps run inline, so a clean run executes its body once."""
     calls: list[str] = []
 
@@ -28,7 +29,7 @@ def test_steps_run_once_each_and_the_run_returns_the_last_value() -> None:
     assert result.invocations == 1
 
 
-def test_repeated_step_ids_get_indexes_and_distinct_hashes() -> None:
+def test_repeated_step_ids_get_indexes_and_distinct_hashes(run: Runner) -> None:
     """S2: a loop reusing the id "foo" stores "foo" and "foo:1"."""
 
     def handler(ctx: inngest.ContextSync) -> list[int]:
@@ -41,7 +42,7 @@ def test_repeated_step_ids_get_indexes_and_distinct_hashes() -> None:
     assert (second.step_id, second.index, second.output) == ("foo", 1, 1)
 
 
-def test_step_output_is_the_json_round_trip_on_first_run_as_on_replay() -> None:
+def test_step_output_is_the_json_round_trip_on_first_run_as_on_replay(run: Runner) -> None:
     """S4: a tuple comes back as a list even the first time, so code after it never differs."""
     seen: list[Any] = []
     failures = iter([True, False])
@@ -58,7 +59,7 @@ def test_step_output_is_the_json_round_trip_on_first_run_as_on_replay() -> None:
     assert result.output == [1, 2]
 
 
-def test_unserializable_step_output_fails_the_run_without_retry() -> None:
+def test_unserializable_step_output_fails_the_run_without_retry(run: Runner) -> None:
     """S5."""
     result = run(make(lambda ctx: ctx.step.run("step_1", object), retries=3))
     assert result.status == "FAILED"
@@ -70,7 +71,7 @@ def test_unserializable_step_output_fails_the_run_without_retry() -> None:
     }
 
 
-def test_nested_steps_fail_the_run_and_the_inner_body_never_runs() -> None:
+def test_nested_steps_fail_the_run_and_the_inner_body_never_runs(run: Runner) -> None:
     """S6."""
     ran: list[str] = []
 
@@ -90,7 +91,7 @@ def test_nested_steps_fail_the_run_and_the_inner_body_never_runs() -> None:
     assert (result.error["code"], result.error["name"]) == ("step_errored", "CodedError")
 
 
-def test_steps_called_in_another_order_on_replay_each_run_once() -> None:
+def test_steps_called_in_another_order_on_replay_each_run_once(run: Runner) -> None:
     """S7: memos are found by id, not by position."""
     calls: list[str] = []
     invocation = {"n": 0}
@@ -108,7 +109,7 @@ def test_steps_called_in_another_order_on_replay_each_run_once() -> None:
     assert result.output == ["step_2", "step_1"]
 
 
-def test_step_arguments_are_passed_positionally_and_partials_carry_keywords() -> None:
+def test_step_arguments_are_passed_positionally_and_partials_carry_keywords(run: Runner) -> None:
     """S8."""
 
     def add(a: int, b: str, *, suffix: str = "") -> str:
@@ -123,7 +124,7 @@ def test_step_arguments_are_passed_positionally_and_partials_carry_keywords() ->
     assert run(make(handler)).output == ["1x", "2y!"]
 
 
-def test_context_exposes_the_event_the_run_id_and_attempt() -> None:
+def test_context_exposes_the_event_the_run_id_and_attempt(run: Runner) -> None:
     """S9."""
     seen: dict[str, Any] = {}
 
@@ -139,7 +140,7 @@ def test_context_exposes_the_event_the_run_id_and_attempt() -> None:
     assert len(seen["run_id"]) == 26
 
 
-def test_an_op_recorded_under_an_id_must_match_on_replay() -> None:
+def test_an_op_recorded_under_an_id_must_match_on_replay(run: Runner) -> None:
     """A step recorded as a sleep cannot come back as a step.run: the run fails, naming both."""
     invocation = {"n": 0}
 
@@ -157,7 +158,7 @@ def test_an_op_recorded_under_an_id_must_match_on_replay() -> None:
     assert "'sleep'" in result.error["message"] and "'run'" in result.error["message"]
 
 
-def test_send_event_returns_ids_once_and_replay_returns_the_same_ids() -> None:
+def test_send_event_returns_ids_once_and_replay_returns_the_same_ids(run: Runner) -> None:
     """I7, in memory: the events are recorded once although the body replays."""
     seen: list[list[str]] = []
     failures = iter([True, False])
@@ -173,21 +174,30 @@ def test_send_event_returns_ids_once_and_replay_returns_the_same_ids() -> None:
     assert [e.name for e in result.sent_events] == ["x", "y"]
 
 
-def test_step_stubs_replace_steps_by_id() -> None:
+def test_run_function_runs_in_memory_and_stubs_steps_by_id() -> None:
+    """testing.run_function, like the SDK's mocked.trigger: no database, stubbed steps."""
+
     def handler(ctx: inngest.ContextSync, step: inngest.StepSync) -> Any:
-        return step.run("charge", lambda: 1 / 0)
+        charge = step.run("charge", lambda: 1 / 0)
+        step.sleep("wait", 3_600_000)
+        return [charge, step.run("after", lambda: ctx.event.data["n"])]
 
-    assert run(make(handler), step_stubs={"charge": {"ok": True}}).output == {"ok": True}
+    result = run_function(
+        make(handler), inngest.Event(name="t", data={"n": 3}), step_stubs={"charge": "stubbed"}
+    )
+    assert (result.status, result.output) == ("COMPLETED", ["stubbed", 3])
 
 
-def test_handlers_may_take_keyword_only_ctx_and_step() -> None:
+def test_handlers_may_take_keyword_only_ctx_and_step(run: Runner) -> None:
     def handler(*, ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
         return step.run("s", lambda: ctx.event.name)
 
     assert run(make(handler)).output == "t"
 
 
-def test_replay_aware_logger_is_silent_while_memoized_steps_replay(caplog: Any) -> None:
+def test_replay_aware_logger_is_silent_while_memoized_steps_replay(
+    caplog: Any, run: Runner
+) -> None:
     """S11 (simplified): a log line before the first step appears once although it replays."""
     failures = iter([True, False])
 

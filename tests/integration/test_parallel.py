@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import django_inngest as inngest
-from tests.unit.helpers import make, run
+from tests.helpers import Runner, make
 
 
-def test_parallel_returns_results_in_callable_order_and_each_step_runs_once() -> None:
+def test_parallel_returns_results_in_callable_order_and_each_step_runs_once(run: Runner) -> None:
     """P1 without invoke."""
     calls: list[str] = []
 
@@ -30,7 +30,7 @@ def test_parallel_returns_results_in_callable_order_and_each_step_runs_once() ->
     assert sorted(calls) == ["1a", "1b", "after"]
 
 
-def test_groups_of_sequential_steps_return_their_lists() -> None:
+def test_groups_of_sequential_steps_return_their_lists(run: Runner) -> None:
     """P2."""
 
     def group(step: inngest.StepSync, names: list[str]) -> list[str]:
@@ -72,21 +72,21 @@ def _race_function(mode: inngest.ParallelMode, order: list[str]) -> inngest.Func
     return make(handler, fn_id=f"race-{mode.value}")
 
 
-def test_wait_mode_advances_groups_in_lock_step() -> None:
+def test_wait_mode_advances_groups_in_lock_step(run: Runner) -> None:
     """P3, WAIT: a.2 waits for the slow b.1."""
     order: list[str] = []
     run(_race_function(inngest.ParallelMode.WAIT, order))
     assert order == ["a.1", "b.1", "a.2", "b.2"]
 
 
-def test_race_mode_lets_each_group_advance_on_its_own() -> None:
+def test_race_mode_lets_each_group_advance_on_its_own(run: Runner) -> None:
     """P3, RACE."""
     order: list[str] = []
     run(_race_function(inngest.ParallelMode.RACE, order))
     assert order == ["a.1", "a.2", "b.1", "b.2"]
 
 
-def test_a_failing_branch_retries_while_finished_branches_stay_memoized() -> None:
+def test_a_failing_branch_retries_while_finished_branches_stay_memoized(run: Runner) -> None:
     calls: list[str] = []
 
     def handler(ctx: inngest.ContextSync, step: inngest.StepSync) -> Any:
@@ -108,7 +108,7 @@ def test_a_failing_branch_retries_while_finished_branches_stay_memoized() -> Non
     assert calls == ["steady", "flaky0", "flaky1"]
 
 
-def test_sleeps_in_parallel_branches_suspend_until_the_later_one() -> None:
+def test_sleeps_in_parallel_branches_suspend_until_the_later_one(run: Runner) -> None:
     def handler(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
         ctx.group.parallel((lambda: step.sleep("short", 1000), lambda: step.sleep("long", 5000)))
         return "awake"

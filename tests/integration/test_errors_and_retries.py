@@ -8,14 +8,16 @@ import pytest
 
 import django_inngest as inngest
 from django_inngest.core.errors import FunctionDefinitionError
-from tests.unit.helpers import make, run
+from tests.helpers import Runner, make
 
 
 class MyError(Exception):
     pass
 
 
-def test_a_failing_step_is_retried_alone_then_raises_step_error_at_its_call_site() -> None:
+def test_a_failing_step_is_retried_alone_then_raises_step_error_at_its_call_site(
+    run: Runner,
+) -> None:
     """E1: 3 attempts with ctx.attempt 0, 1, 2, then StepError; uncaught, the run fails."""
     attempts: list[int] = []
     caught: list[inngest.StepError] = []
@@ -45,7 +47,7 @@ def test_a_failing_step_is_retried_alone_then_raises_step_error_at_its_call_site
     }
 
 
-def test_default_retries_make_five_attempts() -> None:
+def test_default_retries_make_five_attempts(run: Runner) -> None:
     """E2."""
     attempts: list[int] = []
 
@@ -56,7 +58,7 @@ def test_default_retries_make_five_attempts() -> None:
     assert attempts == [0, 1, 2, 3, 4]
 
 
-def test_attempt_resets_for_the_step_after_a_retried_step() -> None:
+def test_attempt_resets_for_the_step_after_a_retried_step(run: Runner) -> None:
     """E5."""
     seen: list[tuple[str, int]] = []
 
@@ -73,7 +75,7 @@ def test_attempt_resets_for_the_step_after_a_retried_step() -> None:
     assert seen == [("flaky", 0), ("flaky", 1), ("later", 0)]
 
 
-def test_non_retriable_error_in_a_step_fails_the_run_at_once() -> None:
+def test_non_retriable_error_in_a_step_fails_the_run_at_once(run: Runner) -> None:
     """E6."""
     attempts: list[int] = []
 
@@ -95,7 +97,7 @@ def test_non_retriable_error_in_a_step_fails_the_run_at_once() -> None:
     assert "Traceback (most recent call last):" in result.error["stack"]
 
 
-def test_non_retriable_error_outside_steps_fails_the_run_at_once() -> None:
+def test_non_retriable_error_outside_steps_fails_the_run_at_once(run: Runner) -> None:
     """E7."""
 
     def handler(ctx: inngest.ContextSync) -> None:
@@ -105,7 +107,7 @@ def test_non_retriable_error_outside_steps_fails_the_run_at_once() -> None:
     assert (result.status, result.invocations) == ("FAILED", 1)
 
 
-def test_catching_step_error_and_raising_another_error_reports_the_new_error() -> None:
+def test_catching_step_error_and_raising_another_error_reports_the_new_error(run: Runner) -> None:
     """E10."""
 
     def handler(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
@@ -123,7 +125,7 @@ def test_catching_step_error_and_raising_another_error_reports_the_new_error() -
     )
 
 
-def test_catching_step_error_lets_the_run_complete() -> None:
+def test_catching_step_error_lets_the_run_complete(run: Runner) -> None:
     """E11."""
 
     def handler(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
@@ -137,7 +139,7 @@ def test_catching_step_error_lets_the_run_complete() -> None:
     assert (result.status, result.output) == ("COMPLETED", "recovered")
 
 
-def test_a_function_level_error_retries_without_rerunning_memoized_steps() -> None:
+def test_a_function_level_error_retries_without_rerunning_memoized_steps(run: Runner) -> None:
     """E12."""
     calls: list[str] = []
     failures = iter([True, False])
@@ -152,7 +154,7 @@ def test_a_function_level_error_retries_without_rerunning_memoized_steps() -> No
     assert (result.status, result.output, calls) == ("COMPLETED", "done", ["a"])
 
 
-def test_error_output_has_the_user_traceback_without_engine_frames() -> None:
+def test_error_output_has_the_user_traceback_without_engine_frames(run: Runner) -> None:
     """E13."""
 
     def user_code() -> None:
@@ -169,7 +171,7 @@ def test_error_output_has_the_user_traceback_without_engine_frames() -> None:
     assert "django_inngest" not in stack.replace("test_errors_and_retries", "")
 
 
-def test_retry_after_error_counts_as_an_attempt() -> None:
+def test_retry_after_error_counts_as_an_attempt(run: Runner) -> None:
     attempts: list[int] = []
 
     def handler(ctx: inngest.ContextSync) -> None:
@@ -210,7 +212,7 @@ def test_sync_function_with_async_on_failure_is_refused_at_decoration() -> None:
     )
 
 
-def test_async_handlers_retry_and_memoize_like_sync_ones() -> None:
+def test_async_handlers_retry_and_memoize_like_sync_ones(run: Runner) -> None:
     attempts: list[int] = []
 
     async def handler(ctx: inngest.Context, step: inngest.Step) -> Any:

@@ -1,0 +1,130 @@
+"""Leases: late writers lose, results are written once, expired leases return to the queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import django_inngest as inngest
+from django_inngest import store
+from django_inngest.core import clock, ids
+from django_inngest.core.engine import LeaseLost, StepRecord
+from django_inngest.models import FunctionRun, QueueItem
+from django_inngest.worker import route
+
+pytestmark = pytest.mark.django_db
+
+
+def queued_run(client: inngest.Inngest) -> str:
+    client.create_function(fn_id="f", trigger=inngest.TriggerEvent(event="t"))(lambda ctx: None)
+    client.send_sync(inngest.Event(name="t"))
+    store.fan_out(route, now=clock.now())
+    return FunctionRun.objects.get().id
+
+
+def claim(worker_id: str) -> list[store.ClaimedRun]:
+    return store.claim(worker_id, limit=10, now=clock.now(), lease_seconds=30)
+
+
+def expire_all_leases() -> None:
+    QueueItem.objects.update(lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def record(output: object) -> StepRecord:
+    return StepRecord(
+        hashed_id=ids.hash_step_id("s"),
+        step_id="s",
+        index=0,
+        op="run",
+        status="COMPLETED",
+        output=output,
+        started_at=clock.now(),
+        ended_at=clock.now(),
+    )
+
+
+def test_a_claimed_run_is_not_claimed_again_while_its_lease_lives(
+    inngest_client: inngest.Inngest,
+) -> None:
+    run_id = queued_run(inngest_client)
+    assert [c.run_id for c in claim("a")] == [run_id]
+    assert claim("b") == []
+    assert FunctionRun.objects.get().status == "RUNNING"
+
+
+def test_an_expired_lease_returns_the_run_to_the_queue_for_any_worker(
+    inngest_client: inngest.Inngest,
+) -> None:
+    run_id = queued_run(inngest_client)
+    claim("a")
+    expire_all_leases()
+    assert store.return_expired_leases() == 1
+    assert FunctionRun.objects.get().status == "QUEUED"
+    assert [c.run_id for c in claim("b")] == [run_id]
+
+
+def test_a_late_writer_loses_its_step_and_cannot_end_the_run(
+    inngest_client: inngest.Inngest,
+) -> None:
+    run_id = queued_run(inngest_client)
+    claim("a")
+    expire_all_leases()
+    store.return_expired_leases()
+    claim("b")
+    with pytest.raises(LeaseLost):
+        store.save_step(run_id, "a", record("late"))
+    assert not store.end_run(run_id, "a", status="COMPLETED", output="late", now=clock.now())
+    assert store.end_run(run_id, "b", status="COMPLETED", output="b", now=clock.now())
+    assert FunctionRun.objects.get().output == "b"
+
+
+def test_a_step_result_is_written_once_and_a_second_writer_reads_the_first(
+    inngest_client: inngest.Inngest,
+) -> None:
+    run_id = queued_run(inngest_client)
+    claim("a")
+    assert store.save_step(run_id, "a", record("first")).output == "first"
+    assert store.save_step(run_id, "a", record("second")).output == "first"
+
+
+def test_heartbeats_extend_only_the_leases_of_their_worker(inngest_client: inngest.Inngest) -> None:
+    queued_run(inngest_client)
+    claim("a")
+    expire_all_leases()
+    assert store.heartbeat("b", 30) == 0
+    assert store.heartbeat("a", 30) == 1
+    assert store.return_expired_leases() == 0
+
+
+def test_release_gives_back_what_a_stopping_worker_holds(inngest_client: inngest.Inngest) -> None:
+    run_id = queued_run(inngest_client)
+    claim("a")
+    assert store.release("a") == 1
+    assert FunctionRun.objects.get().status == "QUEUED"
+    assert [c.run_id for c in claim("b")] == [run_id]
+
+
+def test_claims_take_the_oldest_due_items_first_and_skip_future_ones(
+    inngest_client: inngest.Inngest,
+) -> None:
+    inngest_client.create_function(fn_id="f", trigger=inngest.TriggerEvent(event="t"))(
+        lambda ctx: None
+    )
+    now = clock.now()
+    inngest_client.send_sync(
+        [
+            inngest.Event(
+                name="t", data={"n": 1}, ts=int((now - timedelta(seconds=5)).timestamp() * 1000)
+            ),
+            inngest.Event(
+                name="t", data={"n": 2}, ts=int((now + timedelta(hours=1)).timestamp() * 1000)
+            ),
+            inngest.Event(
+                name="t", data={"n": 3}, ts=int((now - timedelta(seconds=9)).timestamp() * 1000)
+            ),
+        ]
+    )
+    store.fan_out(route, now=now - timedelta(seconds=10))
+    claimed = store.claim("a", limit=10, now=now, lease_seconds=30)
+    assert [c.events[0].data["n"] for c in claimed] == [3, 1]
