@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
 from django_inngest import conf
 from django_inngest.core import clock, config
+from django_inngest.core.errors import RunEndedError
 from django_inngest.core.events import Event, prepare
+from django_inngest.core.expressions import compile_expression
 from django_inngest.core.function import Function, Handler
 from django_inngest.registry import registry
 
@@ -105,6 +108,49 @@ class Inngest:
         """`send_sync` for async code, on the thread Django's async ORM calls use."""
         ids: list[str] = await sync_to_async(self.send_sync)(events)
         return ids
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel a run that has not ended: a step in flight finishes but its result is
+        dropped, nothing more runs, `inngest/function.cancelled` is emitted, `on_failure`
+        is not called. Raises `RunNotFoundError` or `RunEndedError`."""
+        from django_inngest import store
+        from django_inngest.registry import registry
+
+        store.cancel_run(run_id, now=clock.now(), pending=registry.listens_to)
+
+    def cancel_runs(
+        self,
+        function_id: str,
+        *,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        if_exp: str | None = None,
+    ) -> list[str]:
+        """Cancel the runs of `function_id` (the full id) enqueued in a window whose triggering
+        event matches `if_exp`; returns the ids of the runs cancelled."""
+        from django_inngest import store
+        from django_inngest.registry import registry
+
+        expression = compile_expression(if_exp) if if_exp is not None else None
+        cancelled = []
+        for run in store.active_runs(
+            function_id, started_after=started_after, started_before=started_before or clock.now()
+        ):
+            if expression is not None and not expression.matches(run["event"]):
+                continue
+            try:
+                store.cancel_run(run["id"], now=clock.now(), pending=registry.listens_to)
+            except RunEndedError:
+                continue  # it ended meanwhile
+            cancelled.append(run["id"])
+        return cancelled
+
+    def rerun(self, run_id: str, *, from_step: str | None = None) -> str:
+        """Start a new run with the same events, linked to the original; returns its id.
+        With `from_step`, the results of steps completed before that step are kept."""
+        from django_inngest import store
+
+        return store.rerun(run_id, now=clock.now(), from_step=from_step)
 
 
 _default: Inngest | None = None

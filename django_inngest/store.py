@@ -28,8 +28,9 @@ from django_inngest.core.engine import (
     StepRecord,
     StepStatus,
 )
+from django_inngest.core.errors import RunEndedError, RunNotFoundError
 from django_inngest.core.events import Event as EventValue
-from django_inngest.core.events import PreparedEvent
+from django_inngest.core.events import PreparedEvent, run_ended_events
 from django_inngest.models import (
     ENDED_STATUSES,
     Event,
@@ -248,7 +249,15 @@ def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) ->
         runs = list(
             FunctionRun.objects.using(db)
             .filter(id__in=run_ids)
-            .values("id", "function_id", "event_ids", "attempt", "started_at", "status")
+            .values(
+                "id",
+                "function_id",
+                "event_ids",
+                "attempt",
+                "started_at",
+                "status",
+                "original_run_id",
+            )
         )
         ended = [run["id"] for run in runs if run["status"] in ENDED_STATUSES]
         if ended:  # a queue item outlived its run: nothing to do but drop it
@@ -264,7 +273,8 @@ def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) ->
         .filter(id__in=event_ids)
         .values("id", "user_id", "name", "data", "ts")
     }
-    memos = load_memos([run["id"] for run in runs if run["started_at"] is not None])
+    # A run that never started has no steps, unless it reruns another run from a step.
+    memos = load_memos([run["id"] for run in runs if run["started_at"] or run["original_run_id"]])
     claimed = []
     for run in sorted(runs, key=lambda r: run_ids.index(r["id"])):
         rows = [events[event_id] for event_id in run["event_ids"] if event_id in events]
@@ -501,6 +511,120 @@ def end_run(
         )
         insert_events(emitted, received_at=now, pending=pending)
     return True
+
+
+# --- cancellation and reruns ------------------------------------------------------------------
+
+
+def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | None = None) -> None:
+    """Cancel a run that has not ended. Its queue item goes at once, so a worker running it
+    loses its lease: the step in flight finishes, its result is dropped, nothing else runs."""
+    db = alias()
+    with transaction.atomic(using=db):
+        run = (
+            FunctionRun.objects.using(db)
+            .select_for_update()
+            .filter(id=run_id)
+            .values("id", "function_id", "status", "event_ids")
+            .first()
+        )
+        if run is None:
+            raise RunNotFoundError(run_id)
+        if run["status"] in ENDED_STATUSES:
+            raise RunEndedError(run_id, run["status"])
+        QueueItem.objects.using(db).filter(run_id=run_id).delete()
+        FunctionRun.objects.using(db).filter(id=run_id).update(
+            status=RunStatus.CANCELLED, ended_at=now
+        )
+        rows = list(
+            Event.objects.using(db)
+            .filter(id__in=run["event_ids"])
+            .values("id", "user_id", "name", "data", "ts")
+        )
+        rows.sort(key=lambda row: run["event_ids"].index(row["id"]))
+        emitted = run_ended_events(
+            function_id=run["function_id"],
+            run_id=run_id,
+            trigger_events=[event_map(row) for row in rows],
+            status=RunStatus.CANCELLED,
+            output={"code": "cancelled", "message": "the run was cancelled", "name": "Cancelled"},
+            now_ms=int(now.timestamp() * 1000),
+        )
+        insert_events(emitted, received_at=now, pending=pending)
+
+
+def active_runs(
+    function_id: str, *, started_after: datetime | None, started_before: datetime
+) -> list[dict[str, Any]]:
+    """Runs of a function that have not ended, enqueued within a window, with their first event."""
+    query = (
+        FunctionRun.objects.using(alias())
+        .active()
+        .filter(function_id=function_id, created_at__lt=started_before)
+    )
+    if started_after is not None:
+        query = query.filter(created_at__gte=started_after)
+    runs = list(query.order_by("id").values("id", "event_id"))
+    events = {
+        row["id"]: row
+        for row in Event.objects.using(alias())
+        .filter(id__in=[run["event_id"] for run in runs if run["event_id"]])
+        .values("id", "user_id", "name", "data", "ts")
+    }
+    return [
+        {
+            "id": run["id"],
+            "event": event_map(events[run["event_id"]]) if run["event_id"] in events else {},
+        }
+        for run in runs
+    ]
+
+
+def rerun(run_id: str, *, now: datetime, from_step: str | None = None) -> str:
+    """Start a new run with the same events, linked to the original. With `from_step` (a step
+    id or hashed id), results of the steps completed before that step are kept."""
+    db = alias()
+    with transaction.atomic(using=db):
+        original = FunctionRun.objects.using(db).filter(id=run_id).first()
+        if original is None:
+            raise RunNotFoundError(run_id)
+        kept: list[RunStep] = []
+        if from_step is not None:
+            steps = list(RunStep.objects.using(db).filter(run_id=run_id).order_by("id"))
+            chosen = next((s for s in steps if from_step in (s.hashed_id, s.step_id)), None)
+            if chosen is None:
+                raise ValueError(f"run {run_id!r} has no step {from_step!r}")
+            kept = [s for s in steps if s.id < chosen.id and s.status == StepStatus.COMPLETED]
+        new = FunctionRun.objects.using(db).create(
+            id=ids.ulid(),
+            function_id=original.function_id,
+            status=RunStatus.QUEUED,
+            event_id=original.event_id,
+            event_ids=original.event_ids,
+            created_at=now,
+            original_run=original,
+        )
+        RunStep.objects.using(db).bulk_create(
+            [
+                RunStep(
+                    run=new,
+                    hashed_id=s.hashed_id,
+                    step_id=s.step_id,
+                    index=s.index,
+                    op=s.op,
+                    status=s.status,
+                    output=s.output,
+                    attempts=s.attempts,
+                    started_at=s.started_at,
+                    ended_at=s.ended_at,
+                    wake_at=s.wake_at,
+                )
+                for s in kept
+            ]
+        )
+        QueueItem.objects.using(db).create(run=new, available_at=now)
+        notify()
+    return new.id
 
 
 # --- leases -----------------------------------------------------------------------------------

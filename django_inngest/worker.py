@@ -41,13 +41,7 @@ from django_inngest.core.engine import (
     StepRecord,
     Suspended,
 )
-from django_inngest.core.events import (
-    FUNCTION_FAILED,
-    FUNCTION_FINISHED,
-    Event,
-    PreparedEvent,
-    prepare,
-)
+from django_inngest.core.events import PreparedEvent, run_ended_events
 from django_inngest.core.function import Function
 from django_inngest.core.steps import invoke_async, invoke_sync
 from django_inngest.models import RunStatus
@@ -57,8 +51,6 @@ logger = logging.getLogger("django_inngest.worker")
 T = TypeVar("T")
 
 IO_THREADS = 4
-#: Events the engine emits may carry a whole run's output.
-SYSTEM_EVENT_MAX_BYTES = 32 * 1024 * 1024
 
 
 class WorkerConfigError(ImproperlyConfigured):
@@ -112,26 +104,6 @@ def not_registered(claimed: store.ClaimedRun) -> Failed:
     )
 
 
-def _finish_events(claimed: store.ClaimedRun, status: str, output: Any) -> list[PreparedEvent]:
-    """`inngest/function.finished`, plus `.failed` on failure (SPEC §3.13)."""
-    if claimed.events and claimed.events[0].name.startswith("inngest/function."):
-        return []  # runs started by these events do not emit them again
-    data: dict[str, Any] = {
-        "function_id": claimed.function_id,
-        "run_id": claimed.run_id,
-        "event": store.event_map(claimed.event_rows[0]) if claimed.event_rows else {},
-        "events": [store.event_map(row) for row in claimed.event_rows],
-        "_inngest": {"status": status},
-    }
-    data["result" if status == RunStatus.COMPLETED else "error"] = output
-    events = [Event(name=FUNCTION_FINISHED, data=data)]
-    if status == RunStatus.FAILED:
-        events.append(Event(name=FUNCTION_FAILED, data=data, id=claimed.run_id))
-    return prepare(
-        events, now_ms=clock.now_ms(), max_bytes=SYSTEM_EVENT_MAX_BYTES, allow_system=True
-    )
-
-
 def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) -> str | None:
     """Write what an invocation ended with; returns the run's new status, or None when the
     run was no longer this worker's."""
@@ -146,7 +118,14 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
             status=status,
             output=output,
             now=now,
-            emitted=_finish_events(claimed, status, output),
+            emitted=run_ended_events(
+                function_id=claimed.function_id,
+                run_id=claimed.run_id,
+                trigger_events=[store.event_map(row) for row in claimed.event_rows],
+                status=status,
+                output=output,
+                now_ms=clock.now_ms(),
+            ),
             pending=registry.listens_to,
         )
         if written:

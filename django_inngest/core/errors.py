@@ -120,6 +120,23 @@ class DeterminismError(InngestError):
         self.found = found
 
 
+class RunNotFoundError(InngestError, LookupError):
+    """No run has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}")
+        self.run_id = run_id
+
+
+class RunEndedError(InngestError, ValueError):
+    """The run has already ended; it cannot be cancelled."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"cannot cancel run {run_id!r}: it has already ended ({status})")
+        self.run_id = run_id
+        self.status = status
+
+
 class UnstubbedStepError(InngestError):
     """`testing.run_function` met a step that needs a stub (a wait or an invoke)."""
 

@@ -140,3 +140,39 @@ def _prepare_one(
     return PreparedEvent(
         id=ids.ulid(), name=name, data=json.loads(encoded), user_id=event.id, ts=ts
     )
+
+
+#: Events the engine emits may carry a whole run's output.
+SYSTEM_EVENT_MAX_BYTES = 32 * 1024 * 1024
+
+
+def run_ended_events(
+    *,
+    function_id: str,
+    run_id: str,
+    trigger_events: Sequence[Mapping[str, Any]],
+    status: str,
+    output: Any,
+    now_ms: int,
+) -> list[PreparedEvent]:
+    """What a run emits when it ends (SPEC §3.13): `inngest/function.finished`, plus
+    `.failed` or `.cancelled` whose id is the run id, so they start each listener once.
+
+    Runs started by these events emit nothing, so failure handlers cannot loop.
+    """
+    if trigger_events and str(trigger_events[0].get("name", "")).startswith("inngest/function."):
+        return []
+    data: dict[str, Any] = {
+        "function_id": function_id,
+        "run_id": run_id,
+        "event": dict(trigger_events[0]) if trigger_events else {},
+        "events": [dict(event) for event in trigger_events],
+        "_inngest": {"status": status},
+    }
+    data["result" if status == "COMPLETED" else "error"] = output
+    events = [Event(name=FUNCTION_FINISHED, data=data)]
+    if status == "FAILED":
+        events.append(Event(name=FUNCTION_FAILED, data=data, id=run_id))
+    elif status == "CANCELLED":
+        events.append(Event(name=FUNCTION_CANCELLED, data=data, id=run_id))
+    return prepare(events, now_ms=now_ms, max_bytes=SYSTEM_EVENT_MAX_BYTES, allow_system=True)
