@@ -8,6 +8,7 @@ work. Due times use the engine clock; lease expiry uses the database's clock on 
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Min, Value
+from django.db.models import F, Min, Q, Value
 from django.db.models.functions import Coalesce
 
 from django_inngest import conf
@@ -33,6 +34,8 @@ from django_inngest.core.events import Event as EventValue
 from django_inngest.core.events import PreparedEvent, run_ended_events
 from django_inngest.models import (
     ENDED_STATUSES,
+    CronSchedule,
+    CronTick,
     Event,
     FunctionRun,
     IdempotencyKey,
@@ -690,3 +693,112 @@ def next_due_at() -> datetime | None:
 
 def has_pending_events() -> bool:
     return Event.objects.using(alias()).pending().exists()
+
+
+# --- cron -------------------------------------------------------------------------------------
+
+ScheduleKey = tuple[str, str, str]
+"""(function id, cron as written, zone name): one cron trigger of one function."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleState:
+    created_at: datetime
+    last_tick_at: datetime | None
+
+
+def sync_cron_schedules(
+    declared: Iterable[ScheduleKey], *, now: datetime
+) -> dict[ScheduleKey, ScheduleState]:
+    """Make the stored schedules exactly `declared` (what a starting worker's code declares):
+    keep those that exist, add the new ones, delete the rest. Returns the state of each."""
+    db = alias()
+    wanted = set(declared)
+    with transaction.atomic(using=db):
+        stored = {
+            (row["function_id"], row["cron"], row["timezone"]): row["id"]
+            for row in CronSchedule.objects.using(db).values(
+                "id", "function_id", "cron", "timezone"
+            )
+        }
+        gone = [row_id for key, row_id in stored.items() if key not in wanted]
+        if gone:
+            CronSchedule.objects.using(db).filter(id__in=gone).delete()
+        CronSchedule.objects.using(db).bulk_create(
+            [
+                CronSchedule(function_id=key[0], cron=key[1], timezone=key[2], created_at=now)
+                for key in sorted(wanted - stored.keys())
+            ],
+            ignore_conflicts=True,
+        )
+    return cron_schedule_states()
+
+
+def cron_schedule_states() -> dict[ScheduleKey, ScheduleState]:
+    return {
+        (row["function_id"], row["cron"], row["timezone"]): ScheduleState(
+            created_at=row["created_at"], last_tick_at=row["last_tick_at"]
+        )
+        for row in CronSchedule.objects.using(alias()).values(
+            "function_id", "cron", "timezone", "created_at", "last_tick_at"
+        )
+    }
+
+
+class TickOutcome(enum.Enum):
+    FIRED = "fired"
+    ALREADY_FIRED = "already fired"
+    """Another worker (or an earlier pass) fired this tick."""
+    SCHEDULE_GONE = "schedule gone"
+    """A worker started since with code that no longer declares this schedule."""
+
+
+def fire_cron_tick(
+    key: ScheduleKey,
+    *,
+    scheduled_at: datetime,
+    fire_at: datetime,
+    event: PreparedEvent,
+    worker_id: str,
+    now: datetime,
+) -> TickOutcome:
+    """Start the run of one tick, unless it already started: the unique (function, scheduled
+    time) row decides between racing workers. The schedule row is locked and checked first,
+    so a schedule removed by a newer deploy fires nothing more."""
+    db = alias()
+    function_id, cron, timezone = key
+    with transaction.atomic(using=db):
+        schedule = (
+            CronSchedule.objects.using(db)
+            .select_for_update()
+            .filter(function_id=function_id, cron=cron, timezone=timezone)
+            .values_list("id", flat=True)
+            .first()
+        )
+        if schedule is None:
+            return TickOutcome.SCHEDULE_GONE
+        run_id = ids.ulid()
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {_table(CronTick)} (function_id, scheduled_at, cron, fire_at, "
+                f"run_id, fired_by) VALUES (%s, %s, %s, %s, %s, %s) "
+                f"ON CONFLICT (function_id, scheduled_at) DO NOTHING RETURNING id",
+                [function_id, _when(scheduled_at), cron, _when(fire_at), run_id, worker_id],
+            )
+            if cursor.fetchone() is None:
+                return TickOutcome.ALREADY_FIRED
+        insert_events([event], received_at=now, pending=lambda name: False)
+        run = FunctionRun.objects.using(db).create(
+            id=run_id,
+            function_id=function_id,
+            status=RunStatus.QUEUED,
+            event_id=event.id,
+            event_ids=[event.id],
+            created_at=now,
+        )
+        QueueItem.objects.using(db).create(run=run, available_at=fire_at)
+        CronSchedule.objects.using(db).filter(id=schedule).filter(
+            Q(last_tick_at__isnull=True) | Q(last_tick_at__lt=scheduled_at)
+        ).update(last_tick_at=scheduled_at)
+        notify()
+    return TickOutcome.FIRED
