@@ -6,12 +6,14 @@ need two workers or two deploys use `CronScheduler` directly, the class workers 
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.core.checks import run_checks
+from django.core.management import call_command
 from django.test import override_settings
 
 import django_inngest as inngest
@@ -367,6 +369,34 @@ def test_an_hourly_new_york_schedule_fires_each_wall_clock_hour_once_across_fall
         "2024-11-03T07:00:00Z",
         "2024-11-03T08:00:00Z",
     ]
+
+
+def test_inngest_status_shows_the_next_tick_of_each_cron_function_in_its_zone(
+    inngest_client: inngest.Inngest,
+) -> None:
+    cron_function(inngest_client, "TZ=Europe/Paris 0 12 * * 5", fn_id="weekly")
+    cron_function(inngest_client, "0 3 * * *", fn_id="nightly")
+    output = io.StringIO()
+    with frozen_clock(utc(2024, 6, 5, 9, 0)):
+        call_command("inngest_status", stdout=output)
+    text = output.getvalue()
+    assert (
+        "cron TZ=Europe/Paris 0 12 * * 5 [Europe/Paris]: next 2024-06-07 12:00:00 CEST "
+        "(2024-06-07T10:00:00Z), last never" in text
+    )
+    assert "cron 0 3 * * * [UTC]: next 2024-06-06 03:00:00 UTC (2024-06-06T03:00:00Z)" in text
+
+
+def test_inngest_status_shows_the_last_tick_fired(inngest_client: inngest.Inngest) -> None:
+    cron_function(inngest_client, "TZ=America/New_York 0 * * * *")
+    output = io.StringIO()
+    with frozen_clock(utc(2024, 6, 5, 8, 30)) as clock:
+        drain()
+        clock.set(utc(2024, 6, 5, 9, 0))
+        drain()
+        call_command("inngest_status", stdout=output)
+    assert "last 2024-06-05 05:00:00 EDT (2024-06-05T09:00:00Z)" in output.getvalue()
+    assert "Runs: COMPLETED 1" in output.getvalue()
 
 
 # Configuration mistakes are found by `manage.py check`.
