@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import django_inngest as inngest
@@ -34,3 +35,14 @@ def slow(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
 @client.create_function(fn_id="echo", trigger=inngest.TriggerEvent(event="e2e/echo"))
 async def echo(ctx: inngest.Context) -> object:
     return await ctx.step.run("echo", lambda: ctx.event.data)
+
+
+# Declared only in worker processes started with TESTAPP_CRON (its value is the schedule), so
+# that other tests' workers never fire it.
+if os.environ.get("TESTAPP_CRON"):
+
+    @client.create_function(
+        fn_id="cron", trigger=inngest.TriggerCron(cron=os.environ["TESTAPP_CRON"])
+    )
+    def cron(ctx: inngest.ContextSync) -> object:
+        return ctx.event.data["scheduledAt"]
