@@ -162,6 +162,35 @@ class QueueItem(models.Model):
         return f"{self.kind} {self.run_id} at {self.available_at}"
 
 
+class Pause(models.Model):
+    """What a run waits for: an event (`wait`), an invoked run's end (`invoke`), or an event
+    that cancels it (`cancel`). Found by (event name, match key) when an event arrives."""
+
+    class Kind(models.TextChoices):
+        WAIT = "wait", "Wait for event"
+        INVOKE = "invoke", "Invoke"
+        CANCEL = "cancel", "Cancel"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    run = models.ForeignKey(FunctionRun, on_delete=models.CASCADE, related_name="pauses")
+    hashed_id = models.CharField(max_length=40, blank=True, default="")
+    event_name = models.CharField(max_length=512)
+    expression = models.TextField(blank=True, default="", help_text="Empty matches any event.")
+    match_key = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = no index
+    trigger_event = models.JSONField(default=dict, help_text="`event` in the expression.")
+    after_id = models.CharField(max_length=26, help_text="Only later events match.")
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["event_name", "match_key"], name="inngest_pause_lookup"),
+            models.Index(fields=["expires_at"], name="inngest_pause_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.event_name} for {self.run_id}"
+
+
 class IdempotencyKey(models.Model):
     """A (function, sender's event id) pair seen in the last 24 hours."""
 

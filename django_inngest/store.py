@@ -8,6 +8,7 @@ work. Due times use the engine clock; lease expiry uses the database's clock on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,17 +26,26 @@ from django_inngest.core.engine import (
     FINAL_STEP_STATUSES,
     LeaseLost,
     Memo,
+    PauseSpec,
     StepRecord,
     StepStatus,
+    pause_result,
 )
 from django_inngest.core.errors import RunEndedError, RunNotFoundError
+from django_inngest.core.events import (
+    FUNCTION_FINISHED,
+    FUNCTION_INVOKED,
+    PreparedEvent,
+    run_ended_events,
+)
 from django_inngest.core.events import Event as EventValue
-from django_inngest.core.events import PreparedEvent, run_ended_events
+from django_inngest.core.expressions import compile_expression, event_index_keys
 from django_inngest.models import (
     ENDED_STATUSES,
     Event,
     FunctionRun,
     IdempotencyKey,
+    Pause,
     QueueItem,
     RunStatus,
     RunStep,
@@ -147,24 +157,35 @@ def event_map(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NewRun:
+class RunPlan:
+    """A run an event starts, with the cancellation listeners it gets."""
+
     function_id: str
-    available_at: datetime
+    pauses: Sequence[PauseSpec] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
 class FanOut:
     events: int
     runs: int
+    resumed: int = 0
+
+
+Route = Callable[[Mapping[str, Any], str], Iterable[RunPlan]]
 
 
 def fan_out(
-    route: Callable[[Mapping[str, Any]], Iterable[str]], *, now: datetime, limit: int = 200
+    route: Route,
+    *,
+    now: datetime,
+    limit: int = 200,
+    pending: Callable[[str], bool] | None = None,
 ) -> FanOut:
-    """Match pending events against functions and create their runs, in one transaction.
+    """Match pending events against functions and waiting runs, in one transaction.
 
-    `route` gives the ids of the functions an event starts. A sender's event id starts each
-    function at most once in 24 hours (SPEC §3.9).
+    For each event, in order: create the runs it starts (`route` gives them; a sender's event
+    id starts each function at most once in 24 hours, SPEC §3.9), then resume the runs waiting
+    for it and cancel the runs it cancels.
     """
     db = alias()
     with transaction.atomic(using=db):
@@ -176,15 +197,18 @@ def fan_out(
             return FanOut(events=0, runs=0)
         runs: list[FunctionRun] = []
         items: list[QueueItem] = []
+        pauses: list[Pause] = []
+        has_pauses: dict[str, bool] = {}
+        created = resumed = 0
         for row in rows:
-            for function_id in route(event_map(row)):
+            for plan in route(event_map(row), row["id"]):
                 if row["user_id"] and not _first_in_24h(
-                    ids.stable_hash(function_id, row["user_id"]), now
+                    ids.stable_hash(plan.function_id, row["user_id"]), now
                 ):
                     continue
                 run = FunctionRun(
                     id=ids.ulid(),
-                    function_id=function_id,
+                    function_id=plan.function_id,
                     status=RunStatus.QUEUED,
                     event_id=row["id"],
                     event_ids=[row["id"]],
@@ -192,12 +216,100 @@ def fan_out(
                 )
                 runs.append(run)
                 items.append(QueueItem(run=run, available_at=max(now, from_ms(row["ts"]))))
-        FunctionRun.objects.using(db).bulk_create(runs)
-        QueueItem.objects.using(db).bulk_create(items)
+                for spec in plan.pauses:
+                    pauses.append(_pause_row(run.id, spec))
+                    has_pauses[spec.event_name] = True
+            name = row["name"]
+            if name not in has_pauses:
+                has_pauses[name] = Pause.objects.using(db).filter(event_name=name).exists()
+            if has_pauses[name]:
+                if pauses:  # listeners created above must be visible to this event
+                    created += _flush_runs(runs, items, pauses)
+                resumed += _match_pauses(row, now, pending)
+        created += _flush_runs(runs, items, pauses)
         Event.objects.using(db).filter(id__in=[row["id"] for row in rows]).update(pending=False)
-        if runs:
+        if created or resumed:
             notify()
-    return FanOut(events=len(rows), runs=len(runs))
+    return FanOut(events=len(rows), runs=created, resumed=resumed)
+
+
+def _flush_runs(runs: list[FunctionRun], items: list[QueueItem], pauses: list[Pause]) -> int:
+    """Write the runs built so far and empty the lists; returns how many runs were written."""
+    db = alias()
+    FunctionRun.objects.using(db).bulk_create(runs)
+    QueueItem.objects.using(db).bulk_create(items)
+    Pause.objects.using(db).bulk_create(pauses)
+    created = len(runs)
+    runs.clear()
+    items.clear()
+    pauses.clear()
+    return created
+
+
+def _pause_row(run_id: str, spec: PauseSpec) -> Pause:
+    return Pause(
+        kind=spec.kind,
+        run_id=run_id,
+        hashed_id=spec.hashed_id,
+        event_name=spec.event_name,
+        expression=spec.expression or "",
+        match_key=spec.match_key,
+        trigger_event=spec.trigger_event,
+        after_id=spec.after_id,
+        expires_at=spec.expires_at,
+    )
+
+
+def _match_pauses(
+    row: Mapping[str, Any], now: datetime, pending: Callable[[str], bool] | None
+) -> int:
+    """Resume the runs waiting for this event and cancel the runs it cancels; the first event
+    to consume a wait wins, whatever the number of workers."""
+    db = alias()
+    incoming = event_map(row)
+    keys = event_index_keys(incoming)
+    # Two index lookups joined, rather than one OR that SQLite would answer by a scan.
+    waiting = Pause.objects.using(db).filter(
+        event_name=row["name"], after_id__lt=row["id"], expires_at__gt=now
+    )
+    fields = ("id", "kind", "run_id", "hashed_id", "expression", "trigger_event")
+    candidates = (
+        waiting.filter(match_key__in=keys)
+        .values(*fields)
+        .union(waiting.filter(match_key__isnull=True).values(*fields), all=True)
+        .order_by("id")
+    )
+    resumed = 0
+    for pause in candidates:
+        if pause["expression"] and not compile_expression(pause["expression"]).matches(
+            pause["trigger_event"], incoming
+        ):
+            continue
+        if pause["kind"] == Pause.Kind.CANCEL:
+            with contextlib.suppress(RunEndedError, RunNotFoundError):
+                cancel_run(pause["run_id"], now=now, pending=pending)
+            continue
+        deleted, _ = Pause.objects.using(db).filter(id=pause["id"]).delete()
+        if not deleted:
+            continue  # another event got there first
+        status, output, error = pause_result(pause["kind"], incoming)
+        RunStep.objects.using(db).filter(
+            run_id=pause["run_id"], hashed_id=pause["hashed_id"], status=StepStatus.WAITING
+        ).update(status=status, output=output, error=error, attempts=1, ended_at=now)
+        _resume(pause["run_id"], now)
+        resumed += 1
+    return resumed
+
+
+def _resume(run_id: str, now: datetime) -> None:
+    """Make a suspended run due now (a worker holding it will see the result itself)."""
+    db = alias()
+    QueueItem.objects.using(db).filter(run_id=run_id, kind=RUN, lease_owner__isnull=True).update(
+        available_at=now
+    )
+    FunctionRun.objects.using(db).filter(
+        id=run_id, status__in=[RunStatus.WAITING, RunStatus.SLEEPING]
+    ).update(status=RunStatus.QUEUED)
 
 
 def _first_in_24h(key: str, now: datetime) -> bool:
@@ -403,9 +515,36 @@ def _insert_final_step(run_id: str, worker_id: str, record: StepRecord) -> None:
     raise _LostRace(existing)
 
 
-def _write_records(run_id: str, records: Sequence[StepRecord]) -> None:
-    """Sleeping steps and failed attempts, inside the caller's transaction."""
+def time_out(run_id: str, worker_id: str, record: StepRecord) -> Memo:
+    """End a wait whose time is up, unless an event ended it first (its result is returned)."""
     db = alias()
+    try:
+        with transaction.atomic(using=db):
+            deleted, _ = (
+                Pause.objects.using(db)
+                .filter(run_id=run_id, hashed_id=record.hashed_id)
+                .exclude(kind=Pause.Kind.CANCEL)
+                .delete()
+            )
+            if deleted:
+                _insert_final_step(run_id, worker_id, record)
+                return record.as_memo()
+    except _LostRace as lost:
+        return lost.memo
+    existing = load_memos([run_id]).get(run_id, {}).get(record.hashed_id)
+    if existing is None or not existing.final:
+        raise LeaseLost(f"the wait {record.step_id!r} of run {run_id} was not found")
+    return existing
+
+
+def _write_records(run_id: str, records: Sequence[StepRecord]) -> bool:
+    """Sleeping and waiting steps and failed attempts, inside the caller's transaction.
+
+    Returns True when a step recorded as waiting has meanwhile got its result (an event came
+    while the run was executing), so the run must go on now rather than at its wake time.
+    """
+    db = alias()
+    arrived = False
     for record in records:
         existing = (
             RunStep.objects.using(db)
@@ -414,6 +553,7 @@ def _write_records(run_id: str, records: Sequence[StepRecord]) -> None:
             .first()
         )
         if existing is not None and existing.status in FINAL_STEP_STATUSES:
+            arrived = arrived or record.status == StepStatus.WAITING
             continue
         step = existing or RunStep(
             run_id=run_id,
@@ -438,6 +578,7 @@ def _write_records(run_id: str, records: Sequence[StepRecord]) -> None:
                 },
             ]
         step.save(using=db)
+    return arrived
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -474,15 +615,28 @@ def retry_run(
 
 
 def suspend_run(
-    run_id: str, worker_id: str, *, wake_at: datetime, records: Sequence[StepRecord]
+    run_id: str,
+    worker_id: str,
+    *,
+    wake_at: datetime,
+    records: Sequence[StepRecord],
+    pauses: Sequence[PauseSpec] = (),
+    events: Sequence[PreparedEvent] = (),
+    waiting: bool = False,
+    now: datetime,
 ) -> bool:
-    with transaction.atomic(using=alias()):
+    """Free the worker until `wake_at`, or until an event the run waits for arrives."""
+    db = alias()
+    with transaction.atomic(using=db):
         if not _release_item(run_id, worker_id, wake_at):
             return False
-        FunctionRun.objects.using(alias()).filter(id=run_id).update(
-            status=RunStatus.SLEEPING, attempt=0
-        )
-        _write_records(run_id, records)
+        status = RunStatus.WAITING if waiting else RunStatus.SLEEPING
+        if _write_records(run_id, records):
+            QueueItem.objects.using(db).filter(run_id=run_id, kind=RUN).update(available_at=now)
+            status = RunStatus.QUEUED
+        FunctionRun.objects.using(db).filter(id=run_id).update(status=status, attempt=0)
+        Pause.objects.using(db).bulk_create([_pause_row(run_id, spec) for spec in pauses])
+        insert_events(events, received_at=now)
     return True
 
 
@@ -495,8 +649,10 @@ def end_run(
     now: datetime,
     emitted: Sequence[PreparedEvent] = (),
     pending: Callable[[str], bool] | None = None,
+    drop_pauses: bool = False,
 ) -> bool:
-    """End a run held by `worker_id`: drop its queue item, record the end, emit events."""
+    """End a run held by `worker_id`: drop its queue item (and its cancellation listeners when
+    it has some), record the end, emit events."""
     db = alias()
     with transaction.atomic(using=db):
         deleted, _ = (
@@ -509,6 +665,8 @@ def end_run(
         FunctionRun.objects.using(db).filter(id=run_id).update(
             status=status, output=output, ended_at=now
         )
+        if drop_pauses:
+            Pause.objects.using(db).filter(run_id=run_id).delete()
         insert_events(emitted, received_at=now, pending=pending)
     return True
 
@@ -533,6 +691,7 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
         if run["status"] in ENDED_STATUSES:
             raise RunEndedError(run_id, run["status"])
         QueueItem.objects.using(db).filter(run_id=run_id).delete()
+        Pause.objects.using(db).filter(run_id=run_id).delete()
         FunctionRun.objects.using(db).filter(id=run_id).update(
             status=RunStatus.CANCELLED, ended_at=now
         )
@@ -542,15 +701,29 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
             .values("id", "user_id", "name", "data", "ts")
         )
         rows.sort(key=lambda row: run["event_ids"].index(row["id"]))
+        trigger_events = [event_map(row) for row in rows]
         emitted = run_ended_events(
             function_id=run["function_id"],
             run_id=run_id,
-            trigger_events=[event_map(row) for row in rows],
+            trigger_events=trigger_events,
             status=RunStatus.CANCELLED,
             output={"code": "cancelled", "message": "the run was cancelled", "name": "Cancelled"},
             now_ms=int(now.timestamp() * 1000),
         )
-        insert_events(emitted, received_at=now, pending=pending)
+        insert_events(emitted, received_at=now, pending=ended_pending(pending, trigger_events))
+
+
+def ended_pending(
+    pending: Callable[[str], bool] | None, trigger_events: Sequence[Mapping[str, Any]]
+) -> Callable[[str], bool]:
+    """Which events a run's end emits need matching: those some function listens to, and the
+    `inngest/function.finished` of an invoked run, which its parent waits for."""
+    invoked = bool(trigger_events) and trigger_events[0].get("name") == FUNCTION_INVOKED
+
+    def needs_matching(name: str) -> bool:
+        return (pending is None or pending(name)) or (invoked and name == FUNCTION_FINISHED)
+
+    return needs_matching
 
 
 def active_runs(

@@ -40,6 +40,7 @@ from django_inngest.core.engine import (
     Runtime,
     StepRecord,
     Suspended,
+    cancellation_pauses,
 )
 from django_inngest.core.events import PreparedEvent, run_ended_events
 from django_inngest.core.function import Function
@@ -61,8 +62,18 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def route(event: Mapping[str, Any]) -> list[str]:
-    return [function.id for function in registry.matching(event)]
+def route(event: Mapping[str, Any], event_id: str) -> list[store.RunPlan]:
+    """The runs an event starts, each with its cancellation listeners."""
+    return [
+        store.RunPlan(
+            function_id=function.id, pauses=cancellation_pauses(function, event, event_id)
+        )
+        for function in registry.matching(event)
+    ]
+
+
+def function_exists(function_id: str) -> bool:
+    return registry.get(function_id) is not None
 
 
 class DatabaseStepStore:
@@ -74,6 +85,9 @@ class DatabaseStepStore:
 
     def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
         return store.save_step(self.run_id, self.worker_id, record, events)
+
+    def time_out(self, record: StepRecord) -> Memo:
+        return store.time_out(self.run_id, self.worker_id, record)
 
 
 def execution_for(
@@ -112,6 +126,8 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
     if isinstance(outcome, Completed | Failed):
         status = RunStatus.COMPLETED if isinstance(outcome, Completed) else RunStatus.FAILED
         output = outcome.output if isinstance(outcome, Completed) else outcome.error
+        trigger_events = [store.event_map(row) for row in claimed.event_rows]
+        function = registry.get(claimed.function_id)
         written = store.end_run(
             claimed.run_id,
             worker_id,
@@ -121,12 +137,13 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
             emitted=run_ended_events(
                 function_id=claimed.function_id,
                 run_id=claimed.run_id,
-                trigger_events=[store.event_map(row) for row in claimed.event_rows],
+                trigger_events=trigger_events,
                 status=status,
                 output=output,
                 now_ms=clock.now_ms(),
             ),
-            pending=registry.listens_to,
+            pending=store.ended_pending(registry.listens_to, trigger_events),
+            drop_pauses=bool(function and function.cancel),
         )
         if written:
             logger.info(
@@ -158,9 +175,18 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
         return RunStatus.QUEUED if written else None
     if isinstance(outcome, Suspended):
         written = store.suspend_run(
-            claimed.run_id, worker_id, wake_at=outcome.wake_at, records=outcome.records
+            claimed.run_id,
+            worker_id,
+            wake_at=outcome.wake_at,
+            records=outcome.records,
+            pauses=outcome.pauses,
+            events=outcome.events,
+            waiting=outcome.waiting,
+            now=now,
         )
-        return RunStatus.SLEEPING if written else None
+        if not written:
+            return None
+        return RunStatus.WAITING if outcome.waiting else RunStatus.SLEEPING
     logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
     return None
 
@@ -323,7 +349,9 @@ class Worker:
             self._wake.clear()
             progressed = False
             try:
-                fanned = await self._io_call(store.fan_out, route, now=clock.now())
+                fanned = await self._io_call(
+                    store.fan_out, route, now=clock.now(), pending=registry.listens_to
+                )
                 progressed = fanned.events > 0
                 free = self.concurrency - len(self._inflight)
                 if free > 0:
@@ -420,6 +448,7 @@ class Worker:
             offload=offload,
             offload_user=offload_user,
             max_event_bytes=conf.get().MAX_EVENT_BYTES,
+            function_exists=function_exists,
         )
 
     def _sync_runtime(self) -> Runtime:
@@ -427,6 +456,7 @@ class Worker:
             run_branches=run_branches_in_threads,
             concurrent=True,
             max_event_bytes=conf.get().MAX_EVENT_BYTES,
+            function_exists=function_exists,
         )
 
     async def _in_runner(self, fn: Callable[..., T], *args: Any) -> T:

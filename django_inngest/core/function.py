@@ -14,6 +14,7 @@ from django_inngest.core.events import FUNCTION_FAILED
 MAX_ID_LENGTH = 255
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
+MAX_CANCELS = 5
 DEFAULT_RETRIES = 4
 
 Handler = Callable[..., Any]
@@ -22,7 +23,6 @@ Handler = Callable[..., Any]
 #: one fails `manage.py check` rather than running without it.
 NOT_YET_SUPPORTED = (
     "batch_events",
-    "cancel",
     "concurrency",
     "debounce",
     "idempotency",
@@ -140,6 +140,10 @@ class Function:
             found.append(f"retries={self.retries!r}: must be between 0 and {MAX_RETRIES}")
         if not self.triggers:
             found.append("trigger=[]: a function needs at least one trigger")
+        if len(self.cancel) > MAX_CANCELS:
+            found.append(f"cancel: {len(self.cancel)} entries, more than {MAX_CANCELS}")
+        for cancel in self.cancel:
+            found += cancel.problems()
         if len(self.triggers) > MAX_TRIGGERS:
             found.append(f"trigger: {len(self.triggers)} triggers, more than {MAX_TRIGGERS}")
         if len(set(self.triggers)) != len(self.triggers):

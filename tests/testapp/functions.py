@@ -34,3 +34,16 @@ def slow(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
 @client.create_function(fn_id="echo", trigger=inngest.TriggerEvent(event="e2e/echo"))
 async def echo(ctx: inngest.Context) -> object:
     return await ctx.step.run("echo", lambda: ctx.event.data)
+
+
+@client.create_function(
+    fn_id="await-order", trigger=inngest.TriggerEvent(event="e2e/order.created")
+)
+def await_order(ctx: inngest.ContextSync, step: inngest.StepSync) -> object:
+    found = step.wait_for_event(
+        "paid",
+        event="e2e/order.paid",
+        if_exp="event.data.order_id == async.data.order_id",
+        timeout=600_000,
+    )
+    return found.data["order_id"] if found else None
