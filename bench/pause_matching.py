@@ -12,8 +12,6 @@ Writes a markdown table to bench/results/pause_matching.md.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import sys
 import time
@@ -24,46 +22,7 @@ SIZES = (1_000, 10_000, 100_000)
 SAMPLES = 50
 HERE = Path(__file__).resolve().parent
 
-
-def configure() -> str:
-    import django
-    import environ
-    from django.conf import settings
-
-    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_pauses")
-    database = environ.Env.db_url_config(url)
-    if database["ENGINE"].endswith("sqlite3"):
-        database.setdefault("OPTIONS", {})["transaction_mode"] = "IMMEDIATE"
-    settings.configure(
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_inngest"],
-        DATABASES={"default": database},
-        USE_TZ=True,
-        INNGEST={"APP_ID": "bench"},
-    )
-    django.setup()
-    return url
-
-
-def reset_database(url: str) -> None:
-    from django.core.management import call_command
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        name = connection.settings_dict["NAME"]
-        params = {
-            k: v
-            for k, v in connection.get_connection_params().items()
-            if k in ("user", "host", "port", "password")
-        }
-        with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            admin.execute(f'CREATE DATABASE "{name}"')
-    else:
-        Path(connection.settings_dict["NAME"]).unlink(missing_ok=True)
-    connection.close()
-    call_command("migrate", verbosity=0)
+from bench.setup import describe, fresh_database  # noqa: E402
 
 
 def add_waiting_runs(start: int, stop: int) -> None:
@@ -123,8 +82,7 @@ def _paid(order_id: int) -> object:
 
 
 def main() -> None:
-    url = configure()
-    reset_database(url)
+    fresh_database("postgres://postgres@127.0.0.1:5432/bench_pauses")
     from django.db import connection
 
     from django_inngest.models import Pause
@@ -151,9 +109,7 @@ def main() -> None:
     lines = [
         "# Matching an incoming event against pending waits",
         "",
-        f"{datetime.now(UTC):%Y-%m-%d}, {connection.vendor} {connection.pg_version if connection.vendor == 'postgresql' else ''}, "
-        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs. "
-        "Each matching event resumes one run waiting in the indexed form "
+        f"{describe()}. Each matching event resumes one run waiting in the indexed form "
         "`event.data.order_id == async.data.order_id`; the time is the engine's whole fan-out "
         f"transaction for that event (median of {SAMPLES}).",
         "",

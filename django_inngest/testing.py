@@ -31,6 +31,8 @@ from django_inngest.worker import (
     execution_for,
     function_exists,
     not_registered,
+    planner,
+    priority_window,
     record_outcome,
     route,
 )
@@ -73,11 +75,17 @@ def drain(*, max_invocations: int = 10_000) -> DrainSummary:
     worker_id = "drain"
     settings = conf.get()
     while True:
-        fanned = store.fan_out(route, now=clock.now(), pending=registry.listens_to)
+        fanned = store.fan_out(route, now=clock.now(), pending=registry.listens_to, planner=planner)
         summary.events += fanned.events
         summary.runs_created += fanned.runs
         claimed = store.claim(
-            worker_id, limit=100, now=clock.now(), lease_seconds=settings.LEASE_SECONDS
+            worker_id,
+            limit=100,
+            now=clock.now(),
+            lease_seconds=settings.LEASE_SECONDS,
+            planner=planner,
+            pending=registry.listens_to,
+            priority_window=priority_window(),
         )
         if not fanned.events and not claimed:
             return summary
