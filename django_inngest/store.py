@@ -350,13 +350,16 @@ def _take(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
 def _lock_state(key: str, kind: str, now: datetime) -> FlowState:
     """The state row of `key` (created when missing), locked until the transaction ends."""
     db = alias()
-    FlowState.objects.using(db).bulk_create(
-        [FlowState(key=key, kind=kind, data={}, updated_at=now)], ignore_conflicts=True
-    )
     query = FlowState.objects.using(db).filter(key=key)
     if is_postgresql():
         query = query.select_for_update()
-    return query.get()
+    state = query.first()
+    if state is None:
+        FlowState.objects.using(db).bulk_create(
+            [FlowState(key=key, kind=kind, data={}, updated_at=now)], ignore_conflicts=True
+        )
+        state = query.get()
+    return state
 
 
 def _try_lock_state(key: str) -> FlowState | Literal[False] | None:
@@ -698,18 +701,18 @@ def _lock_keys(keys: Iterable[str], now: datetime) -> None:
     if not wanted:
         return
     db = alias()
-    FlowState.objects.using(db).bulk_create(
-        [FlowState(key=key, kind="concurrency", data={}, updated_at=now) for key in wanted],
-        ignore_conflicts=True,
-    )
+    locking = FlowState.objects.using(db).filter(key__in=wanted).order_by("key")
     if is_postgresql():
-        list(
-            FlowState.objects.using(db)
-            .select_for_update()
-            .filter(key__in=wanted)
-            .order_by("key")
-            .values_list("key", flat=True)
+        locking = locking.select_for_update()
+    found = set(locking.values_list("key", flat=True))
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        FlowState.objects.using(db).bulk_create(
+            [FlowState(key=key, kind="concurrency", data={}, updated_at=now) for key in missing],
+            ignore_conflicts=True,
         )
+        if is_postgresql():
+            list(locking.filter(key__in=missing).values_list("key", flat=True))
 
 
 def _executing(keys: Sequence[str], excluding: Sequence[int]) -> dict[str, int]:
