@@ -350,6 +350,18 @@ def _parse(source: str) -> Node:
     return _parser.parse(source)
 
 
+def _child(tree: Node, index: int) -> Node:
+    child = tree.children[index]
+    assert isinstance(child, Tree), f"expected a subtree in {tree.data!r}"
+    return child
+
+
+def _token(tree: Node, index: int) -> Token:
+    child = tree.children[index]
+    assert isinstance(child, Token), f"expected a token in {tree.data!r}"
+    return child
+
+
 def _child_trees(tree: Node) -> list[Node]:
     return [child for child in tree.children if isinstance(child, Tree)]
 
@@ -383,10 +395,10 @@ def _path_of(tree: Node) -> tuple[str, ...] | None:
         name = str(tree.children[0])
         return (name,) if name in ROOTS else None
     if tree.data == "member_dot":
-        base = _path_of(tree.children[0])  # type: ignore[arg-type]
+        base = _path_of(_child(tree, 0))
         return None if base is None else (*base, str(tree.children[1]))
     if tree.data == "paren_expr":
-        return _path_of(tree.children[0])  # type: ignore[arg-type]
+        return _path_of(_child(tree, 0))
     return None
 
 
@@ -394,7 +406,7 @@ def _literal_of(tree: Node) -> tuple[bool, Any]:
     tree = _unwrap(tree)
     if tree.data != "literal":
         return False, None
-    return True, _literal_value(tree.children[0])  # type: ignore[arg-type]
+    return True, _literal_value(_token(tree, 0))
 
 
 def _literal_value(token: Token) -> Any:
@@ -423,12 +435,16 @@ def _lookup(value: Any, path: tuple[str, ...]) -> Any:
 
 
 class _Compiler:
-    def __init__(self, source: str) -> None:
+    """Turns a parse tree into nested closures. With `fast_paths`, a plain path compiles to one
+    loop of lookups instead of a closure per field."""
+
+    def __init__(self, source: str, *, fast_paths: bool = True) -> None:
         self.source = source
+        self.fast_paths = fast_paths
 
     def compile(self, tree: Node) -> Compiled:
         tree = _unwrap(tree)
-        path = _path_of(tree)
+        path = _path_of(tree) if self.fast_paths else None
         if path is not None:
             root, rest = path[0], path[1:]
             return lambda env: _lookup(env.get(root, MISSING), rest)
@@ -455,7 +471,7 @@ class _Compiler:
 
     def _relation(self, tree: Node) -> Compiled:
         operator, right_tree = _child_trees(tree)
-        left = self.compile(operator.children[0])  # type: ignore[arg-type]
+        left = self.compile(_child(operator, 0))
         right = self.compile(right_tree)
         op = operator.data
         if op == "relation_eq":
@@ -468,7 +484,7 @@ class _Compiler:
 
     def _addition(self, tree: Node) -> Compiled:
         operator, right_tree = _child_trees(tree)
-        left = self.compile(operator.children[0])  # type: ignore[arg-type]
+        left = self.compile(_child(operator, 0))
         right = self.compile(right_tree)
         if operator.data == "addition_add":
             return lambda env: _add(left(env), right(env))
@@ -492,7 +508,7 @@ class _Compiler:
         return lambda env: env.get(name, MISSING)
 
     def _member_dot(self, tree: Node) -> Compiled:
-        base = self.compile(tree.children[0])  # type: ignore[arg-type]
+        base = self.compile(_child(tree, 0))
         field = str(tree.children[1])
         return lambda env: _lookup(base(env), (field,))
 
@@ -539,15 +555,14 @@ class _Compiler:
         target = _unwrap(arguments[0]) if len(arguments) == 1 else None
         if target is None or target.data != "member_dot":
             raise ExpressionError(self.source, "has() takes one field selection, like has(a.b)")
-        base = self.compile(target.children[0])  # type: ignore[arg-type]
+        base = self.compile(_child(target, 0))
         field = str(target.children[1])
         return lambda env: isinstance(base(env), Mapping) and field in base(env)
 
     def _member_dot_arg(self, tree: Node) -> Compiled:
-        receiver_tree = tree.children[0]
         name = str(tree.children[1])
         arguments = self._arguments(tree)
-        receiver = self.compile(receiver_tree)  # type: ignore[arg-type]
+        receiver = self.compile(_child(tree, 0))
         if name in MACROS:
             return self._macro(name, receiver, arguments)
         method = METHODS.get(name)
@@ -643,9 +658,7 @@ class Expression:
             reason = str(error).splitlines()[0] if str(error) else "syntax error"
             raise ExpressionError(source, reason) from None
         self._index = _index_form(self.tree)
-        self._program = (
-            _Compiler(source).compile(self.tree) if fast_paths else _general(source, self.tree)
-        )
+        self._program = _Compiler(source, fast_paths=fast_paths).compile(self.tree)
 
     def __repr__(self) -> str:
         return f"<Expression {self.source!r}>"
@@ -700,25 +713,6 @@ class Expression:
         return found
 
 
-def _general(source: str, tree: Node) -> Compiled:
-    """The same expression without the fast paths (for tests that compare the two)."""
-    compiler = _Compiler(source)
-    compiler.compile = functools.partial(_compile_without_fast_paths, compiler)  # type: ignore[method-assign]
-    return compiler.compile(tree)
-
-
-def _compile_without_fast_paths(compiler: _Compiler, tree: Node) -> Compiled:
-    tree = _unwrap(tree)
-    if tree.data == "literal":
-        value = _literal_value(tree.children[0])  # type: ignore[arg-type]
-        return lambda env: value
-    method = getattr(compiler, f"_{tree.data}", None)
-    if method is None:
-        raise ExpressionError(compiler.source, f"unsupported syntax {tree.data!r}")
-    compiled: Compiled = method(tree)
-    return compiled
-
-
 def _index_form(tree: Node) -> tuple[tuple[str, ...], Any] | None:
     """Find `async.p == literal` or `event.q == async.p`, alone or under top-level `&&`."""
     tree = _unwrap(tree)
@@ -733,7 +727,7 @@ def _index_form(tree: Node) -> tuple[tuple[str, ...], Any] | None:
     operator, right = _child_trees(tree)
     if operator.data != "relation_eq":
         return None
-    left: Node = operator.children[0]  # type: ignore[assignment]
+    left = _child(operator, 0)
     for one, other in ((left, right), (right, left)):
         path, other_path = _path_of(one), _path_of(other)
         if path is None or path[0] != "async":
