@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django_inngest import conf, store
 from django_inngest.core import clock
 from django_inngest.core.config import TriggerCron
+from django_inngest.core.flow import plan_run
 from django_inngest.core.function import Function
 from django_inngest.core.schedule import (
     CronError,
@@ -26,6 +27,7 @@ from django_inngest.core.schedule import (
     rfc3339,
     timer_event,
 )
+from django_inngest.registry import registry
 from django_inngest.store import ScheduleKey, ScheduleState, TickOutcome
 
 logger = logging.getLogger("django_inngest.scheduler")
@@ -35,10 +37,14 @@ logger = logging.getLogger("django_inngest.scheduler")
 class Declared:
     """One cron trigger of one function, as this process's code declares it."""
 
-    function_id: str
+    function: Function
     trigger: TriggerCron
     schedule: CronSchedule
     jitter: timedelta
+
+    @property
+    def function_id(self) -> str:
+        return self.function.id
 
     @property
     def key(self) -> ScheduleKey:
@@ -60,7 +66,7 @@ def declared_schedules(functions: Iterable[Function]) -> list[Declared]:
                 logger.warning("cron trigger ignored fn=%s cron=%r", function.id, trigger.cron)
                 continue
             found.append(
-                Declared(function_id=function.id, trigger=trigger, schedule=schedule, jitter=jitter)
+                Declared(function=function, trigger=trigger, schedule=schedule, jitter=jitter)
             )
     return found
 
@@ -166,18 +172,35 @@ class CronScheduler:
                 f"{declared.function_id}:{rfc3339(scheduled_at)}", declared.jitter
             )
         fire_at = max(planned, now)
+        event = timer_event(
+            cron=declared.trigger.cron,
+            scheduled_at=scheduled_at,
+            fire_at=fire_at,
+            now_ms=clock.now_ms(),
+        )
+        seen_as = store.event_map(
+            {
+                "id": event.id,
+                "user_id": event.user_id,
+                "name": event.name,
+                "data": event.data,
+                "ts": event.ts,
+            }
+        )
         return store.fire_cron_tick(
             declared.key,
             scheduled_at=scheduled_at,
             fire_at=fire_at,
-            event=timer_event(
-                cron=declared.trigger.cron,
-                scheduled_at=scheduled_at,
-                fire_at=fire_at,
-                now_ms=clock.now_ms(),
+            event=event,
+            plan=plan_run(
+                declared.function,
+                seen_as,
+                event.id,
+                priority_bound=conf.get().PRIORITY_RANGE,
             ),
             worker_id=self.worker_id,
             now=now,
+            pending=registry.listens_to,
         )
 
 

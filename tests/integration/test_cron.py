@@ -19,9 +19,11 @@ from django.test import override_settings
 import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core.clock import FrozenClock
+from django_inngest.core.flow import RunPlan
 from django_inngest.core.function import Function
 from django_inngest.core.schedule import timer_event
 from django_inngest.models import CronSchedule, CronTick, FunctionRun
+from django_inngest.registry import registry
 from django_inngest.scheduler import CronScheduler
 from django_inngest.testing import drain, frozen_clock
 from tests.helpers import make
@@ -185,6 +187,7 @@ def test_firing_the_same_tick_twice_writes_nothing_the_second_time() -> None:
             scheduled_at=tick,
             fire_at=tick,
             event=event,
+            plan=RunPlan(function_id=function.id),
             worker_id="w",
             now=tick,
         )
@@ -259,6 +262,23 @@ def test_with_catch_up_off_the_first_tick_after_downtime_fires_on_time(
     assert scheduled_times() == ["2024-05-01T12:01:00Z", "2024-05-01T12:12:00Z"]
 
 
+def test_a_pruned_tick_does_not_fire_again_even_for_a_worker_that_missed_it(
+    inngest_client: inngest.Inngest, clock: FrozenClock
+) -> None:
+    cron_function(inngest_client, "0 0 * * *")
+    clock.set(utc(2024, 5, 1, 23, 0))
+    stalled = CronScheduler(registry.all(), worker_id="stalled")
+    stalled.start(clock.now())
+    clock.set(utc(2024, 5, 2, 0, 0))
+    assert drain().cron_ticks == 1
+    clock.set(utc(2024, 5, 2, 0, 0, 5))
+    output = io.StringIO()
+    call_command("inngest_prune", "--days", "0", stdout=output)
+    assert "and 1 cron ticks" in output.getvalue()
+    assert stalled.tick(clock.now()) == 0
+    assert not CronTick.objects.exists()
+
+
 def test_a_worker_with_the_old_cron_stops_firing_once_a_worker_with_the_new_one_starts() -> None:
     old = CronScheduler([every_minute(cron="0 * * * *")], worker_id="old")
     old.start(utc(2024, 5, 1, 12, 30))
@@ -299,6 +319,30 @@ def test_a_function_with_cron_and_event_triggers_runs_for_both(
         clock.set(utc(2024, 5, 1, 13, 0))
         drain()
     assert names == ["report/asked", "inngest/scheduled.timer"]
+
+
+def test_a_singleton_cron_function_skips_a_tick_while_its_previous_run_is_active(
+    inngest_client: inngest.Inngest, clock: FrozenClock
+) -> None:
+    """Flow control other than batching, rate limits and debounce applies to cron runs."""
+
+    @inngest_client.create_function(
+        fn_id="long",
+        trigger=inngest.TriggerCron(cron="* * * * *"),
+        singleton=inngest.Singleton(mode="skip"),
+    )
+    def long(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
+        step.sleep("nap", timedelta(seconds=90))
+
+    clock.set(utc(2024, 5, 1, 12, 0, 30))
+    drain()
+    clock.set(utc(2024, 5, 1, 12, 1))
+    assert drain().sleeping == 1
+    clock.set(utc(2024, 5, 1, 12, 2))
+    drain()
+    statuses = FunctionRun.objects.order_by("id").values_list("status", flat=True)
+    assert list(statuses) == ["SLEEPING", "SKIPPED"]
+    assert CronTick.objects.count() == 2
 
 
 def test_drain_with_the_real_clock_fires_no_cron_tick(inngest_client: inngest.Inngest) -> None:

@@ -11,6 +11,8 @@ from django.apps import AppConfig
 
 class TestAppConfig(AppConfig):
     name = "tests.testapp"
+    label = "testapp"
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         path = os.environ.get("TESTAPP_CLOCK_FILE")
