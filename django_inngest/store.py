@@ -1526,11 +1526,13 @@ def fire_cron_tick(
     now: datetime,
     pending: Callable[[str], bool] | None = None,
 ) -> TickOutcome:
-    """Start the run of one tick, unless it already started: the unique (function, scheduled
-    time) row decides between racing workers. The schedule row is locked and checked first,
-    so a schedule removed by a newer deploy fires nothing more. The run is created as an
-    event's would be after batching, rate limiting and debouncing, which cron runs skip
-    (singleton, throttle, priority, concurrency, timeouts and cancellation apply)."""
+    """Start the run of one tick unless it already started, in one transaction: lock the
+    schedule's row (gone: a newer deploy removed it; its last tick not earlier: fired), then
+    insert the unique (function, scheduled time) `CronTick` row, which two schedules of one
+    function falling on one instant share. Racing workers serialize on the lock; one starts
+    the run. The run is created as an event's would be after batching, rate limiting and
+    debouncing, which cron runs skip (singleton, throttle, priority, concurrency, timeouts and
+    cancellation apply)."""
     db = alias()
     function_id, cron, timezone = key
     with transaction.atomic(using=db):
