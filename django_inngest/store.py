@@ -33,6 +33,7 @@ from django_inngest.core.events import Event as EventValue
 from django_inngest.core.events import PreparedEvent, run_ended_events
 from django_inngest.models import (
     ENDED_STATUSES,
+    Cancellation,
     Event,
     FunctionRun,
     IdempotencyKey,
@@ -107,8 +108,13 @@ def insert_events(
     *,
     received_at: datetime,
     pending: Callable[[str], bool] | None = None,
+    ignore_existing: bool = False,
 ) -> None:
-    """Store events through the caller's connection, inside the caller's transaction."""
+    """Store events through the caller's connection, inside the caller's transaction.
+
+    With `ignore_existing`, an event whose id is already stored is skipped: ids derived from
+    a sender's seed make a retried send a no-op, even when two copies arrive at once.
+    """
     if not prepared:
         return
     rows = [
@@ -123,7 +129,7 @@ def insert_events(
         )
         for event in prepared
     ]
-    Event.objects.using(alias()).bulk_create(rows)
+    Event.objects.using(alias()).bulk_create(rows, ignore_conflicts=ignore_existing)
     if any(row.pending for row in rows):
         notify()
 
@@ -578,6 +584,31 @@ def active_runs(
         }
         for run in runs
     ]
+
+
+def record_cancellation(
+    *,
+    app_id: str,
+    function_id: str,
+    started_after: datetime | None,
+    started_before: datetime,
+    if_exp: str | None,
+    requested_by: str,
+    cancelled_runs: int,
+    now: datetime,
+) -> Cancellation:
+    """Keep a record of a bulk cancellation made through the HTTP API."""
+    return Cancellation.objects.using(alias()).create(
+        id=ids.ulid(),
+        app_id=app_id,
+        function_id=function_id,
+        started_after=started_after,
+        started_before=started_before,
+        if_exp=if_exp or "",
+        requested_by=requested_by,
+        cancelled_runs=cancelled_runs,
+        created_at=now,
+    )
 
 
 def rerun(run_id: str, *, now: datetime, from_step: str | None = None) -> str:
