@@ -155,6 +155,19 @@ class SendEventsView(APIView):
             return _refuse_events(400, f"the events could not be stored: {error}")
         return Response({"ids": ids, "status": 200})
 
+    def get_exception_handler(self) -> Any:
+        return events_exception_handler
+
+
+def events_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's own refusals (a wrong method, say) in the event API's shape."""
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
+    response.data = {"ids": [], "status": response.status_code, "error": _message(detail)}
+    return response
+
 
 def _refuse_events(status_code: int, message: str) -> Response:
     logger.info("events refused status=%s error=%s", status_code, message)

@@ -173,8 +173,12 @@ def test_data_nested_100_levels_deep_is_accepted(client: Client) -> None:
 
 
 @pytest.mark.django_db
-def test_other_methods_are_refused_with_405(client: Client) -> None:
-    assert client.get(f"/inngest/e/{KEY}").status_code == 405
+def test_other_methods_are_refused_with_405_in_the_event_api_shape(client: Client) -> None:
+    assert client.get(f"/inngest/e/{KEY}").json() == {
+        "ids": [],
+        "status": 405,
+        "error": 'Method "GET" not allowed.',
+    }
     assert client.put(f"/inngest/e/{KEY}", data="{}").status_code == 405
 
 
