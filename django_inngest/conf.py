@@ -43,10 +43,14 @@ class InngestSettings:
     """How often a worker returns expired leases to the queue."""
     POLL_INTERVAL: float | None = None
     """Seconds between checks for new work: SQLite 0.1 (a file check, not a query);
-    PostgreSQL 5 as a fallback to LISTEN/NOTIFY."""
+    PostgreSQL 10 as a fallback to LISTEN/NOTIFY."""
     IDLE_QUERY_INTERVAL: float = 5.0
     """On SQLite, the longest time an idle worker goes without querying."""
     WORKER_CONCURRENCY: int = 10
+    PRIORITY_RANGE: int = 600
+    """Priority factors are kept within ±this many seconds."""
+    RETENTION_DAYS: int = 30
+    """`inngest_prune` deletes runs ended, and events received, longer ago than this."""
 
 
 _NUMBERS = (int, float)
@@ -67,6 +71,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "POLL_INTERVAL": (*_NUMBERS, type(None)),
     "IDLE_QUERY_INTERVAL": _NUMBERS,
     "WORKER_CONCURRENCY": (int,),
+    "PRIORITY_RANGE": (int,),
+    "RETENTION_DAYS": (int,),
 }
 
 
@@ -93,13 +99,10 @@ def problems() -> list[str]:
         if key in _KEY_LISTS and isinstance(item, list | tuple):
             found.extend(_key_list_problems(key, item))
             continue
-        if (
-            key == "RETRY_BACKOFF"
-            and isinstance(item, list | tuple)
-            and (
-                not item
-                or any(isinstance(s, bool) or not isinstance(s, _NUMBERS) or s < 0 for s in item)
-            )
+        if key == "RETRY_BACKOFF" and (
+            not isinstance(item, list | tuple)
+            or not item
+            or any(isinstance(s, bool) or not isinstance(s, _NUMBERS) or s < 0 for s in item)
         ):
             found.append(f"INNGEST['RETRY_BACKOFF']={item!r} must be a non-empty list of seconds")
         elif isinstance(item, _NUMBERS) and item < 0:

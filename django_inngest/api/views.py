@@ -293,9 +293,11 @@ class EventRunsView(V1View):
     )
     def get(self, request: Request, event_id: str) -> Response:
         db = store.alias()
-        if not _is_ulid(event_id) or not Event.objects.using(db).filter(id=event_id).exists():
+        event = Event.objects.using(db).filter(id=event_id).first() if _is_ulid(event_id) else None
+        if event is None:
             raise exceptions.NotFound(f"no event with id {event_id!r}")
-        runs = FunctionRun.objects.using(db).filter(event_id=event_id).order_by("id")
+        run_ids = store.run_ids_of_event(event.id, received_at=event.received_at)
+        runs = FunctionRun.objects.using(db).filter(id__in=run_ids).order_by("id")
         return _data(_all(RunSerializer, runs))
 
 

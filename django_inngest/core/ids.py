@@ -35,6 +35,12 @@ def ulid() -> str:
     return _encode(value)
 
 
+def ulid_floor(ms: int) -> str:
+    """The smallest ULID of millisecond `ms`: ULIDs sort by time, so ranges of ids are ranges
+    of creation times."""
+    return _encode(ms << 80)
+
+
 def _encode(value: int) -> str:
     chars = []
     for _ in range(26):

@@ -91,6 +91,26 @@ def test_the_runs_of_an_event_show_inngest_status_strings_and_output(
 
 
 @pytest.mark.django_db
+def test_every_event_of_a_batch_lists_the_batch_run(
+    client: Client, inngest_client: inngest.Inngest, clock: FrozenClock
+) -> None:
+    @inngest_client.create_function(
+        fn_id="batch",
+        trigger=inngest.TriggerEvent(event="b"),
+        batch_events=inngest.Batch(max_size=2, timeout=timedelta(seconds=10)),
+    )
+    def batch(ctx: inngest.ContextSync) -> int:
+        return len(ctx.events)
+
+    ids = inngest.Inngest(app_id="tests").send_sync([inngest.Event(name="b")] * 2)
+    drain()
+    [run] = FunctionRun.objects.filter(function_id="tests-batch")
+    for event_id in ids:
+        [listed] = get(client, f"events/{event_id}/runs").json()["data"]
+        assert (listed["run_id"], listed["output"]) == (run.id, 2)
+
+
+@pytest.mark.django_db
 def test_a_run_is_read_with_its_steps(client: Client, two_steps: inngest.Function) -> None:
     inngest.Inngest(app_id="tests").send_sync(inngest.Event(name="t"))
     drain()
