@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
+import pytest
+
 from django_inngest.core import clock, ids
+from django_inngest.core.errors import InvalidEventIdSeedError
 
 
 def test_step_ids_hash_with_sha1_like_inngest() -> None:
@@ -39,3 +43,41 @@ def test_ulid_time_is_the_engine_clock() -> None:
     finally:
         clock.install(previous)
     assert ids.ulid_time_ms(value) == int(moment.timestamp() * 1000)
+
+
+def test_a_send_seed_gives_the_same_ids_every_time_and_one_per_event_index() -> None:
+    """SPEC §1.1: a retried send carries the same seed, so it must get the same ids."""
+    seed = ids.EventIdSeed.parse("1790000000000,AAECAwQFBgcICQ==")
+    again = ids.EventIdSeed.parse("1790000000000,AAECAwQFBgcICQ==")
+    first = [seed.event_id(index) for index in range(100)]
+    assert first == [again.event_id(index) for index in range(100)]
+    assert len(set(first)) == 100
+    assert {ids.ulid_time_ms(value) for value in first} == {1_790_000_000_000}
+    other = ids.EventIdSeed.parse("1790000000000,AQECAwQFBgcICQ==")
+    assert other.event_id(0) not in first
+
+
+def test_url_safe_base64_seeds_are_read_like_standard_ones() -> None:
+    standard = ids.EventIdSeed.parse("1790000000000,+/+/+/+/+/+/+w==")
+    url_safe = ids.EventIdSeed.parse("1790000000000,-_-_-_-_-_-_-w==")
+    assert standard == url_safe
+
+
+@pytest.mark.parametrize(
+    ("seed", "reason"),
+    [
+        ("", "expected '<milliseconds>,<base64 bytes>'"),
+        ("1790000000000", "expected '<milliseconds>,<base64 bytes>'"),
+        ("soon,AAECAwQFBgcICQ==", "expected '<milliseconds>,<base64 bytes>'"),
+        ("0,AAECAwQFBgcICQ==", "0 is not a time in milliseconds"),
+        ("999999999999999,AAECAwQFBgcICQ==", "999999999999999 is not a time"),
+        ("1790000000000,AAEC*wQF", "expected"),
+        ("1790000000000,AAECAwQFBgcICQ", "not base64"),
+        ("1790000000000,AAECAw==", "the random part is 4 bytes; 8 to 64 are needed"),
+    ],
+)
+def test_malformed_seeds_are_refused_naming_the_seed_and_the_reason(seed: str, reason: str) -> None:
+    with pytest.raises(InvalidEventIdSeedError, match=re.escape(reason)) as caught:
+        ids.EventIdSeed.parse(seed)
+    assert caught.value.seed == seed
+    assert repr(seed[:100]) in str(caught.value)
