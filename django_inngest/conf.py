@@ -40,7 +40,7 @@ class InngestSettings:
     LEASE_SECONDS: float = 30.0
     """How long a claimed run stays a worker's without a heartbeat."""
     HEARTBEAT_SECONDS: float = 10.0
-    SWEEP_SECONDS: float = 5.0
+    SWEEP_SECONDS: float = 10.0
     """How often a worker returns expired leases to the queue."""
     POLL_INTERVAL: float | None = None
     """Seconds between checks for new work: SQLite 0.1 (a file check, not a query);

@@ -4,6 +4,7 @@ workers leave the database alone, dropped connections are survived (DESIGN §5, 
 from __future__ import annotations
 
 import signal
+import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -74,13 +75,17 @@ def _transactions() -> int:
 
 
 def test_an_idle_worker_makes_at_most_about_one_query_per_second(start_worker: StartWorker) -> None:
+    """Counted by PostgreSQL for the whole test database, over three windows: the median
+    leaves out a window that autovacuum happened to visit."""
     worker = start_worker()
     time.sleep(12)  # start-up, and one stats flush interval
-    before, started = _transactions(), time.monotonic()
-    time.sleep(30)
-    after, elapsed = _transactions(), time.monotonic() - started
-    rate = (after - before - 1) / elapsed  # minus our own first measurement
-    assert rate <= 1.1, f"{rate:.2f} transactions per second while idle"
+    rates = []
+    for _ in range(3):
+        before, started = _transactions(), time.monotonic()
+        time.sleep(15)
+        after, elapsed = _transactions(), time.monotonic() - started
+        rates.append((after - before - 1) / elapsed)  # minus our own measurement
+    assert statistics.median(rates) <= 1.0, f"transactions per second while idle: {rates}"
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
 
