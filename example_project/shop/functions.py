@@ -36,11 +36,29 @@ def refund_order(ctx: inngest.ContextSync) -> str:
 
 
 @client.create_function(
+    fn_id="quote-shipping",
+    trigger=inngest.TriggerEvent(event="shop/shipping.quote"),
+)
+def quote_shipping(ctx: inngest.ContextSync) -> dict:
+    """Invoked by process-order (whatever its trigger), or started by its own event."""
+    kg = ctx.event.data["kg"]
+    return {"carrier": "post", "price_cents": 300 + int(kg * 200)}
+
+
+@client.create_function(
     fn_id="process-order",
     name="Process an order",
     trigger=inngest.TriggerEvent(event="shop/order.placed"),
     retries=3,
     on_failure=refund_order,
+    # At most two orders of one customer are worked on at once.
+    concurrency=[inngest.Concurrency(limit=2, key="event.data.customer")],
+    # Cancelling the order stops the run at its next step.
+    cancel=[
+        inngest.Cancel(
+            event="shop/order.cancelled", if_exp="event.data.order_id == async.data.order_id"
+        )
+    ],
 )
 def process_order(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict:
     order_id = ctx.event.data["order_id"]
@@ -54,12 +72,13 @@ def process_order(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict:
             lambda: step.run("weigh-parcel", lambda: 1.5),
         )
     )
+    shipping = step.invoke("quote-shipping", function=quote_shipping, data={"kg": weight})
     Order.objects.filter(pk=order_id).update(status=Order.Status.SHIPPED)
     step.send_event(
         "announce-shipment",
         inngest.Event(name="shop/order.shipped", data={"order_id": order_id, "label": label}),
     )
-    return {"order_id": order_id, "label": label, "kg": weight, "charge": charge}
+    return {"order_id": order_id, "label": label, "shipping": shipping, "charge": charge}
 
 
 @client.create_function(
@@ -87,3 +106,32 @@ def daily_sales_report(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict
         lambda: Order.objects.filter(status=Order.Status.SHIPPED).count(),
     )
     return {"scheduled_at": ctx.event.data["scheduledAt"], "shipped_orders": shipped}
+
+
+@client.create_function(
+    fn_id="collect-invoice",
+    trigger=inngest.TriggerEvent(event="shop/invoice.sent"),
+)
+def collect_invoice(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
+    """Waits (without holding a worker) for the matching payment, for up to three days."""
+    invoice_id = ctx.event.data["invoice_id"]
+    paid = step.wait_for_event(
+        "wait-for-payment",
+        event="shop/invoice.paid",
+        if_exp="event.data.invoice_id == async.data.invoice_id",
+        timeout=timedelta(days=3),
+    )
+    if paid is None:
+        return step.run("send-reminder", lambda: f"reminder sent for invoice {invoice_id}")
+    return f"invoice {invoice_id} paid {paid.data['amount_cents']} cents"
+
+
+@client.create_function(
+    fn_id="restock",
+    trigger=inngest.TriggerEvent(event="shop/stock.low"),
+    # A burst of low-stock alerts for one product makes one order to the supplier.
+    debounce=inngest.Debounce(period=timedelta(seconds=2), key="event.data.sku"),
+)
+def restock(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict:
+    sku, left = ctx.event.data["sku"], ctx.event.data["left"]
+    return step.run("order-from-supplier", lambda: {"sku": sku, "ordered": 100 - left})

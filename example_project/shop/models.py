@@ -8,6 +8,7 @@ class Order(models.Model):
         PAID = "paid"
         SHIPPED = "shipped"
         REFUNDED = "refunded"
+        CANCELLED = "cancelled"
 
     customer = models.CharField(max_length=100)
     total_cents = models.PositiveIntegerField()
