@@ -75,7 +75,8 @@ def problems() -> list[str]:
             found.append(f"INNGEST[{key!r}]={item!r} has the wrong type")
             continue
         if key == "RETRY_BACKOFF" and (
-            not item
+            not isinstance(item, list | tuple)
+            or not item
             or any(isinstance(s, bool) or not isinstance(s, _NUMBERS) or s < 0 for s in item)
         ):
             found.append(f"INNGEST['RETRY_BACKOFF']={item!r} must be a non-empty list of seconds")
