@@ -42,6 +42,16 @@ def ulid_time_ms(value: str) -> int:
     return number
 
 
+def ulid_floor(ms: int) -> str:
+    """The smallest ULID of millisecond `ms`: ids ``>=`` it were made at or after `ms`."""
+    value = ms << 80
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
 def hash_step_id(step_id: str) -> str:
     """SHA-1 hex of a step id, as Inngest stores it."""
     return hashlib.sha1(step_id.encode("utf-8")).hexdigest()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django_inngest.core import clock, ids
 
@@ -39,3 +39,20 @@ def test_ulid_time_is_the_engine_clock() -> None:
     finally:
         clock.install(previous)
     assert ids.ulid_time_ms(value) == int(moment.timestamp() * 1000)
+
+
+def test_ulid_floor_sorts_after_ids_of_earlier_milliseconds_and_before_its_own() -> None:
+    """Runs and events are selected by time with `id >= ulid_floor(ms)` on the primary key."""
+    moment = datetime(2031, 5, 17, 12, 0, tzinfo=UTC)
+    ms = int(moment.timestamp() * 1000)
+    frozen = clock.FrozenClock(moment - timedelta(milliseconds=1))
+    previous = clock.install(frozen)
+    try:
+        just_before = ids.ulid()
+        frozen.set(moment)
+        at_moment = ids.ulid()
+    finally:
+        clock.install(previous)
+    floor = ids.ulid_floor(ms)
+    assert just_before < floor <= at_moment
+    assert ids.ulid_time_ms(floor) == ms
