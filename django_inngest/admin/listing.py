@@ -130,16 +130,21 @@ def matching_event_ids(term: str) -> list[str]:
 
 def search_runs(queryset: QuerySet[FunctionRun], term: str) -> QuerySet[FunctionRun]:
     """A run id, an event id (ours or the sender's), or else text in the triggering event's
-    data. Ids are found by index; free text scans the events' data."""
+    data. Ids are found by index. Free text reads the events' data once, newest first, and
+    stops at `COUNT_CAP` matching events, whose runs the list then finds by index."""
     term = term.strip()
     if not term:
         return queryset
     event_ids = matching_event_ids(term)
     if event_ids or looks_like_ulid(term):
         return queryset.filter(Q(pk=term.upper()) | Q(event_id__in=event_ids))
-    return queryset.filter(
-        event_id__in=Event.objects.using(alias()).filter(data__icontains=term).values("pk")
+    matching = list(
+        Event.objects.using(alias())
+        .filter(data__icontains=term)
+        .order_by("-pk")
+        .values_list("pk", flat=True)[:COUNT_CAP]
     )
+    return queryset.filter(event_id__in=matching)
 
 
 def search_events(queryset: QuerySet[Event], term: str) -> QuerySet[Event]:

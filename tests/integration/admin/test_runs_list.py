@@ -97,6 +97,15 @@ def test_search_finds_runs_by_text_in_their_event_data(admin_client: Client, sho
     assert listed(admin_client, "?q=nobody-has-this") == []
 
 
+def test_a_text_search_reads_only_the_newest_matching_events_up_to_the_cap(
+    admin_client: Client, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run's `inngest/function.finished` event carries its data too: 4 events, 2 runs."""
+    monkeypatch.setattr(listing, "COUNT_CAP", 4)
+    runs = [shop.order(n, customer="carol").id for n in range(3)]
+    assert listed(admin_client, "?q=carol") == runs[:0:-1]
+
+
 def test_the_count_stops_at_the_cap_and_the_list_says_more_than(
     admin_client: Client, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
