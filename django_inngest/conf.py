@@ -32,10 +32,14 @@ class InngestSettings:
     """How often a worker returns expired leases to the queue."""
     POLL_INTERVAL: float | None = None
     """Seconds between checks for new work: SQLite 0.1 (a file check, not a query);
-    PostgreSQL 5 as a fallback to LISTEN/NOTIFY."""
+    PostgreSQL 10 as a fallback to LISTEN/NOTIFY."""
     IDLE_QUERY_INTERVAL: float = 5.0
     """On SQLite, the longest time an idle worker goes without querying."""
     WORKER_CONCURRENCY: int = 10
+    PRIORITY_RANGE: int = 600
+    """Priority factors are kept within ±this many seconds."""
+    RETENTION_DAYS: int = 30
+    """`inngest_prune` deletes runs ended, and events received, longer ago than this."""
 
 
 _NUMBERS = (int, float)
@@ -51,6 +55,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "POLL_INTERVAL": (*_NUMBERS, type(None)),
     "IDLE_QUERY_INTERVAL": _NUMBERS,
     "WORKER_CONCURRENCY": (int,),
+    "PRIORITY_RANGE": (int,),
+    "RETENTION_DAYS": (int,),
 }
 
 

@@ -84,6 +84,9 @@ class FunctionRun(models.Model):
     original_run = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
     )
+    finish_timeout = models.DurationField(
+        null=True, blank=True, help_text="Cancelled if not ended this long after its start."
+    )
 
     objects = FunctionRunQuerySet.as_manager()
 
@@ -130,26 +133,50 @@ class RunStep(models.Model):
 
 
 class QueueItem(models.Model):
+    """Something a worker must do at `available_at`: (re)start a run, or fire a timer.
+
+    Workers take due items in `score` order (`available_at` moved by the run's priority).
+    A run item stays leased while a worker executes it; an item held back by a saturated
+    concurrency key is parked (`parked_on`) and leaves the ready index until a slot frees.
+    """
+
     class Kind(models.TextChoices):
         RUN = "run", "Run"
+        DEBOUNCE = "debounce", "Debounce timer"
+        BATCH = "batch", "Batch timer"
+        START_TIMEOUT = "start_timeout", "Start timeout"
+        FINISH_TIMEOUT = "finish_timeout", "Finish timeout"
 
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.RUN)
     run = models.ForeignKey(
         FunctionRun, null=True, blank=True, on_delete=models.CASCADE, related_name="queue_items"
     )
+    ref = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL = none
     available_at = models.DateTimeField()
+    score = models.DateTimeField(help_text="available_at minus the priority factor.")
+    priority = models.IntegerField(default=0, help_text="Seconds.")
     lease_owner = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 - NULL = free
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    ckey1 = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = no limit
+    climit1 = models.PositiveIntegerField(null=True, blank=True)
+    ckey2 = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = no limit
+    climit2 = models.PositiveIntegerField(null=True, blank=True)
+    parked_on = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = ready
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["run", "kind"], name="inngest_queue_one_per_run"),
+            models.UniqueConstraint(
+                fields=["kind", "ref"],
+                condition=Q(ref__isnull=False),
+                name="inngest_queue_one_timer",
+            ),
         ]
         indexes = [
             models.Index(
-                fields=["available_at", "id"],
-                condition=Q(lease_expires_at__isnull=True),
-                name="inngest_queue_due",
+                fields=["score", "id"],
+                condition=Q(lease_expires_at__isnull=True, parked_on__isnull=True),
+                name="inngest_queue_ready",
             ),
             models.Index(
                 fields=["lease_expires_at"],
@@ -161,10 +188,67 @@ class QueueItem(models.Model):
                 condition=Q(lease_owner__isnull=False),
                 name="inngest_queue_owner",
             ),
+            models.Index(
+                fields=["parked_on", "score", "id"],
+                condition=Q(parked_on__isnull=False),
+                name="inngest_queue_parked",
+            ),
+            models.Index(
+                fields=["ckey1"],
+                condition=Q(ckey1__isnull=False, lease_owner__isnull=False),
+                name="inngest_queue_ckey1",
+            ),
+            models.Index(
+                fields=["ckey2"],
+                condition=Q(ckey2__isnull=False, lease_owner__isnull=False),
+                name="inngest_queue_ckey2",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.run_id} at {self.available_at}"
+        return f"{self.kind} {self.run_id or self.ref} at {self.available_at}"
+
+
+class FlowState(models.Model):
+    """One row per flow-control key: GCRA times (throttle, rate limit), debounce and batch
+    buffers, singleton holders, and the rows locked while concurrency slots are counted."""
+
+    key = models.CharField(primary_key=True, max_length=64)
+    kind = models.CharField(max_length=16)
+    data = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}"
+
+
+class Pause(models.Model):
+    """What a run waits for: an event (`wait`), an invoked run's end (`invoke`), or an event
+    that cancels it (`cancel`). Found by (event name, match key) when an event arrives."""
+
+    class Kind(models.TextChoices):
+        WAIT = "wait", "Wait for event"
+        INVOKE = "invoke", "Invoke"
+        CANCEL = "cancel", "Cancel"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    run = models.ForeignKey(FunctionRun, on_delete=models.CASCADE, related_name="pauses")
+    hashed_id = models.CharField(max_length=40, blank=True, default="")
+    event_name = models.CharField(max_length=512)
+    expression = models.TextField(blank=True, default="", help_text="Empty matches any event.")
+    match_key = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = no index
+    trigger_event = models.JSONField(default=dict, help_text="`event` in the expression.")
+    after_id = models.CharField(max_length=26, help_text="Only later events match.")
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["event_name", "match_key"], name="inngest_pause_lookup"),
+            models.Index(fields=["expires_at"], name="inngest_pause_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.event_name} for {self.run_id}"
 
 
 class IdempotencyKey(models.Model):

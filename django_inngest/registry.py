@@ -15,6 +15,7 @@ from typing import Any
 from django.utils.module_loading import autodiscover_modules
 
 from django_inngest.core.config import TriggerEvent
+from django_inngest.core.events import FUNCTION_INVOKED, invoked_function
 from django_inngest.core.expressions import ExpressionError, compile_expression
 from django_inngest.core.function import Function
 
@@ -49,8 +50,11 @@ class Registry:
 
     def matching(self, event: Mapping[str, Any]) -> list[Function]:
         """Functions an event starts: per function, the first trigger that matches wins."""
-        by_name, wildcards = self._index()
         name = str(event.get("name", ""))
+        if name == FUNCTION_INVOKED:  # only the target runs, whatever its triggers
+            target = self.get(invoked_function(event) or "")
+            return [target] if target is not None else []
+        by_name, wildcards = self._index()
         candidates = list(by_name.get(name, ()))
         candidates += [(fn, t) for prefix, fn, t in wildcards if name.startswith(prefix)]
         started: list[Function] = []

@@ -8,15 +8,16 @@ work. Due times use the engine clock; lease expiry uses the database's clock on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Min, Value
+from django.db.models import Count, F, Min, Value
 from django.db.models.functions import Coalesce
 
 from django_inngest import conf
@@ -25,17 +26,29 @@ from django_inngest.core.engine import (
     FINAL_STEP_STATUSES,
     LeaseLost,
     Memo,
+    PauseSpec,
     StepRecord,
     StepStatus,
+    pause_result,
 )
 from django_inngest.core.errors import RunEndedError, RunNotFoundError
+from django_inngest.core.events import (
+    FUNCTION_FINISHED,
+    FUNCTION_INVOKED,
+    PreparedEvent,
+    invocation_of,
+    run_ended_events,
+)
 from django_inngest.core.events import Event as EventValue
-from django_inngest.core.events import PreparedEvent, run_ended_events
+from django_inngest.core.expressions import compile_expression, event_index_keys
+from django_inngest.core.flow import Gcra, RunPlan
 from django_inngest.models import (
     ENDED_STATUSES,
     Event,
+    FlowState,
     FunctionRun,
     IdempotencyKey,
+    Pause,
     QueueItem,
     RunStatus,
     RunStep,
@@ -147,24 +160,134 @@ def event_map(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NewRun:
-    function_id: str
-    available_at: datetime
-
-
-@dataclass(frozen=True, kw_only=True)
 class FanOut:
     events: int
     runs: int
+    resumed: int = 0
+
+
+Route = Callable[[Mapping[str, Any], str], Iterable[RunPlan]]
+Planner = Callable[[str, Mapping[str, Any], str, bool], RunPlan | None]
+"""(function id, first event, its id, batched) -> the plan of a run, None if unknown."""
+
+
+class _Intake:
+    """Runs created in one transaction: written in bulk, with their queue items and pauses."""
+
+    def __init__(
+        self, now: datetime, planner: Planner, pending: Callable[[str], bool] | None
+    ) -> None:
+        self.now = now
+        self.planner = planner
+        self.pending = pending
+        self.runs: list[FunctionRun] = []
+        self.items: list[QueueItem] = []
+        self.pauses: list[Pause] = []
+        self.unwritten: set[str] = set()
+        self.created = 0
+
+    def start(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Singleton, then create and queue the run (throttle, priority, timers)."""
+        holder_state = None
+        if plan.singleton is not None:
+            key, mode = plan.singleton
+            holder_state = _lock_state(key, "singleton", self.now)
+            holder = holder_state.data.get("run_id")
+            if holder and self._active(holder):
+                if mode == "skip":
+                    self._skipped(plan, rows, holder)
+                    return
+                self.flush()
+                with contextlib.suppress(RunEndedError, RunNotFoundError):
+                    cancel_run(holder, now=self.now, pending=self.pending)
+        run = self._add(plan, rows)
+        if holder_state is not None:
+            holder_state.data = {"run_id": run.id}
+            holder_state.updated_at = self.now
+            holder_state.save(using=alias())
+
+    def _active(self, run_id: str) -> bool:
+        return run_id in self.unwritten or (
+            FunctionRun.objects.using(alias()).filter(id=run_id).active().exists()
+        )
+
+    def _skipped(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]], holder: str) -> None:
+        self.runs.append(
+            FunctionRun(
+                id=ids.ulid(),
+                function_id=plan.function_id,
+                status=RunStatus.SKIPPED,
+                event_id=rows[0]["id"],
+                event_ids=[row["id"] for row in rows],
+                created_at=self.now,
+                ended_at=self.now,
+                output={"reason": "singleton", "existing_run_id": holder},
+            )
+        )
+
+    def _add(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]]) -> FunctionRun:
+        now = self.now
+        run = FunctionRun(
+            id=ids.ulid(),
+            function_id=plan.function_id,
+            status=RunStatus.QUEUED,
+            event_id=rows[0]["id"],
+            event_ids=[row["id"] for row in rows],
+            created_at=now,
+            finish_timeout=plan.finish_timeout,
+        )
+        available = max(now, from_ms(rows[0]["ts"])) if len(rows) == 1 else now
+        if plan.throttle is not None:
+            available = max(available, _apply_gcra(plan.throttle, now, drop=False) or now)
+        keys: list[tuple[str | None, int | None]] = [*plan.concurrency[:2]]
+        keys += [(None, None)] * (2 - len(keys))
+        self.items.append(
+            QueueItem(
+                run=run,
+                available_at=available,
+                priority=plan.priority,
+                score=available - timedelta(seconds=plan.priority),
+                ckey1=keys[0][0],
+                climit1=keys[0][1],
+                ckey2=keys[1][0],
+                climit2=keys[1][1],
+            )
+        )
+        if plan.start_timeout is not None:
+            due = now + plan.start_timeout
+            self.items.append(
+                QueueItem(run=run, kind=QueueItem.Kind.START_TIMEOUT, available_at=due, score=due)
+            )
+        self.pauses += [_pause_row(run.id, spec) for spec in plan.pauses]
+        self.runs.append(run)
+        self.unwritten.add(run.id)
+        return run
+
+    def flush(self) -> None:
+        db = alias()
+        FunctionRun.objects.using(db).bulk_create(self.runs)
+        QueueItem.objects.using(db).bulk_create(self.items)
+        Pause.objects.using(db).bulk_create(self.pauses)
+        self.created += sum(1 for run in self.runs if run.status == RunStatus.QUEUED)
+        self.runs, self.items, self.pauses = [], [], []
+        self.unwritten.clear()
 
 
 def fan_out(
-    route: Callable[[Mapping[str, Any]], Iterable[str]], *, now: datetime, limit: int = 200
+    route: Route,
+    *,
+    now: datetime,
+    limit: int = 200,
+    pending: Callable[[str], bool] | None = None,
+    planner: Planner | None = None,
 ) -> FanOut:
-    """Match pending events against functions and create their runs, in one transaction.
+    """Match pending events against functions and waiting runs, in one transaction.
 
-    `route` gives the ids of the functions an event starts. A sender's event id starts each
-    function at most once in 24 hours (SPEC §3.9).
+    For each event, in order (SPEC §3): for each function it starts (`route`), batch, rate
+    limit (including idempotency), debounce, event-id de-duplication (a sender's id starts each
+    function at most once in 24 hours), singleton, then create and queue the run with its
+    cancellation listeners; then resume the runs waiting for the event and cancel those it
+    cancels. `planner` plans the runs of flushed batches.
     """
     db = alias()
     with transaction.atomic(using=db):
@@ -174,30 +297,248 @@ def fan_out(
         rows = list(query.values("id", "user_id", "name", "data", "ts")[:limit])
         if not rows:
             return FanOut(events=0, runs=0)
-        runs: list[FunctionRun] = []
-        items: list[QueueItem] = []
+        intake = _Intake(now, planner or _no_planner, pending)
+        has_pauses: dict[str, bool] = {}
+        resumed = 0
         for row in rows:
-            for function_id in route(event_map(row)):
-                if row["user_id"] and not _first_in_24h(
-                    ids.stable_hash(function_id, row["user_id"]), now
-                ):
-                    continue
-                run = FunctionRun(
-                    id=ids.ulid(),
-                    function_id=function_id,
-                    status=RunStatus.QUEUED,
-                    event_id=row["id"],
-                    event_ids=[row["id"]],
-                    created_at=now,
-                )
-                runs.append(run)
-                items.append(QueueItem(run=run, available_at=max(now, from_ms(row["ts"]))))
-        FunctionRun.objects.using(db).bulk_create(runs)
-        QueueItem.objects.using(db).bulk_create(items)
+            for plan in route(event_map(row), row["id"]):
+                _take(plan, row, intake)
+                for spec in plan.pauses:
+                    has_pauses[spec.event_name] = True
+            name = row["name"]
+            if name not in has_pauses:
+                has_pauses[name] = Pause.objects.using(db).filter(event_name=name).exists()
+            if has_pauses[name]:
+                intake.flush()  # listeners created above must be visible to this event
+                resumed += _match_pauses(row, now, pending)
+        intake.flush()
         Event.objects.using(db).filter(id__in=[row["id"] for row in rows]).update(pending=False)
-        if runs:
+        if intake.created or resumed:
             notify()
-    return FanOut(events=len(rows), runs=len(runs))
+    return FanOut(events=len(rows), runs=intake.created, resumed=resumed)
+
+
+def _no_planner(function_id: str, event: Mapping[str, Any], event_id: str, batched: bool) -> None:
+    return None
+
+
+def _take(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
+    """The flow-control steps before a run exists, for one function and one event."""
+    now = intake.now
+    if plan.batch is not None:
+        _add_to_batch(plan, row, intake)
+        return
+    if plan.rate_limit is not None and _apply_gcra(plan.rate_limit, now, drop=True) is None:
+        if row["name"] == FUNCTION_INVOKED:
+            _fail_invocation(row, "invoked function is rate limited", now, intake.pending)
+        return
+    if plan.debounce is not None:
+        _debounce(plan, row, now)
+        return
+    if (
+        plan.dedupe
+        and row["user_id"]
+        and not _first_in_24h(ids.stable_hash(plan.function_id, row["user_id"]), now)
+    ):
+        return
+    intake.start(plan, [row])
+
+
+# --- flow-control state -----------------------------------------------------------------------
+
+
+def _lock_state(key: str, kind: str, now: datetime) -> FlowState:
+    """The state row of `key` (created when missing), locked until the transaction ends."""
+    db = alias()
+    query = FlowState.objects.using(db).filter(key=key)
+    if is_postgresql():
+        query = query.select_for_update()
+    state = query.first()
+    if state is None:
+        FlowState.objects.using(db).bulk_create(
+            [FlowState(key=key, kind=kind, data={}, updated_at=now)], ignore_conflicts=True
+        )
+        state = query.get()
+    return state
+
+
+def _try_lock_state(key: str) -> FlowState | Literal[False] | None:
+    """The state row locked; None when it does not exist; False when another holds it."""
+    query = FlowState.objects.using(alias()).filter(key=key)
+    if not is_postgresql():
+        return query.first()
+    locked = query.select_for_update(skip_locked=True).first()
+    if locked is None and query.exists():
+        return False
+    return locked
+
+
+def _apply_gcra(rate: Gcra, now: datetime, *, drop: bool) -> datetime | None:
+    """When one more request may start (and count it); with `drop`, None when over the limit."""
+    state = _lock_state(rate.key, "gcra", now)
+    tat = datetime.fromisoformat(state.data["tat"]) if state.data.get("tat") else None
+    start, new_tat = rate.decide(tat, now)
+    if drop and start > now:
+        return None
+    state.data = {"tat": new_tat.isoformat()}
+    state.updated_at = now
+    state.save(using=alias())
+    return start
+
+
+def _debounce(plan: RunPlan, row: Mapping[str, Any], now: datetime) -> None:
+    """Keep the latest event and push the firing back (never past first event + timeout)."""
+    spec = plan.debounce
+    assert spec is not None
+    state = _lock_state(spec.key, "debounce", now)
+    data = state.data
+    if data.get("event_ts") is not None and row["ts"] < data["event_ts"]:
+        return  # an older event does not replace a newer one
+    first = datetime.fromisoformat(data["first_at"]) if data.get("first_at") else now
+    fire_at = now + spec.period
+    if spec.timeout is not None:
+        fire_at = min(fire_at, first + spec.timeout)
+    state.data = {
+        "function_id": plan.function_id,
+        "event_id": row["id"],
+        "event_ts": row["ts"],
+        "first_at": first.isoformat(),
+        "fire_at": fire_at.isoformat(),
+    }
+    state.updated_at = now
+    state.save(using=alias())
+    _set_timer(QueueItem.Kind.DEBOUNCE, spec.key, fire_at)
+
+
+def _set_timer(kind: str, ref: str, at: datetime) -> None:
+    db = alias()
+    if not QueueItem.objects.using(db).filter(kind=kind, ref=ref).update(available_at=at, score=at):
+        QueueItem.objects.using(db).create(kind=kind, ref=ref, available_at=at, score=at)
+
+
+def _add_to_batch(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
+    spec = plan.batch
+    assert spec is not None
+    state = _lock_state(spec.key, "batch", intake.now)
+    event_ids = list(state.data.get("event_ids", []))
+    if row["id"] in event_ids:
+        return
+    event_ids.append(row["id"])
+    if len(event_ids) >= spec.max_size:
+        _flush_batch(state, plan.function_id, event_ids, intake)
+        return
+    first = state.data.get("first_at") or intake.now.isoformat()
+    state.data = {"function_id": plan.function_id, "event_ids": event_ids, "first_at": first}
+    state.updated_at = intake.now
+    state.save(using=alias())
+    if len(event_ids) == 1:
+        _set_timer(QueueItem.Kind.BATCH, spec.key, intake.now + spec.timeout)
+
+
+def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intake: _Intake) -> None:
+    """Start one run with the batch's events, in arrival order, and forget the batch."""
+    db = alias()
+    QueueItem.objects.using(db).filter(kind=QueueItem.Kind.BATCH, ref=state.key).delete()
+    state.delete(using=db)
+    found = {
+        row["id"]: row
+        for row in Event.objects.using(db)
+        .filter(id__in=event_ids)
+        .values("id", "user_id", "name", "data", "ts")
+    }
+    rows = [found[event_id] for event_id in event_ids if event_id in found]
+    if not rows:
+        return
+    plan = intake.planner(function_id, event_map(rows[0]), rows[0]["id"], True)
+    if plan is not None:
+        intake.start(plan, rows)
+
+
+def _fail_invocation(
+    row: Mapping[str, Any], message: str, now: datetime, pending: Callable[[str], bool] | None
+) -> None:
+    """Give the invoking step an error now, as if the invoked run had failed."""
+    correlation = invocation_of(row)
+    if correlation is None:
+        return
+    finished = {
+        "id": ids.ulid(),
+        "user_id": "",
+        "name": FUNCTION_FINISHED,
+        "ts": int(now.timestamp() * 1000),
+        "data": {
+            "correlation_id": correlation,
+            "_inngest": {"status": RunStatus.FAILED},
+            "error": {"name": "Error", "message": message, "stack": None},
+        },
+    }
+    _match_pauses(finished, now, pending)
+
+
+def _pause_row(run_id: str, spec: PauseSpec) -> Pause:
+    return Pause(
+        kind=spec.kind,
+        run_id=run_id,
+        hashed_id=spec.hashed_id,
+        event_name=spec.event_name,
+        expression=spec.expression or "",
+        match_key=spec.match_key,
+        trigger_event=spec.trigger_event,
+        after_id=spec.after_id,
+        expires_at=spec.expires_at,
+    )
+
+
+def _match_pauses(
+    row: Mapping[str, Any], now: datetime, pending: Callable[[str], bool] | None
+) -> int:
+    """Resume the runs waiting for this event and cancel the runs it cancels; the first event
+    to consume a wait wins, whatever the number of workers."""
+    db = alias()
+    incoming = event_map(row)
+    keys = event_index_keys(incoming)
+    # Two index lookups joined, rather than one OR that SQLite would answer by a scan.
+    waiting = Pause.objects.using(db).filter(
+        event_name=row["name"], after_id__lt=row["id"], expires_at__gt=now
+    )
+    fields = ("id", "kind", "run_id", "hashed_id", "expression", "trigger_event")
+    candidates = (
+        waiting.filter(match_key__in=keys)
+        .values(*fields)
+        .union(waiting.filter(match_key__isnull=True).values(*fields), all=True)
+        .order_by("id")
+    )
+    resumed = 0
+    for pause in candidates:
+        if pause["expression"] and not compile_expression(pause["expression"]).matches(
+            pause["trigger_event"], incoming
+        ):
+            continue
+        if pause["kind"] == Pause.Kind.CANCEL:
+            with contextlib.suppress(RunEndedError, RunNotFoundError):
+                cancel_run(pause["run_id"], now=now, pending=pending)
+            continue
+        deleted, _ = Pause.objects.using(db).filter(id=pause["id"]).delete()
+        if not deleted:
+            continue  # another event got there first
+        status, output, error = pause_result(pause["kind"], incoming)
+        RunStep.objects.using(db).filter(
+            run_id=pause["run_id"], hashed_id=pause["hashed_id"], status=StepStatus.WAITING
+        ).update(status=status, output=output, error=error, attempts=1, ended_at=now)
+        _resume(pause["run_id"], now)
+        resumed += 1
+    return resumed
+
+
+def _resume(run_id: str, now: datetime) -> None:
+    """Make a suspended run due now (a worker holding it will see the result itself)."""
+    db = alias()
+    item = QueueItem.objects.using(db).filter(run_id=run_id, kind=RUN, lease_owner__isnull=True)
+    for priority in item.values_list("priority", flat=True):
+        item.update(available_at=now, score=now - timedelta(seconds=priority))
+    FunctionRun.objects.using(db).filter(
+        id=run_id, status__in=[RunStatus.WAITING, RunStatus.SLEEPING]
+    ).update(status=RunStatus.QUEUED)
 
 
 def _first_in_24h(key: str, now: datetime) -> bool:
@@ -224,26 +565,64 @@ class ClaimedRun:
     events: list[EventValue]
     event_rows: list[dict[str, Any]]
     memos: dict[str, Memo]
+    priority: int = 0
 
 
-def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) -> list[ClaimedRun]:
-    """Lease up to `limit` due runs to `worker_id`, oldest due first."""
+_CLAIMED = ("id", "kind", "run_id", "ref", "priority", "ckey1", "climit1", "ckey2", "climit2")
+
+
+def claim(
+    worker_id: str,
+    *,
+    limit: int,
+    now: datetime,
+    lease_seconds: float,
+    planner: Planner | None = None,
+    pending: Callable[[str], bool] | None = None,
+    priority_window: int = 0,
+) -> list[ClaimedRun]:
+    """Lease up to `limit` due runs to `worker_id`, in score order, in one transaction.
+
+    Due timers taken on the way fire here (debounce, batch, start and finish timeouts). A run
+    whose concurrency key is saturated is parked until a slot frees instead of being leased.
+    `priority_window` is the largest priority factor in use: items that far ahead in score
+    order are looked at.
+    """
     db = alias()
     queue = _table(QueueItem)
     expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
     lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
     with transaction.atomic(using=db):
-        with _connection().cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
-                f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
-                f"AND available_at <= %s ORDER BY available_at, id LIMIT %s{lock}) "
-                f"RETURNING run_id, available_at, id",
-                [worker_id, *expiry_params, _when(now), limit],
-            )
-            # RETURNING does not keep the subquery's order; both backends return available_at
-            # in a form that sorts by time (a datetime, or SQLite's fixed-width text).
-            run_ids = [row[0] for row in sorted(cursor.fetchall(), key=lambda r: (r[1], r[2]))]
+        items: list[dict[str, Any]] = []
+        for _ in range(2):  # a second look picks up the runs that fired timers just created
+            with _connection().cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
+                    f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
+                    f"AND parked_on IS NULL AND score <= %s AND available_at <= %s "
+                    f"ORDER BY score, id LIMIT %s{lock}) "
+                    f"RETURNING {', '.join(_CLAIMED)}, score",
+                    [
+                        worker_id,
+                        *expiry_params,
+                        _when(now + timedelta(seconds=priority_window)),
+                        _when(now),
+                        limit - len(items),
+                    ],
+                )
+                # RETURNING does not keep the subquery's order; both backends return score in
+                # a form that sorts by time (a datetime, or SQLite's fixed-width text).
+                taken = [
+                    dict(zip(_CLAIMED, row, strict=False))
+                    for row in sorted(cursor.fetchall(), key=lambda r: (r[-1], r[0]))
+                ]
+            timers = [item for item in taken if item["kind"] != QueueItem.Kind.RUN]
+            items += _admit([item for item in taken if item["kind"] == QueueItem.Kind.RUN])
+            if not timers or len(items) >= limit:
+                break
+            _fire_timers(timers, _Intake(now, planner or _no_planner, pending))
+        priorities = {item["run_id"]: item["priority"] for item in items}
+        run_ids = list(priorities)
         if not run_ids:
             return []
         runs = list(
@@ -257,6 +636,7 @@ def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) ->
                 "started_at",
                 "status",
                 "original_run_id",
+                "finish_timeout",
             )
         )
         ended = [run["id"] for run in runs if run["status"] in ENDED_STATUSES]
@@ -265,6 +645,18 @@ def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) ->
         runs = [run for run in runs if run["status"] not in ENDED_STATUSES]
         FunctionRun.objects.using(db).filter(id__in=[run["id"] for run in runs]).update(
             status=RunStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now))
+        )
+        QueueItem.objects.using(db).bulk_create(
+            [
+                QueueItem(
+                    run_id=run["id"],
+                    kind=QueueItem.Kind.FINISH_TIMEOUT,
+                    available_at=now + run["finish_timeout"],
+                    score=now + run["finish_timeout"],
+                )
+                for run in runs
+                if run["finish_timeout"] is not None and run["started_at"] is None
+            ]
         )
     event_ids = {event_id for run in runs for event_id in run["event_ids"]}
     events = {
@@ -286,9 +678,219 @@ def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) ->
                 events=[event_value(row) for row in rows],
                 event_rows=[dict(row) for row in rows],
                 memos=memos.get(run["id"], {}),
+                priority=priorities[run["id"]],
             )
         )
     return claimed
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+def _keys_of(item: Mapping[str, Any]) -> list[tuple[str, int]]:
+    return [
+        (item[key], item[limit])
+        for key, limit in (("ckey1", "climit1"), ("ckey2", "climit2"))
+        if item.get(key)
+    ]
+
+
+def _lock_keys(keys: Iterable[str], now: datetime) -> None:
+    """Lock the rows of concurrency keys, in one order, so slot counts cannot race."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return
+    db = alias()
+    locking = FlowState.objects.using(db).filter(key__in=wanted).order_by("key")
+    if is_postgresql():
+        locking = locking.select_for_update()
+    found = set(locking.values_list("key", flat=True))
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        FlowState.objects.using(db).bulk_create(
+            [FlowState(key=key, kind="concurrency", data={}, updated_at=now) for key in missing],
+            ignore_conflicts=True,
+        )
+        if is_postgresql():
+            list(locking.filter(key__in=missing).values_list("key", flat=True))
+
+
+def _executing(keys: Sequence[str], excluding: Sequence[int]) -> dict[str, int]:
+    """How many leased (executing) items hold each key, not counting `excluding`."""
+    db = alias()
+    counts: dict[str, int] = dict.fromkeys(keys, 0)
+    for column in ("ckey1", "ckey2"):
+        rows = (
+            QueueItem.objects.using(db)
+            .filter(**{f"{column}__in": keys}, lease_owner__isnull=False)
+            .exclude(id__in=excluding)
+            .values(column)
+            .annotate(n=Count("id"))
+            .values_list(column, "n")
+        )
+        for key, n in rows:
+            counts[key] += n
+    return counts
+
+
+def _admit(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the items whose concurrency keys have room; park the others on a full key."""
+    keyed = [item for item in items if _keys_of(item)]
+    if not keyed:
+        return items
+    now = datetime.now(UTC)
+    keys = sorted({key for item in keyed for key, _ in _keys_of(item)})
+    _lock_keys(keys, now)
+    counts = _executing(keys, [item["id"] for item in items])
+    admitted, parked = [], []
+    for item in items:
+        full = next((key for key, limit in _keys_of(item) if counts[key] >= limit), None)
+        if full is None:
+            admitted.append(item)
+            for key, _ in _keys_of(item):
+                counts[key] += 1
+        else:
+            parked.append((item["id"], full))
+    for item_id, key in parked:
+        QueueItem.objects.using(alias()).filter(id=item_id).update(
+            parked_on=key, lease_owner=None, lease_expires_at=None
+        )
+    return admitted
+
+
+def _free_slots(keys: Iterable[str | None]) -> None:
+    """A run stopped executing: let the oldest run parked on each of its keys go."""
+    wanted = sorted({key for key in keys if key})
+    if not wanted:
+        return
+    db = alias()
+    _lock_keys(wanted, datetime.now(UTC))
+    released = False
+    for key in wanted:
+        oldest = list(
+            QueueItem.objects.using(db)
+            .filter(parked_on=key)
+            .order_by("score", "id")
+            .values_list("id", flat=True)[:1]
+        )
+        released = (
+            bool(QueueItem.objects.using(db).filter(id__in=oldest).update(parked_on=None))
+            or released
+        )
+    if released:
+        notify()
+
+
+def release_parked_with_room() -> int:
+    """A safety net run with each sweep: release parked runs whose key has free slots."""
+    db = alias()
+    released = 0
+    with transaction.atomic(using=db):
+        keys = [
+            key
+            for key in QueueItem.objects.using(db)
+            .filter(parked_on__isnull=False)
+            .values_list("parked_on", flat=True)
+            .distinct()
+            if key
+        ]
+        if not keys:
+            return 0
+        _lock_keys(keys, datetime.now(UTC))
+        counts = _executing(keys, [])
+        for key in keys:
+            parked = list(
+                QueueItem.objects.using(db)
+                .filter(parked_on=key)
+                .order_by("score", "id")
+                .values("id", "ckey1", "climit1", "ckey2", "climit2")[:100]
+            )
+            if not parked:
+                continue
+            limit = dict(_keys_of(parked[0]))[key]
+            room = max(0, limit - counts[key])
+            chosen = [item["id"] for item in parked[:room]]
+            released += QueueItem.objects.using(db).filter(id__in=chosen).update(parked_on=None)
+        if released:
+            notify()
+    return released
+
+
+# --- timers -----------------------------------------------------------------------------------
+
+
+def _fire_timers(timers: list[dict[str, Any]], intake: _Intake) -> None:
+    """Due debounces and batches start their run; timeouts cancel runs that are late."""
+    db = alias()
+    now = intake.now
+    for item in timers:
+        kind = item["kind"]
+        done = True
+        if kind in (QueueItem.Kind.DEBOUNCE, QueueItem.Kind.BATCH):
+            state = _try_lock_state(item["ref"])
+            if state is False:
+                done = False  # an event is updating it; try again next time
+            elif state is not None and kind == QueueItem.Kind.DEBOUNCE:
+                done = _fire_debounce(state, item, intake)
+            elif state is not None:
+                _flush_batch(state, state.data["function_id"], state.data["event_ids"], intake)
+        elif kind == QueueItem.Kind.START_TIMEOUT:
+            run = (
+                FunctionRun.objects.using(db)
+                .filter(id=item["run_id"])
+                .values("started_at", "status")
+                .first()
+            )
+            if run and run["started_at"] is None and run["status"] not in ENDED_STATUSES:
+                _cancel_quietly(item["run_id"], intake)
+        elif kind == QueueItem.Kind.FINISH_TIMEOUT:
+            executing = (
+                QueueItem.objects.using(db)
+                .filter(run_id=item["run_id"], kind=QueueItem.Kind.RUN, lease_owner__isnull=False)
+                .exists()
+            )
+            if executing:  # what is in flight may still finish the run in time
+                later = now + timedelta(seconds=1)
+                QueueItem.objects.using(db).filter(id=item["id"]).update(
+                    available_at=later, score=later, lease_owner=None, lease_expires_at=None
+                )
+                continue
+            _cancel_quietly(item["run_id"], intake)
+        if done:
+            QueueItem.objects.using(db).filter(id=item["id"]).delete()
+        else:
+            QueueItem.objects.using(db).filter(id=item["id"]).update(
+                lease_owner=None, lease_expires_at=None
+            )
+    intake.flush()
+
+
+def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: _Intake) -> bool:
+    """Start the debounced run with the last event; False when its time moved meanwhile."""
+    db = alias()
+    data = state.data
+    fire_at = datetime.fromisoformat(data["fire_at"])
+    if fire_at > intake.now:
+        _set_timer(QueueItem.Kind.DEBOUNCE, state.key, fire_at)
+        return False
+    state.delete(using=db)
+    row = (
+        Event.objects.using(db)
+        .filter(id=data["event_id"])
+        .values("id", "user_id", "name", "data", "ts")
+        .first()
+    )
+    if row is not None:
+        plan = intake.planner(data["function_id"], event_map(row), row["id"], False)
+        if plan is not None:
+            intake.start(plan, [row])
+    return True
+
+
+def _cancel_quietly(run_id: str, intake: _Intake) -> None:
+    intake.flush()
+    with contextlib.suppress(RunEndedError, RunNotFoundError):
+        cancel_run(run_id, now=intake.now, pending=intake.pending)
 
 
 def load_memos(run_ids: Sequence[str]) -> dict[str, dict[str, Memo]]:
@@ -403,9 +1005,36 @@ def _insert_final_step(run_id: str, worker_id: str, record: StepRecord) -> None:
     raise _LostRace(existing)
 
 
-def _write_records(run_id: str, records: Sequence[StepRecord]) -> None:
-    """Sleeping steps and failed attempts, inside the caller's transaction."""
+def time_out(run_id: str, worker_id: str, record: StepRecord) -> Memo:
+    """End a wait whose time is up, unless an event ended it first (its result is returned)."""
     db = alias()
+    try:
+        with transaction.atomic(using=db):
+            deleted, _ = (
+                Pause.objects.using(db)
+                .filter(run_id=run_id, hashed_id=record.hashed_id)
+                .exclude(kind=Pause.Kind.CANCEL)
+                .delete()
+            )
+            if deleted:
+                _insert_final_step(run_id, worker_id, record)
+                return record.as_memo()
+    except _LostRace as lost:
+        return lost.memo
+    existing = load_memos([run_id]).get(run_id, {}).get(record.hashed_id)
+    if existing is None or not existing.final:
+        raise LeaseLost(f"the wait {record.step_id!r} of run {run_id} was not found")
+    return existing
+
+
+def _write_records(run_id: str, records: Sequence[StepRecord]) -> bool:
+    """Sleeping and waiting steps and failed attempts, inside the caller's transaction.
+
+    Returns True when a step recorded as waiting has meanwhile got its result (an event came
+    while the run was executing), so the run must go on now rather than at its wake time.
+    """
+    db = alias()
+    arrived = False
     for record in records:
         existing = (
             RunStep.objects.using(db)
@@ -414,6 +1043,7 @@ def _write_records(run_id: str, records: Sequence[StepRecord]) -> None:
             .first()
         )
         if existing is not None and existing.status in FINAL_STEP_STATUSES:
+            arrived = arrived or record.status == StepStatus.WAITING
             continue
         step = existing or RunStep(
             run_id=run_id,
@@ -438,6 +1068,7 @@ def _write_records(run_id: str, records: Sequence[StepRecord]) -> None:
                 },
             ]
         step.save(using=db)
+    return arrived
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -447,12 +1078,26 @@ def _iso(value: datetime | None) -> str | None:
 # --- run transitions --------------------------------------------------------------------------
 
 
-def _release_item(run_id: str, worker_id: str, available_at: datetime) -> bool:
-    return bool(
-        QueueItem.objects.using(alias())
-        .filter(run_id=run_id, kind=RUN, lease_owner=worker_id)
-        .update(available_at=available_at, lease_owner=None, lease_expires_at=None)
-    )
+def _release_item(run_id: str, worker_id: str, available_at: datetime, priority: int) -> bool:
+    """Give back the run's item, due at `available_at`; frees its concurrency slots."""
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(QueueItem)} SET available_at = %s, score = %s, lease_owner = NULL, "
+            f"lease_expires_at = NULL WHERE run_id = %s AND kind = %s AND lease_owner = %s "
+            f"RETURNING ckey1, ckey2",
+            [
+                _when(available_at),
+                _when(available_at - timedelta(seconds=priority)),
+                run_id,
+                RUN,
+                worker_id,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    _free_slots(row)
+    return True
 
 
 def retry_run(
@@ -462,9 +1107,10 @@ def retry_run(
     attempt: int,
     available_at: datetime,
     records: Sequence[StepRecord],
+    priority: int = 0,
 ) -> bool:
     with transaction.atomic(using=alias()):
-        if not _release_item(run_id, worker_id, available_at):
+        if not _release_item(run_id, worker_id, available_at, priority):
             return False
         FunctionRun.objects.using(alias()).filter(id=run_id).update(
             status=RunStatus.QUEUED, attempt=attempt
@@ -474,15 +1120,31 @@ def retry_run(
 
 
 def suspend_run(
-    run_id: str, worker_id: str, *, wake_at: datetime, records: Sequence[StepRecord]
+    run_id: str,
+    worker_id: str,
+    *,
+    wake_at: datetime,
+    records: Sequence[StepRecord],
+    pauses: Sequence[PauseSpec] = (),
+    events: Sequence[PreparedEvent] = (),
+    waiting: bool = False,
+    now: datetime,
+    priority: int = 0,
 ) -> bool:
-    with transaction.atomic(using=alias()):
-        if not _release_item(run_id, worker_id, wake_at):
+    """Free the worker until `wake_at`, or until an event the run waits for arrives."""
+    db = alias()
+    with transaction.atomic(using=db):
+        if not _release_item(run_id, worker_id, wake_at, priority):
             return False
-        FunctionRun.objects.using(alias()).filter(id=run_id).update(
-            status=RunStatus.SLEEPING, attempt=0
-        )
-        _write_records(run_id, records)
+        status = RunStatus.WAITING if waiting else RunStatus.SLEEPING
+        if _write_records(run_id, records):
+            QueueItem.objects.using(db).filter(run_id=run_id, kind=RUN).update(
+                available_at=now, score=now - timedelta(seconds=priority)
+            )
+            status = RunStatus.QUEUED
+        FunctionRun.objects.using(db).filter(id=run_id).update(status=status, attempt=0)
+        Pause.objects.using(db).bulk_create([_pause_row(run_id, spec) for spec in pauses])
+        insert_events(events, received_at=now)
     return True
 
 
@@ -495,20 +1157,27 @@ def end_run(
     now: datetime,
     emitted: Sequence[PreparedEvent] = (),
     pending: Callable[[str], bool] | None = None,
+    drop_pauses: bool = False,
 ) -> bool:
-    """End a run held by `worker_id`: drop its queue item, record the end, emit events."""
+    """End a run held by `worker_id`: drop its queue item (and its cancellation listeners when
+    it has some), record the end, emit events."""
     db = alias()
     with transaction.atomic(using=db):
-        deleted, _ = (
-            QueueItem.objects.using(db)
-            .filter(run_id=run_id, kind=RUN, lease_owner=worker_id)
-            .delete()
-        )
-        if not deleted:
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {_table(QueueItem)} WHERE run_id = %s AND kind = %s "
+                f"AND lease_owner = %s RETURNING ckey1, ckey2",
+                [run_id, RUN, worker_id],
+            )
+            held = cursor.fetchone()
+        if held is None:
             return False
+        _free_slots(held)
         FunctionRun.objects.using(db).filter(id=run_id).update(
             status=status, output=output, ended_at=now
         )
+        if drop_pauses:
+            Pause.objects.using(db).filter(run_id=run_id).delete()
         insert_events(emitted, received_at=now, pending=pending)
     return True
 
@@ -532,7 +1201,15 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
             raise RunNotFoundError(run_id)
         if run["status"] in ENDED_STATUSES:
             raise RunEndedError(run_id, run["status"])
+        executing = list(
+            QueueItem.objects.using(db)
+            .filter(run_id=run_id, kind=RUN, lease_owner__isnull=False)
+            .values_list("ckey1", "ckey2")
+        )
         QueueItem.objects.using(db).filter(run_id=run_id).delete()
+        for keys in executing:
+            _free_slots(keys)
+        Pause.objects.using(db).filter(run_id=run_id).delete()
         FunctionRun.objects.using(db).filter(id=run_id).update(
             status=RunStatus.CANCELLED, ended_at=now
         )
@@ -542,15 +1219,29 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
             .values("id", "user_id", "name", "data", "ts")
         )
         rows.sort(key=lambda row: run["event_ids"].index(row["id"]))
+        trigger_events = [event_map(row) for row in rows]
         emitted = run_ended_events(
             function_id=run["function_id"],
             run_id=run_id,
-            trigger_events=[event_map(row) for row in rows],
+            trigger_events=trigger_events,
             status=RunStatus.CANCELLED,
             output={"code": "cancelled", "message": "the run was cancelled", "name": "Cancelled"},
             now_ms=int(now.timestamp() * 1000),
         )
-        insert_events(emitted, received_at=now, pending=pending)
+        insert_events(emitted, received_at=now, pending=ended_pending(pending, trigger_events))
+
+
+def ended_pending(
+    pending: Callable[[str], bool] | None, trigger_events: Sequence[Mapping[str, Any]]
+) -> Callable[[str], bool]:
+    """Which events a run's end emits need matching: those some function listens to, and the
+    `inngest/function.finished` of an invoked run, which its parent waits for."""
+    invoked = bool(trigger_events) and trigger_events[0].get("name") == FUNCTION_INVOKED
+
+    def needs_matching(name: str) -> bool:
+        return (pending is None or pending(name)) or (invoked and name == FUNCTION_FINISHED)
+
+    return needs_matching
 
 
 def active_runs(
@@ -622,7 +1313,7 @@ def rerun(run_id: str, *, now: datetime, from_step: str | None = None) -> str:
                 for s in kept
             ]
         )
-        QueueItem.objects.using(db).create(run=new, available_at=now)
+        QueueItem.objects.using(db).create(run=new, available_at=now, score=now)
         notify()
     return new.id
 
@@ -649,12 +1340,12 @@ def return_expired_leases() -> int:
         with _connection().cursor() as cursor:
             cursor.execute(
                 f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
-                f"WHERE lease_expires_at < {now_sql} RETURNING run_id",
+                f"WHERE lease_expires_at < {now_sql} RETURNING run_id, ckey1, ckey2",
                 now_params,
             )
-            run_ids = [row[0] for row in cursor.fetchall()]
-        _requeue(run_ids)
-    return len(run_ids)
+            returned = cursor.fetchall()
+        _requeue(returned)
+    return len(returned)
 
 
 def release(worker_id: str) -> int:
@@ -663,29 +1354,94 @@ def release(worker_id: str) -> int:
         with _connection().cursor() as cursor:
             cursor.execute(
                 f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
-                f"WHERE lease_owner = %s RETURNING run_id",
+                f"WHERE lease_owner = %s RETURNING run_id, ckey1, ckey2",
                 [worker_id],
             )
-            run_ids = [row[0] for row in cursor.fetchall()]
-        _requeue(run_ids)
-    return len(run_ids)
+            returned = cursor.fetchall()
+        _requeue(returned)
+    return len(returned)
 
 
-def _requeue(run_ids: list[str]) -> None:
+def _requeue(returned: Sequence[tuple[str | None, str | None, str | None]]) -> None:
+    """Runs whose lease went back: queued again, their concurrency slots free."""
+    run_ids = [run_id for run_id, _, _ in returned if run_id]
     if run_ids:
         FunctionRun.objects.using(alias()).filter(id__in=run_ids, status=RunStatus.RUNNING).update(
             status=RunStatus.QUEUED
         )
+    _free_slots(key for _, *keys in returned for key in keys)
 
 
-def next_due_at() -> datetime | None:
-    """When the earliest unleased queue item becomes due."""
-    value: datetime | None = (
-        QueueItem.objects.using(alias())
-        .filter(lease_expires_at__isnull=True)
-        .aggregate(due=Min("available_at"))["due"]
+@dataclass(frozen=True, kw_only=True)
+class Pruned:
+    runs: int
+    events: int
+    keys: int
+    states: int
+    pauses: int
+
+
+def prune(*, now: datetime, retention: timedelta) -> Pruned:
+    """Delete what is no longer needed: runs ended before the retention period (with their
+    steps), events older than it that no run refers to, expired de-duplication keys and
+    cancellation listeners, and flow-control state that no longer limits anything."""
+    db = alias()
+    cutoff = now - retention
+    with transaction.atomic(using=db):
+        _, by_model = FunctionRun.objects.using(db).ended().filter(ended_at__lt=cutoff).delete()
+        runs = by_model.get(FunctionRun._meta.label, 0)
+        events, _ = (
+            Event.objects.using(db)
+            .filter(received_at__lt=cutoff, pending=False)
+            .exclude(
+                id__in=FunctionRun.objects.using(db).filter(event__isnull=False).values("event_id")
+            )
+            .delete()
+        )
+        keys, _ = IdempotencyKey.objects.using(db).filter(expires_at__lte=now).delete()
+        pauses, _ = (
+            Pause.objects.using(db).filter(expires_at__lte=now, kind=Pause.Kind.CANCEL).delete()
+        )
+        stale = now - timedelta(hours=1)
+        states = 0
+        for state in FlowState.objects.using(db).filter(updated_at__lt=stale).iterator():
+            if _state_is_idle(state, now):
+                states += (
+                    FlowState.objects.using(db)
+                    .filter(key=state.key, updated_at=state.updated_at)
+                    .delete()[0]
+                )
+    return Pruned(runs=runs, events=events, keys=keys, states=states, pauses=pauses)
+
+
+def _state_is_idle(state: FlowState, now: datetime) -> bool:
+    """Whether a flow-control row would behave the same if it were missing."""
+    if state.kind == "gcra":
+        tat = state.data.get("tat")
+        return tat is None or datetime.fromisoformat(tat) <= now
+    if state.kind == "singleton":
+        holder = state.data.get("run_id")
+        return (
+            not holder or not FunctionRun.objects.using(alias()).filter(id=holder).active().exists()
+        )
+    if state.kind == "concurrency":
+        return not QueueItem.objects.using(alias()).filter(parked_on=state.key).exists()
+    return False  # debounce and batch buffers end when they fire
+
+
+def next_due_at(priority_window: int = 0) -> datetime | None:
+    """About when the next ready queue item becomes due (read from the ready index)."""
+    ready = QueueItem.objects.using(alias()).filter(
+        lease_expires_at__isnull=True, parked_on__isnull=True
     )
-    return value
+    first: datetime | None = ready.aggregate(first=Min("score"))["first"]
+    if first is None or not priority_window:
+        return first
+    window = timedelta(seconds=priority_window)
+    due: datetime | None = ready.filter(score__lte=first + window).aggregate(
+        due=Min("available_at")
+    )["due"]
+    return max(due or first, first - window)
 
 
 def has_pending_events() -> bool:

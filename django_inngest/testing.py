@@ -27,7 +27,15 @@ from django_inngest.core.local import LocalResult, run_locally
 from django_inngest.core.steps import invoke_async, invoke_sync
 from django_inngest.models import RunStatus
 from django_inngest.registry import registry
-from django_inngest.worker import execution_for, not_registered, record_outcome, route
+from django_inngest.worker import (
+    execution_for,
+    function_exists,
+    not_registered,
+    planner,
+    priority_window,
+    record_outcome,
+    route,
+)
 
 __all__ = ["DrainSummary", "LocalResult", "drain", "frozen_clock", "run_function"]
 
@@ -67,11 +75,17 @@ def drain(*, max_invocations: int = 10_000) -> DrainSummary:
     worker_id = "drain"
     settings = conf.get()
     while True:
-        fanned = store.fan_out(route, now=clock.now())
+        fanned = store.fan_out(route, now=clock.now(), pending=registry.listens_to, planner=planner)
         summary.events += fanned.events
         summary.runs_created += fanned.runs
         claimed = store.claim(
-            worker_id, limit=100, now=clock.now(), lease_seconds=settings.LEASE_SECONDS
+            worker_id,
+            limit=100,
+            now=clock.now(),
+            lease_seconds=settings.LEASE_SECONDS,
+            planner=planner,
+            pending=registry.listens_to,
+            priority_window=priority_window(),
         )
         if not fanned.events and not claimed:
             return summary
@@ -87,7 +101,7 @@ def drain(*, max_invocations: int = 10_000) -> DrainSummary:
                 summary.failed += 1
             elif status == RunStatus.QUEUED:
                 summary.retried += 1
-            elif status == RunStatus.SLEEPING:
+            elif status in (RunStatus.SLEEPING, RunStatus.WAITING):
                 summary.sleeping += 1
 
 
@@ -97,14 +111,15 @@ def _invoke(run: store.ClaimedRun) -> Outcome:
         return not_registered(run)
     max_bytes = conf.get().MAX_EVENT_BYTES
     if not function.is_async:
-        return invoke_sync(
-            execution_for(run, function, "drain", Runtime(max_event_bytes=max_bytes))
-        )
+        runtime = Runtime(max_event_bytes=max_bytes, function_exists=function_exists)
+        return invoke_sync(execution_for(run, function, "drain", runtime))
 
     async def here(fn: Any) -> Any:
         return await sync_to_async(fn, thread_sensitive=True)()
 
-    runtime = Runtime(offload=here, offload_user=here, max_event_bytes=max_bytes)
+    runtime = Runtime(
+        offload=here, offload_user=here, max_event_bytes=max_bytes, function_exists=function_exists
+    )
     outcome: Outcome = async_to_sync(invoke_async)(execution_for(run, function, "drain", runtime))
     return outcome
 

@@ -18,7 +18,6 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +41,7 @@ from django_inngest.core.engine import (
     Suspended,
 )
 from django_inngest.core.events import PreparedEvent, run_ended_events
+from django_inngest.core.flow import RunPlan, plan_run
 from django_inngest.core.function import Function
 from django_inngest.core.steps import invoke_async, invoke_sync
 from django_inngest.models import RunStatus
@@ -51,6 +51,10 @@ logger = logging.getLogger("django_inngest.worker")
 T = TypeVar("T")
 
 IO_THREADS = 4
+#: PostgreSQL workers wake on NOTIFY; this slow poll only covers a lost notification.
+POSTGRES_FALLBACK_POLL = 10.0
+#: How often a worker releases parked runs whose key has free slots (a safety net).
+PARKED_CHECK_SECONDS = 30.0
 
 
 class WorkerConfigError(ImproperlyConfigured):
@@ -61,8 +65,36 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def route(event: Mapping[str, Any]) -> list[str]:
-    return [function.id for function in registry.matching(event)]
+def route(event: Mapping[str, Any], event_id: str) -> list[RunPlan]:
+    """The plans of the runs an event starts."""
+    bound = conf.get().PRIORITY_RANGE
+    return [
+        plan_run(function, event, event_id, priority_bound=bound)
+        for function in registry.matching(event)
+    ]
+
+
+def planner(
+    function_id: str, event: Mapping[str, Any], event_id: str, batched: bool
+) -> RunPlan | None:
+    """The plan of a run started by a timer (a debounce or a batch)."""
+    function = registry.get(function_id)
+    if function is None:
+        return None
+    return plan_run(
+        function, event, event_id, priority_bound=conf.get().PRIORITY_RANGE, batched=batched
+    )
+
+
+def priority_window() -> int:
+    """How far ahead of now, in seconds, claims look for prioritised items."""
+    if any(function.priority is not None for function in registry.all()):
+        return conf.get().PRIORITY_RANGE
+    return 0
+
+
+def function_exists(function_id: str) -> bool:
+    return registry.get(function_id) is not None
 
 
 class DatabaseStepStore:
@@ -74,6 +106,9 @@ class DatabaseStepStore:
 
     def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
         return store.save_step(self.run_id, self.worker_id, record, events)
+
+    def time_out(self, record: StepRecord) -> Memo:
+        return store.time_out(self.run_id, self.worker_id, record)
 
 
 def execution_for(
@@ -112,6 +147,8 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
     if isinstance(outcome, Completed | Failed):
         status = RunStatus.COMPLETED if isinstance(outcome, Completed) else RunStatus.FAILED
         output = outcome.output if isinstance(outcome, Completed) else outcome.error
+        trigger_events = [store.event_map(row) for row in claimed.event_rows]
+        function = registry.get(claimed.function_id)
         written = store.end_run(
             claimed.run_id,
             worker_id,
@@ -121,12 +158,13 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
             emitted=run_ended_events(
                 function_id=claimed.function_id,
                 run_id=claimed.run_id,
-                trigger_events=[store.event_map(row) for row in claimed.event_rows],
+                trigger_events=trigger_events,
                 status=status,
                 output=output,
                 now_ms=clock.now_ms(),
             ),
-            pending=registry.listens_to,
+            pending=store.ended_pending(registry.listens_to, trigger_events),
+            drop_pauses=bool(function and function.cancel),
         )
         if written:
             logger.info(
@@ -154,13 +192,24 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
             attempt=outcome.attempt,
             available_at=available_at,
             records=outcome.records,
+            priority=claimed.priority,
         )
         return RunStatus.QUEUED if written else None
     if isinstance(outcome, Suspended):
         written = store.suspend_run(
-            claimed.run_id, worker_id, wake_at=outcome.wake_at, records=outcome.records
+            claimed.run_id,
+            worker_id,
+            wake_at=outcome.wake_at,
+            records=outcome.records,
+            pauses=outcome.pauses,
+            events=outcome.events,
+            waiting=outcome.waiting,
+            now=now,
+            priority=claimed.priority,
         )
-        return RunStatus.SLEEPING if written else None
+        if not written:
+            return None
+        return RunStatus.WAITING if outcome.waiting else RunStatus.SLEEPING
     logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
     return None
 
@@ -240,7 +289,7 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.handle_signals = handle_signals
         self._postgresql = store.is_postgresql()
-        default_poll = 0.1 if not self._postgresql else 5.0
+        default_poll = 0.1 if not self._postgresql else POSTGRES_FALLBACK_POLL
         self.poll_interval = poll_interval or settings.POLL_INTERVAL or default_poll
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -292,6 +341,7 @@ class Worker:
         background = [
             asyncio.create_task(self._every(conf.get().HEARTBEAT_SECONDS, self._heartbeat)),
             asyncio.create_task(self._every(conf.get().SWEEP_SECONDS, self._sweep)),
+            asyncio.create_task(self._every(PARKED_CHECK_SECONDS, self._release_parked)),
         ]
         listener: _PostgresListener | None = None
         if self._postgresql:
@@ -323,7 +373,13 @@ class Worker:
             self._wake.clear()
             progressed = False
             try:
-                fanned = await self._io_call(store.fan_out, route, now=clock.now())
+                fanned = await self._io_call(
+                    store.fan_out,
+                    route,
+                    now=clock.now(),
+                    pending=registry.listens_to,
+                    planner=planner,
+                )
                 progressed = fanned.events > 0
                 free = self.concurrency - len(self._inflight)
                 if free > 0:
@@ -333,6 +389,9 @@ class Worker:
                         limit=free,
                         now=clock.now(),
                         lease_seconds=settings.LEASE_SECONDS,
+                        planner=planner,
+                        pending=registry.listens_to,
+                        priority_window=priority_window(),
                     )
                     for run in claimed:
                         self._start(run)
@@ -354,12 +413,12 @@ class Worker:
     async def _idle_timeout(self, full: bool) -> float:
         settings = conf.get()
         fallback = settings.POLL_INTERVAL or (
-            5.0 if self._postgresql else settings.IDLE_QUERY_INTERVAL
+            POSTGRES_FALLBACK_POLL if self._postgresql else settings.IDLE_QUERY_INTERVAL
         )
         if full:
             return fallback
         try:
-            due = await self._io_call(store.next_due_at)
+            due = await self._io_call(store.next_due_at, priority_window())
         except DatabaseError:
             return fallback
         if due is None:
@@ -420,6 +479,7 @@ class Worker:
             offload=offload,
             offload_user=offload_user,
             max_event_bytes=conf.get().MAX_EVENT_BYTES,
+            function_exists=function_exists,
         )
 
     def _sync_runtime(self) -> Runtime:
@@ -427,6 +487,7 @@ class Worker:
             run_branches=run_branches_in_threads,
             concurrent=True,
             max_event_bytes=conf.get().MAX_EVENT_BYTES,
+            function_exists=function_exists,
         )
 
     async def _in_runner(self, fn: Callable[..., T], *args: Any) -> T:
@@ -472,6 +533,10 @@ class Worker:
         returned = await self._io_call(store.return_expired_leases)
         if returned:
             logger.warning("returned %s runs whose worker stopped renewing its lease", returned)
+            self._poke()
+
+    async def _release_parked(self) -> None:
+        if await self._io_call(store.release_parked_with_room):
             self._poke()
 
     async def _watch_sqlite_files(self) -> None:
@@ -559,10 +624,3 @@ class _PostgresListener(threading.Thread):
             except psycopg.Error:
                 logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
                 self._stopped.wait(1.0)
-
-
-def due_now(now: datetime | None = None) -> bool:
-    """Whether anything is due at `now` (events to match or runs to execute)."""
-    moment = now or clock.now()
-    due = store.next_due_at()
-    return store.has_pending_events() or (due is not None and due <= moment)

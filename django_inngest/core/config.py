@@ -181,11 +181,13 @@ class Cancel:
 
     def problems(self) -> list[str]:
         found = [] if self.event.strip() else [f"Cancel.event={self.event!r}: empty event name"]
-        return (
-            found
-            + expression_problems("Cancel.if_exp", self.if_exp)
-            + duration_problems("Cancel.timeout", self.timeout)
-        )
+        found += expression_problems("Cancel.if_exp", self.if_exp)
+        if self.if_exp is not None and not found:
+            found += [
+                f"Cancel.if_exp={self.if_exp!r}: {problem}"
+                for problem in compile_expression(self.if_exp).restrictive_problems()
+            ]
+        return found + duration_problems("Cancel.timeout", self.timeout)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,10 +15,12 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from django_inngest.core import clock, ids
+from django_inngest.core.config import Duration, duration_problems, to_timedelta
 from django_inngest.core.errors import (
+    ConfigError,
     DeterminismError,
     NestedStepError,
     NonRetriableError,
@@ -27,7 +29,14 @@ from django_inngest.core.errors import (
     StepError,
     error_data,
 )
-from django_inngest.core.events import Event, PreparedEvent
+from django_inngest.core.events import (
+    FUNCTION_FINISHED,
+    FUNCTION_INVOKED,
+    Event,
+    PreparedEvent,
+    prepare,
+)
+from django_inngest.core.expressions import ExpressionError, compile_expression
 from django_inngest.core.function import Function, handler_arguments
 
 T = TypeVar("T")
@@ -49,6 +58,8 @@ class StepStatus:
     ERRORED = "ERRORED"
     """An attempt failed and another will follow."""
     SLEEPING = "SLEEPING"
+    WAITING = "WAITING"
+    """Waiting for an event or for an invoked function."""
 
 
 FINAL_STEP_STATUSES = frozenset({StepStatus.COMPLETED, StepStatus.FAILED})
@@ -101,11 +112,42 @@ class StepRecord:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class PauseSpec:
+    """Something a run waits for: an event (`wait`), an invoked run's end (`invoke`), or an
+    event that cancels it (`cancel`). The first matching event consumes a wait or invoke."""
+
+    kind: str
+    event_name: str
+    expression: str | None
+    """Evaluated with `event` = the run's triggering event and `async` = the candidate."""
+    match_key: str | None
+    """The index key a matching event carries (see `expressions.event_index_keys`)."""
+    expires_at: datetime
+    trigger_event: dict[str, Any]
+    after_id: str
+    """Only events with a greater id (received later) can match."""
+    hashed_id: str = ""
+
+
+INVOKE_TIMEOUT = timedelta(days=365)
+INVOKE_TIMEOUT_ERROR = {
+    "name": "InngestInvokeTimeoutError",
+    "message": "Timed out waiting for invoked function to complete",
+    "stack": None,
+}
+
+
 class StepStore(Protocol):
     def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
         """Write a step's final result (and the events it sends) at once, only while the run is
         still held. Return the stored memo, another writer's if it won. Raise `LeaseLost` when
         the run is no longer held by this invocation."""
+        ...
+
+    def time_out(self, record: StepRecord) -> Memo:
+        """End a wait whose time is up with `record`, unless an event (or the invoked run)
+        ended it first: then return that result instead."""
         ...
 
 
@@ -121,10 +163,18 @@ class LeaseLost(Interrupt):
 
 
 class _Suspend(Interrupt):
-    def __init__(self, records: list[StepRecord], wake_at: datetime) -> None:
+    def __init__(
+        self,
+        records: list[StepRecord],
+        wake_at: datetime,
+        pauses: Sequence[PauseSpec] = (),
+        events: Sequence[PreparedEvent] = (),
+    ) -> None:
         super().__init__("suspend")
         self.records = records
         self.wake_at = wake_at
+        self.pauses = list(pauses)
+        self.events = list(events)
 
 
 class _RetryStep(Interrupt):
@@ -166,6 +216,13 @@ class Retry:
 class Suspended:
     wake_at: datetime
     records: list[StepRecord] = field(default_factory=list)
+    pauses: list[PauseSpec] = field(default_factory=list)
+    events: list[PreparedEvent] = field(default_factory=list)
+    """Events to store with the suspension (an invocation's `inngest/function.invoked`)."""
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.pauses) or any(r.status == StepStatus.WAITING for r in self.records)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,6 +257,8 @@ class Runtime:
     concurrent: bool = False
     max_event_bytes: int = 512 * 1024
     """The size limit of events sent by `step.send_event`."""
+    function_exists: Callable[[str], bool] = lambda function_id: True
+    """Whether `step.invoke` can start this function id."""
 
 
 _current_step: contextvars.ContextVar[StepCall | None] = contextvars.ContextVar(
@@ -360,6 +419,139 @@ class Execution:
             ended_at=clock.now(),
         )
 
+    def trigger_event_map(self) -> dict[str, Any]:
+        """The run's first event as expressions see it (`event`)."""
+        first = self.events[0]
+        return {
+            "name": first.name,
+            "data": dict(first.data),
+            "id": first.id,
+            "ts": first.ts,
+            "user": {},
+        }
+
+    def pending_wait(self, call: StepCall, expired: StepRecord) -> StepRecord:
+        """For a wait already recorded: `expired` once its time is up, else `_Suspend` again."""
+        memo = call.memo
+        assert memo is not None and memo.wake_at is not None
+        if memo.wake_at <= clock.now():
+            return expired
+        waiting = call.record(
+            status=StepStatus.WAITING, attempts=0, started_at=memo.started_at, wake_at=memo.wake_at
+        )
+        raise _Suspend([waiting], memo.wake_at)
+
+    def wait_timed_out(self, call: StepCall) -> StepRecord:
+        return call.record(
+            status=StepStatus.COMPLETED,
+            output=None,
+            attempts=1,
+            started_at=call.memo.started_at if call.memo else None,
+            ended_at=clock.now(),
+        )
+
+    def invoke_timed_out(self, call: StepCall) -> StepRecord:
+        return call.record(
+            status=StepStatus.FAILED,
+            error=dict(INVOKE_TIMEOUT_ERROR),
+            attempts=1,
+            started_at=call.memo.started_at if call.memo else None,
+            ended_at=clock.now(),
+        )
+
+    def start_wait(
+        self, call: StepCall, *, event: str, if_exp: str | None, timeout: Duration
+    ) -> NoReturn:
+        if not isinstance(event, str) or not event:
+            raise ValueError(f"wait_for_event needs an event name, not {event!r}")
+        problems = duration_problems("timeout", timeout, maximum=MAX_SLEEP)
+        if problems:
+            raise ConfigError(f"step {call.step_id!r}: {problems[0]}", field="timeout")
+        match_key = None
+        trigger = self.trigger_event_map()
+        if if_exp is not None:
+            try:
+                match_key = compile_expression(if_exp).index_key(trigger)
+            except ExpressionError as error:
+                raise StepError(
+                    f"Wait for event If expression failed to compile: {error.reason}",
+                    "ExpressionError",
+                    None,
+                ) from None
+        now = clock.now()
+        wake_at = now + to_timedelta(timeout)
+        pause = PauseSpec(
+            kind="wait",
+            event_name=event,
+            expression=if_exp,
+            match_key=match_key,
+            expires_at=wake_at,
+            trigger_event=trigger,
+            after_id=ids.ulid(),
+            hashed_id=call.hashed_id,
+        )
+        waiting = call.record(
+            status=StepStatus.WAITING, attempts=0, started_at=now, wake_at=wake_at
+        )
+        raise _Suspend([waiting], wake_at, [pause])
+
+    def start_invoke(
+        self,
+        call: StepCall,
+        *,
+        function_id: str,
+        data: Mapping[str, Any] | None,
+        timeout: Duration | None,
+    ) -> StepRecord:
+        """The failure to store when the target does not exist; otherwise `_Suspend`."""
+        if data is not None and not isinstance(data, Mapping):
+            raise TypeError(f"invoke data must be a mapping, not {data!r}")
+        limit = INVOKE_TIMEOUT if timeout is None else to_timedelta(timeout)
+        now = clock.now()
+        if not self.runtime.function_exists(function_id):
+            return call.record(
+                status=StepStatus.FAILED,
+                error={
+                    "name": "Error",
+                    "message": f"could not find function with ID: {function_id}",
+                    "stack": None,
+                },
+                started_at=now,
+                ended_at=now,
+            )
+        correlation = f"{self.run_id}.{call.hashed_id}"
+        payload = {
+            **(data or {}),
+            "_inngest": {
+                "fn_id": function_id,
+                "correlation_id": correlation,
+                "source_app_id": self.function.app_id,
+                "source_fn_id": self.function.id,
+                "source_run_id": self.run_id,
+            },
+        }
+        invoked = prepare(
+            Event(name=FUNCTION_INVOKED, data=payload),
+            now_ms=clock.now_ms(),
+            max_bytes=self.runtime.max_event_bytes,
+            allow_system=True,
+        )
+        expression = f"async.data.correlation_id == {json.dumps(correlation)}"
+        pause = PauseSpec(
+            kind="invoke",
+            event_name=FUNCTION_FINISHED,
+            expression=expression,
+            match_key=compile_expression(expression).index_key({}),
+            expires_at=now + limit,
+            trigger_event=self.trigger_event_map(),
+            after_id=ids.ulid(),
+            hashed_id=call.hashed_id,
+        )
+        waiting = call.record(
+            status=StepStatus.WAITING, attempts=0, started_at=now, wake_at=now + limit
+        )
+        raise _Suspend([waiting], now + limit, [pause], invoked)
+
     # -- outcome -----------------------------------------------------------------------------
 
     def handler_call(self, ctx: Any, step: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -383,7 +575,12 @@ class Execution:
         if isinstance(error, _RetryStep):
             return self._retry(error.records[0].error or {}, None, error.records)
         if isinstance(error, _Suspend):
-            return Suspended(wake_at=error.wake_at, records=error.records)
+            return Suspended(
+                wake_at=error.wake_at,
+                records=error.records,
+                pauses=error.pauses,
+                events=error.events,
+            )
         if isinstance(error, StepError | NonRetriableError):
             return Failed(error=error_data(error))
         if isinstance(error, RetryAfterError):
@@ -408,8 +605,62 @@ def merge_interrupts(interrupts: Sequence[Interrupt]) -> Interrupt:
                 return interrupt
     records = [r for i in interrupts if isinstance(i, _RetryStep | _Suspend) for r in i.records]
     if any(isinstance(i, _RetryStep) for i in interrupts):
-        return _RetryStep(
-            sorted(records, key=lambda r: r.status != StepStatus.ERRORED)  # errors first
+        # A wait started beside a failing step starts again on the retry: drop its record.
+        kept = [r for r in records if r.status != StepStatus.WAITING]
+        return _RetryStep(sorted(kept, key=lambda r: r.status != StepStatus.ERRORED))
+    suspends = [i for i in interrupts if isinstance(i, _Suspend)]
+    return _Suspend(
+        records,
+        min(i.wake_at for i in suspends),
+        [p for i in suspends for p in i.pauses],
+        [e for i in suspends for e in i.events],
+    )
+
+
+def pause_result(kind: str, incoming: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any] | None]:
+    """The step result an event gives a consumed pause: (status, output, error).
+
+    A wait returns the event itself; an invocation returns the invoked run's result or error.
+    """
+    if kind != "invoke":
+        return StepStatus.COMPLETED, dict(incoming), None
+    data = incoming.get("data") or {}
+    status = (data.get("_inngest") or {}).get("status")
+    if status == "COMPLETED":
+        return StepStatus.COMPLETED, data.get("result"), None
+    error = data.get("error") or {}
+    return (
+        StepStatus.FAILED,
+        None,
+        {
+            "name": error.get("name", "Error"),
+            "message": error.get("message", f"invoked function ended {status}"),
+            "stack": error.get("stack"),
+        },
+    )
+
+
+CANCEL_TIMEOUT = timedelta(days=365)
+
+
+def cancellation_pauses(
+    function: Function, trigger_event: Mapping[str, Any], trigger_id: str
+) -> list[PauseSpec]:
+    """One listener per `Cancel` of the function, for a run started by `trigger_event`."""
+    now = clock.now()
+    pauses = []
+    for cancel in function.cancel:
+        expression = compile_expression(cancel.if_exp) if cancel.if_exp else None
+        timeout = CANCEL_TIMEOUT if cancel.timeout is None else to_timedelta(cancel.timeout)
+        pauses.append(
+            PauseSpec(
+                kind="cancel",
+                event_name=cancel.event,
+                expression=cancel.if_exp,
+                match_key=expression.index_key(trigger_event) if expression else None,
+                expires_at=now + timeout,
+                trigger_event=dict(trigger_event),
+                after_id=trigger_id,
+            )
         )
-    wake_at = min(i.wake_at for i in interrupts if isinstance(i, _Suspend))
-    return _Suspend(records, wake_at)
+    return pauses

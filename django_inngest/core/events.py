@@ -160,7 +160,8 @@ def run_ended_events(
 
     Runs started by these events emit nothing, so failure handlers cannot loop.
     """
-    if trigger_events and str(trigger_events[0].get("name", "")).startswith("inngest/function."):
+    first = str(trigger_events[0].get("name", "")) if trigger_events else ""
+    if first in (FUNCTION_FINISHED, FUNCTION_FAILED, FUNCTION_CANCELLED):
         return []
     data: dict[str, Any] = {
         "function_id": function_id,
@@ -170,9 +171,25 @@ def run_ended_events(
         "_inngest": {"status": status},
     }
     data["result" if status == "COMPLETED" else "error"] = output
+    if first == FUNCTION_INVOKED:
+        data["correlation_id"] = invocation_of(trigger_events[0])
     events = [Event(name=FUNCTION_FINISHED, data=data)]
     if status == "FAILED":
         events.append(Event(name=FUNCTION_FAILED, data=data, id=run_id))
     elif status == "CANCELLED":
         events.append(Event(name=FUNCTION_CANCELLED, data=data, id=run_id))
     return prepare(events, now_ms=now_ms, max_bytes=SYSTEM_EVENT_MAX_BYTES, allow_system=True)
+
+
+def invocation_of(event: Mapping[str, Any]) -> str | None:
+    """The correlation id an `inngest/function.invoked` event carries (parent run and step)."""
+    meta = (event.get("data") or {}).get("_inngest") or {}
+    value = meta.get("correlation_id")
+    return value if isinstance(value, str) else None
+
+
+def invoked_function(event: Mapping[str, Any]) -> str | None:
+    """The function an `inngest/function.invoked` event is for."""
+    meta = (event.get("data") or {}).get("_inngest") or {}
+    value = meta.get("fn_id")
+    return value if isinstance(value, str) else None

@@ -14,24 +14,24 @@ from django_inngest.core.events import FUNCTION_FAILED
 MAX_ID_LENGTH = 255
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
+MAX_CANCELS = 5
 DEFAULT_RETRIES = 4
 
 Handler = Callable[..., Any]
 
-#: Options accepted by `create_function` that the engine does not enforce yet; a function using
-#: one fails `manage.py check` rather than running without it.
-NOT_YET_SUPPORTED = (
+#: Flow-control options, reported together by `problems()`.
+FLOW_OPTIONS = (
     "batch_events",
-    "cancel",
-    "concurrency",
     "debounce",
-    "idempotency",
     "priority",
     "rate_limit",
     "singleton",
     "throttle",
     "timeouts",
 )
+MAX_CONCURRENCY_LIMITS = 2
+#: Options that cannot be combined with batching (SPEC §1.3).
+NOT_WITH_BATCHING = ("cancel", "debounce", "singleton", "priority", "idempotency", "rate_limit")
 
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "batch_events": config.Batch,
@@ -128,9 +128,6 @@ class Function:
     def max_attempts(self) -> int:
         return self.retries + 1
 
-    def enabled_options(self) -> list[str]:
-        return [option for option in NOT_YET_SUPPORTED if getattr(self, option) not in (None, ())]
-
     def problems(self) -> list[str]:
         """Everything wrong with this configuration, each message naming field and value."""
         found: list[str] = []
@@ -140,6 +137,10 @@ class Function:
             found.append(f"retries={self.retries!r}: must be between 0 and {MAX_RETRIES}")
         if not self.triggers:
             found.append("trigger=[]: a function needs at least one trigger")
+        if len(self.cancel) > MAX_CANCELS:
+            found.append(f"cancel: {len(self.cancel)} entries, more than {MAX_CANCELS}")
+        for cancel in self.cancel:
+            found += cancel.problems()
         if len(self.triggers) > MAX_TRIGGERS:
             found.append(f"trigger: {len(self.triggers)} triggers, more than {MAX_TRIGGERS}")
         if len(set(self.triggers)) != len(self.triggers):
@@ -151,8 +152,26 @@ class Function:
                     f"TriggerCron(cron={trigger.cron!r}): cron schedules are not run by this "
                     "version yet"
                 )
-        for option in self.enabled_options():
-            found.append(f"{option}: not supported by this version yet")
+        return found + self._flow_problems()
+
+    def _flow_problems(self) -> list[str]:
+        found: list[str] = []
+        for option in FLOW_OPTIONS:
+            value = getattr(self, option)
+            if value is not None:
+                found += value.problems()
+        if len(self.concurrency) > MAX_CONCURRENCY_LIMITS:
+            found.append(
+                f"concurrency: {len(self.concurrency)} limits, more than {MAX_CONCURRENCY_LIMITS}"
+            )
+        for limit in self.concurrency:
+            found += limit.problems()
+        if self.idempotency is not None:
+            found += config.expression_problems("idempotency", self.idempotency)
+        if self.batch_events is not None:
+            for option in NOT_WITH_BATCHING:
+                if getattr(self, option) not in (None, ()):
+                    found.append(f"batch_events and {option} cannot be used together")
         return found
 
     def _failure_companion(self, on_failure: Handler) -> Function:

@@ -23,6 +23,7 @@ from django_inngest.core.engine import (
     StepStatus,
     Suspended,
 )
+from django_inngest.core.errors import UnstubbedStepError
 from django_inngest.core.events import Event, PreparedEvent
 from django_inngest.core.function import Function
 from django_inngest.core.steps import invoke
@@ -42,6 +43,9 @@ class MemoryStore:
         self.steps[record.hashed_id] = record
         self.sent.extend(events)
         return record.as_memo()
+
+    def time_out(self, record: StepRecord) -> Memo:
+        return self.save_step(record)
 
     def record(self, records: Sequence[StepRecord], *, wake_now: bool = False) -> None:
         for record in records:
@@ -77,6 +81,8 @@ def run_locally(
     """Invoke `function` until it completes or fails; `step_stubs` maps step ids to results."""
     store = MemoryStore()
     for step_id, value in (step_stubs or {}).items():
+        if isinstance(value, Event):
+            value = value.to_dict()
         store.steps[ids.hash_step_id(step_id)] = StepRecord(
             hashed_id=ids.hash_step_id(step_id),
             step_id=step_id,
@@ -106,6 +112,12 @@ def run_locally(
             store.record(outcome.records, wake_now=True)
             attempt = outcome.attempt
         elif isinstance(outcome, Suspended):
+            if outcome.pauses:
+                waiting = [r.step_id for r in outcome.records if r.status == StepStatus.WAITING]
+                raise UnstubbedStepError(
+                    f"step {', '.join(map(repr, waiting))} waits for an event or an invoked "
+                    "function; give its result in step_stubs (None for a timeout)"
+                )
             store.record(outcome.records, wake_now=True)
             attempt = 0
         elif isinstance(outcome, Dropped):  # pragma: no cover - the memory store never drops

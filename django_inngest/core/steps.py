@@ -11,7 +11,7 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from django_inngest.core.engine import (
 )
 from django_inngest.core.errors import NonRetriableError, RetryAfterError
 from django_inngest.core.events import Event, prepare
+from django_inngest.core.function import Function
 
 T = TypeVar("T")
 
@@ -99,6 +100,10 @@ class ContextSync(_ContextBase):
         super().__init__(execution)
         self.step = StepSync(execution)
         self.group = GroupSync(self.step)
+
+
+def _event_or_none(value: Any) -> Event | None:
+    return None if value is None else Event.from_raw(value)
 
 
 def _until(duration: Duration) -> datetime:
@@ -254,6 +259,64 @@ class Step:
         result = await self._save(execution.events_record(call, prepared, started_at), prepared)
         return result  # type: ignore[no-any-return]
 
+    async def wait_for_event(
+        self, step_id: str, *, event: str, if_exp: str | None = None, timeout: Duration
+    ) -> Event | None:
+        """Suspend until an event named `event` (matching `if_exp`, where `event` is this run's
+        trigger and `async` the candidate) arrives, or `timeout` passes: then return None."""
+        execution = self._execution
+        call = execution.begin(step_id, Op.WAIT_FOR_EVENT)
+        if call.memo is not None and call.memo.final:
+            return _event_or_none(execution.replay(call.memo))
+        if call.memo is not None:
+            record = execution.pending_wait(call, execution.wait_timed_out(call))
+            memo = await execution.runtime.offload(
+                functools.partial(execution.store.time_out, record)
+            )
+            return _event_or_none(execution.saved(memo))
+        execution.start_wait(call, event=event, if_exp=if_exp, timeout=timeout)
+
+    async def invoke(
+        self,
+        step_id: str,
+        *,
+        function: Function,
+        data: Mapping[str, Any] | None = None,
+        timeout: Duration | None = None,
+    ) -> Any:
+        """Run `function` as its own run and return its result (or raise `StepError`)."""
+        return await self._invoke(step_id, function.id, data, timeout)
+
+    async def invoke_by_id(
+        self,
+        step_id: str,
+        *,
+        app_id: str | None = None,
+        function_id: str,
+        data: Mapping[str, Any] | None = None,
+        timeout: Duration | None = None,
+    ) -> Any:
+        """`invoke` by id: the function ``"{app_id}-{function_id}"`` (this run's app by default)."""
+        target = f"{app_id or self._execution.function.app_id}-{function_id}"
+        return await self._invoke(step_id, target, data, timeout)
+
+    async def _invoke(
+        self, step_id: str, target: str, data: Mapping[str, Any] | None, timeout: Duration | None
+    ) -> Any:
+        execution = self._execution
+        call = execution.begin(step_id, Op.INVOKE)
+        if call.memo is not None and call.memo.final:
+            return execution.replay(call.memo)
+        if call.memo is not None:
+            record = execution.pending_wait(call, execution.invoke_timed_out(call))
+            memo = await execution.runtime.offload(
+                functools.partial(execution.store.time_out, record)
+            )
+            return execution.saved(memo)
+        return await self._save(
+            execution.start_invoke(call, function_id=target, data=data, timeout=timeout)
+        )
+
     async def _experimental_parallel(
         self, callables: Sequence[Callable[[], Awaitable[T]]]
     ) -> tuple[T, ...]:
@@ -373,6 +436,58 @@ class StepSync:
             events, now_ms=clock.now_ms(), max_bytes=execution.runtime.max_event_bytes
         )
         return self._save(execution.events_record(call, prepared, started_at), prepared)  # type: ignore[no-any-return]
+
+    def wait_for_event(
+        self, step_id: str, *, event: str, if_exp: str | None = None, timeout: Duration
+    ) -> Event | None:
+        """Suspend until an event named `event` (matching `if_exp`, where `event` is this run's
+        trigger and `async` the candidate) arrives, or `timeout` passes: then return None."""
+        execution = self._execution
+        call = execution.begin(step_id, Op.WAIT_FOR_EVENT)
+        if call.memo is not None and call.memo.final:
+            return _event_or_none(execution.replay(call.memo))
+        if call.memo is not None:
+            record = execution.pending_wait(call, execution.wait_timed_out(call))
+            return _event_or_none(execution.saved(execution.store.time_out(record)))
+        execution.start_wait(call, event=event, if_exp=if_exp, timeout=timeout)
+
+    def invoke(
+        self,
+        step_id: str,
+        *,
+        function: Function,
+        data: Mapping[str, Any] | None = None,
+        timeout: Duration | None = None,
+    ) -> Any:
+        """Run `function` as its own run and return its result (or raise `StepError`)."""
+        return self._invoke(step_id, function.id, data, timeout)
+
+    def invoke_by_id(
+        self,
+        step_id: str,
+        *,
+        app_id: str | None = None,
+        function_id: str,
+        data: Mapping[str, Any] | None = None,
+        timeout: Duration | None = None,
+    ) -> Any:
+        """`invoke` by id: the function ``"{app_id}-{function_id}"`` (this run's app by default)."""
+        target = f"{app_id or self._execution.function.app_id}-{function_id}"
+        return self._invoke(step_id, target, data, timeout)
+
+    def _invoke(
+        self, step_id: str, target: str, data: Mapping[str, Any] | None, timeout: Duration | None
+    ) -> Any:
+        execution = self._execution
+        call = execution.begin(step_id, Op.INVOKE)
+        if call.memo is not None and call.memo.final:
+            return execution.replay(call.memo)
+        if call.memo is not None:
+            record = execution.pending_wait(call, execution.invoke_timed_out(call))
+            return execution.saved(execution.store.time_out(record))
+        return self._save(
+            execution.start_invoke(call, function_id=target, data=data, timeout=timeout)
+        )
 
     def _experimental_parallel(self, callables: Sequence[Callable[[], T]]) -> tuple[T, ...]:
         return _parallel_sync(self._execution, callables, ParallelMode.WAIT)

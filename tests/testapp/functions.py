@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import django_inngest as inngest
+from tests.testapp.models import WorkLog
 
 client = inngest.Inngest(app_id="e2e")
 
@@ -34,3 +36,46 @@ def slow(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
 @client.create_function(fn_id="echo", trigger=inngest.TriggerEvent(event="e2e/echo"))
 async def echo(ctx: inngest.Context) -> object:
     return await ctx.step.run("echo", lambda: ctx.event.data)
+
+
+@client.create_function(
+    fn_id="await-order", trigger=inngest.TriggerEvent(event="e2e/order.created")
+)
+def await_order(ctx: inngest.ContextSync, step: inngest.StepSync) -> object:
+    found = step.wait_for_event(
+        "paid",
+        event="e2e/order.paid",
+        if_exp="event.data.order_id == async.data.order_id",
+        timeout=600_000,
+    )
+    return found.data["order_id"] if found else None
+
+
+def _logged_work(key: str, run_id: str, seconds: float) -> None:
+    started = time.time()
+    time.sleep(seconds)
+    WorkLog.objects.create(key=key, run_id=run_id, started=started, ended=time.time())
+
+
+@client.create_function(
+    fn_id="keyed",
+    trigger=inngest.TriggerEvent(event="e2e/keyed"),
+    concurrency=[inngest.Concurrency(limit=2, key="event.data.key")],
+    throttle=inngest.Throttle(limit=30, period=timedelta(seconds=60), key="event.data.key"),
+)
+def keyed(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
+    step.run("work", _logged_work, ctx.event.data["key"], ctx.run_id, 0.005)
+
+
+@client.create_function(
+    fn_id="hog",
+    trigger=inngest.TriggerEvent(event="e2e/hog"),
+    concurrency=[inngest.Concurrency(limit=1)],
+)
+def hog(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
+    step.run("work", time.sleep, 0.2)
+
+
+@client.create_function(fn_id="light", trigger=inngest.TriggerEvent(event="e2e/light"))
+def light(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
+    step.run("work", time.sleep, 0.01)

@@ -85,9 +85,36 @@ def test_cron_jitter_must_be_between_one_second_and_five_minutes() -> None:
     assert jitter_problems("0.5s") and jitter_problems("10m")
 
 
-def test_options_not_supported_yet_are_reported_rather_than_ignored() -> None:
-    problems = fn(throttle=inngest.Throttle(limit=1, period=timedelta(seconds=5))).problems()
-    assert problems == ["throttle: not supported by this version yet"]
+def test_options_that_cannot_go_with_batching_are_reported() -> None:
+    """V2: batching excludes cancel, debounce, singleton, priority, idempotency and rate limit."""
+    batch = inngest.Batch(max_size=10, timeout=timedelta(seconds=5))
+    assert fn(batch_events=batch, cancel=[inngest.Cancel(event="x")]).problems() == [
+        "batch_events and cancel cannot be used together"
+    ]
+    assert fn(batch_events=batch, priority=inngest.Priority(run="1")).problems() == [
+        "batch_events and priority cannot be used together"
+    ]
+    assert fn(batch_events=batch, singleton=inngest.Singleton(mode="skip")).problems() == [
+        "batch_events and singleton cannot be used together"
+    ]
+    assert fn(batch_events=batch, debounce=inngest.Debounce(period=1000)).problems() == [
+        "batch_events and debounce cannot be used together"
+    ]
+
+
+def test_limits_on_the_number_of_concurrency_limits_and_cancels() -> None:
+    """V2: at most 2 concurrency limits and 5 cancels."""
+    three = [inngest.Concurrency(limit=1, key=f"event.data.k{i}") for i in range(3)]
+    assert fn(concurrency=three).problems() == ["concurrency: 3 limits, more than 2"]
+    six = [inngest.Cancel(event=f"c{i}") for i in range(6)]
+    assert fn(cancel=six).problems() == ["cancel: 6 entries, more than 5"]
+
+
+def test_flow_control_values_out_of_range_are_reported() -> None:
+    assert fn(throttle=inngest.Throttle(limit=1, period=500)).problems() == [
+        "Throttle.period=500: duration must be at least 1s"
+    ]
+    assert fn(idempotency="event.data.id ==").problems()[0].startswith("idempotency: invalid")
 
 
 def test_duration_rules_follow_the_sdk() -> None:

@@ -13,7 +13,7 @@ SHELLS = (
     "django_inngest.management",
     "django_inngest.testing",
 )
-ONLY_IMPORTER = {"celpy": "expressions.py", "croniter": "schedule.py"}
+ONLY_IMPORTER = {"celpy": "expressions.py", "lark": "expressions.py", "croniter": "schedule.py"}
 
 
 def imports_of(path: Path) -> set[str]:

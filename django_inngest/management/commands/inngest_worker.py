@@ -27,7 +27,7 @@ class Command(BaseCommand):
             "--poll-interval",
             type=float,
             default=None,
-            help="Seconds between checks for new work (SQLite 0.1; PostgreSQL fallback 5).",
+            help="Seconds between checks for new work (SQLite 0.1; PostgreSQL fallback 10).",
         )
         parser.add_argument(
             "--grace",
