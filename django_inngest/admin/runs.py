@@ -7,7 +7,7 @@ queries whatever the number of steps. Cancel, rerun and retry need the custom pe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ from django_inngest.admin.listing import (
 )
 from django_inngest.admin.timeline import build_timeline
 from django_inngest.core import clock
-from django_inngest.models import Event, FunctionRun, RunStatus, RunStep
+from django_inngest.models import Event, FunctionRun, Pause, RunStatus, RunStep
 from django_inngest.store import alias
 
 REFRESH_SECONDS = 5
@@ -57,6 +57,14 @@ RERUN_PERMISSION = "django_inngest.rerun_functionrun"
 
 def show_time(value: datetime | None, pattern: str = "Y-m-d H:i:s") -> str:
     return date_format(localtime(value), pattern) if value else "—"
+
+
+def describe_pause(pause: Mapping[str, Any]) -> str:
+    """What a pause waits for, in words: an event (and its condition), or an invoked run."""
+    if pause["kind"] == Pause.Kind.INVOKE:
+        return "the invoked run to end"
+    text = f"event {pause['event_name']}"
+    return f"{text} if {pause['expression']}" if pause["expression"] else text
 
 
 def report(request: HttpRequest, outcome: run_actions.ActionReport, verb: str) -> None:
@@ -256,7 +264,14 @@ class FunctionRunAdmin(_ModelAdmin):
         def value_url(what: str) -> str:
             return reverse("admin:django_inngest_run_value", args=[run.id, what])
 
+        pauses = list(
+            Pause.objects.using(alias())
+            .filter(run_id=run.id)
+            .order_by("id")
+            .values("kind", "hashed_id", "event_name", "expression")
+        )
         failed = run.status == RunStatus.FAILED
+        skipped = run.status == RunStatus.SKIPPED and isinstance(run.output, dict)
         failed_step = next((s for s in steps if s.status == "FAILED"), None)
         context = {
             **self.admin_site.each_context(request),
@@ -270,12 +285,18 @@ class FunctionRunAdmin(_ModelAdmin):
             "enqueued": show_time(run.created_at),
             "duration": format_duration(elapsed(run.started_at, run.ended_at, now)),
             "error": error_parts(run.output) if failed else None,
+            "skip": run.output if skipped else None,
             "output": None
-            if failed or run.output is None
+            if failed or skipped or run.output is None
             else payload(run.output, full_url=value_url("output")),
             "timeline": build_timeline(
-                run, steps, now=now, output_url=lambda s: value_url(f"step-{s.pk}")
+                run,
+                steps,
+                now=now,
+                output_url=lambda s: value_url(f"step-{s.pk}"),
+                waiting_for={p["hashed_id"]: describe_pause(p) for p in pauses if p["hashed_id"]},
             ),
+            "cancelled_by": [describe_pause(p) for p in pauses if p["kind"] == Pause.Kind.CANCEL],
             "events": [
                 {
                     "event": events[event_id],

@@ -7,7 +7,7 @@ and the step's final state each get their own span.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +72,8 @@ class Row:
     """When a sleep, wait or invoke ends (or ended)."""
     waiting: bool
     """The step is still sleeping or waiting."""
+    waiting_for: str | None
+    """What a wait or an invoke waits for, while it waits."""
     output: Payload | None
     error: dict[str, str] | None
     hashed_id: str
@@ -106,9 +108,11 @@ def build_timeline(
     *,
     now: datetime,
     output_url: Any = None,
+    waiting_for: Mapping[str, str] | None = None,
 ) -> Timeline:
     """Rows in the order steps started. `output_url(step)` gives the full-value link of a
-    step's output when it is too long to show whole."""
+    step's output when it is too long to show whole; `waiting_for` describes, by hashed step
+    id, what the run's pending waits and invokes wait for."""
     ordered = sorted(steps, key=lambda s: (s.started_at or now, s.id))
     start = run.started_at or run.created_at
     starts = [s.started_at for s in ordered if s.started_at]
@@ -128,7 +132,14 @@ def build_timeline(
         open_ended=run.ended_at is None,
     )
     rows = [
-        _row(step, axis, now=now, run_ended_at=run.ended_at, output_url=output_url)
+        _row(
+            step,
+            axis,
+            now=now,
+            run_ended_at=run.ended_at,
+            output_url=output_url,
+            waiting_for=(waiting_for or {}).get(step.hashed_id),
+        )
         for step in ordered
     ]
     return Timeline(start=start, end=end, run_span=run_span, rows=rows, ticks=axis.ticks())
@@ -182,6 +193,7 @@ def _row(
     now: datetime,
     run_ended_at: datetime | None,
     output_url: Any,
+    waiting_for: str | None = None,
 ) -> Row:
     failed = [_attempt(entry) for entry in step.history if isinstance(entry, dict)]
     spans = [
@@ -249,6 +261,7 @@ def _row(
         spans=spans,
         until=step.wake_at if step.op in WAIT_OPS else None,
         waiting=waiting,
+        waiting_for=waiting_for if waiting else None,
         output=output,
         error=error_parts(step.error) if step.error and step.status == "FAILED" else None,
         hashed_id=step.hashed_id,

@@ -132,7 +132,7 @@ def test_a_step_output_too_long_to_show_is_served_whole(
 def test_the_run_page_costs_the_same_queries_for_two_steps_and_for_twenty(
     admin_client: Client, isolated_registry: object, django_assert_num_queries: object
 ) -> None:
-    """Session, user, run, steps, events, reruns: nothing per step or per event."""
+    """Session, user, run, steps, events, reruns, pauses: nothing per step or per event."""
     client = inngest.Inngest(app_id="tests")
 
     @client.create_function(fn_id="steps", trigger=inngest.TriggerEvent(event="steps"), retries=0)
@@ -145,10 +145,92 @@ def test_the_run_page_costs_the_same_queries_for_two_steps_and_for_twenty(
     drain()
     few, many = FunctionRun.objects.order_by("id")
     for run in (few, many):
-        with django_assert_num_queries(6):  # type: ignore[operator]
+        with django_assert_num_queries(7):  # type: ignore[operator]
             page(admin_client, run)
 
 
 def test_an_unknown_run_is_not_found(admin_client: Client) -> None:
     response = admin_client.get("/admin/django_inngest/functionrun/01NOPE/change/")
     assert response.status_code == 404
+
+
+def test_a_waiting_step_says_which_event_it_waits_for_and_until_when(
+    admin_client: Client, isolated_registry: object
+) -> None:
+    client = inngest.Inngest(app_id="tests")
+
+    @client.create_function(
+        fn_id="await-payment",
+        trigger=inngest.TriggerEvent(event="shop/order.placed"),
+        cancel=[
+            inngest.Cancel(event="shop/order.cancelled", if_exp="async.data.id == event.data.id")
+        ],
+    )
+    def await_payment(ctx: inngest.ContextSync, step: inngest.StepSync) -> object:
+        paid = step.wait_for_event(
+            "payment",
+            event="shop/payment.received",
+            if_exp="async.data.id == event.data.id",
+            timeout=timedelta(hours=2),
+        )
+        return paid is not None
+
+    client.send_sync(inngest.Event(name="shop/order.placed", data={"id": 1}))
+    drain()
+    run = FunctionRun.objects.get()
+    response = admin_client.get(f"/admin/django_inngest/functionrun/{run.id}/change/")
+    [row] = response.context["timeline"].rows
+    assert (row.op, row.status, row.waiting) == ("wait", "WAITING", True)
+    assert row.waiting_for == "event shop/payment.received if async.data.id == event.data.id"
+    assert row.until == run.steps.get().wake_at
+    assert response.context["cancelled_by"] == [
+        "event shop/order.cancelled if async.data.id == event.data.id"
+    ]
+    assert "Waiting for <strong>event shop/payment.received if" in response.content.decode()
+
+
+def test_an_invoking_step_says_it_waits_for_the_invoked_run(
+    admin_client: Client, isolated_registry: object
+) -> None:
+    client = inngest.Inngest(app_id="tests")
+
+    @client.create_function(fn_id="child", trigger=inngest.TriggerEvent(event="child"))
+    def child(ctx: inngest.ContextSync, step: inngest.StepSync) -> int:
+        step.sleep("nap", timedelta(minutes=1))
+        return 1
+
+    @client.create_function(fn_id="parent", trigger=inngest.TriggerEvent(event="parent"))
+    def parent(ctx: inngest.ContextSync, step: inngest.StepSync) -> object:
+        return step.invoke("call-child", function=child)
+
+    client.send_sync(inngest.Event(name="parent"))
+    drain()
+    run = FunctionRun.objects.get(function_id="tests-parent")
+    response = admin_client.get(f"/admin/django_inngest/functionrun/{run.id}/change/")
+    [row] = response.context["timeline"].rows
+    assert (row.op, row.waiting_for) == ("invoke", "the invoked run to end")
+
+
+def test_a_skipped_run_says_why_and_links_the_run_already_going_on(
+    admin_client: Client, isolated_registry: object
+) -> None:
+    client = inngest.Inngest(app_id="tests")
+
+    @client.create_function(
+        fn_id="one-at-a-time",
+        trigger=inngest.TriggerEvent(event="sync"),
+        singleton=inngest.Singleton(mode="skip"),
+    )
+    def one_at_a_time(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
+        step.sleep("work", timedelta(minutes=5))
+
+    client.send_sync(inngest.Event(name="sync"))
+    drain()
+    client.send_sync(inngest.Event(name="sync"))
+    drain()
+    going_on = FunctionRun.objects.get(status="SLEEPING")
+    skipped = FunctionRun.objects.get(status="SKIPPED")
+    html = page(admin_client, skipped)
+    section = html[html.index('id="run-skipped"') :]
+    assert "Not run: singleton." in section
+    assert f'href="/admin/django_inngest/functionrun/{going_on.id}/change/"' in section
