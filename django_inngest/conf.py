@@ -12,6 +12,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from django_inngest.core.backoff import DEFAULT_JITTER_SECONDS, INNGEST_TABLE
+from django_inngest.core.schedule import CronError, zone_or_error
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,13 @@ class InngestSettings:
     """Priority factors are kept within ±this many seconds."""
     RETENTION_DAYS: int = 30
     """`inngest_prune` deletes runs ended, and events received, longer ago than this."""
+    CRON_TIMEZONE: str = "UTC"
+    """The zone of cron schedules written without a ``TZ=`` prefix."""
+    CRON_CATCH_UP: bool = True
+    """After the scheduler was not running, fire the latest missed tick of each cron schedule
+    once; False drops missed ticks."""
+    CRON_GRACE_SECONDS: float = 10.0
+    """A tick first seen by a scheduler more than this late counts as missed."""
 
 
 _NUMBERS = (int, float)
@@ -57,6 +65,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "WORKER_CONCURRENCY": (int,),
     "PRIORITY_RANGE": (int,),
     "RETENTION_DAYS": (int,),
+    "CRON_TIMEZONE": (str,),
+    "CRON_CATCH_UP": (bool,),
+    "CRON_GRACE_SECONDS": _NUMBERS,
 }
 
 
@@ -77,7 +88,7 @@ def problems() -> list[str]:
             found.append(f"INNGEST[{key!r}] is not a known setting (known: {known})")
             continue
         types = _TYPES[key]
-        if isinstance(item, bool) or not isinstance(item, types):
+        if (isinstance(item, bool) and bool not in types) or not isinstance(item, types):
             found.append(f"INNGEST[{key!r}]={item!r} has the wrong type")
             continue
         if key == "RETRY_BACKOFF" and (
@@ -86,6 +97,8 @@ def problems() -> list[str]:
             or any(isinstance(s, bool) or not isinstance(s, _NUMBERS) or s < 0 for s in item)
         ):
             found.append(f"INNGEST['RETRY_BACKOFF']={item!r} must be a non-empty list of seconds")
+        elif key == "CRON_TIMEZONE" and not _is_zone(item):
+            found.append(f"INNGEST['CRON_TIMEZONE']={item!r} is not a known time zone")
         elif isinstance(item, _NUMBERS) and item < 0:
             found.append(f"INNGEST[{key!r}]={item!r} must not be negative")
     lease = value.get("LEASE_SECONDS", InngestSettings.LEASE_SECONDS)
@@ -96,6 +109,14 @@ def problems() -> list[str]:
             f"LEASE_SECONDS={lease!r}, or leases expire while their runs are alive"
         )
     return found
+
+
+def _is_zone(name: object) -> bool:
+    try:
+        zone_or_error(str(name))
+    except CronError:
+        return False
+    return True
 
 
 @functools.cache

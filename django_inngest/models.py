@@ -259,3 +259,52 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class CronSchedule(models.Model):
+    """A cron trigger workers fire, as declared by the code of the last worker that started.
+
+    Ticks at or before `created_at` never fire, so a new or changed schedule does not catch up
+    on ticks from before it existed.
+    """
+
+    function_id = models.CharField(max_length=255)
+    cron = models.CharField(max_length=255, help_text="The expression as written.")
+    timezone = models.CharField(max_length=64, help_text="The zone its times are read in.")
+    created_at = models.DateTimeField()
+    last_tick_at = models.DateTimeField(
+        null=True, blank=True, help_text="Scheduled time of the latest tick fired."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["function_id", "cron", "timezone"], name="inngest_cron_schedule_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.function_id} {self.cron}"
+
+
+class CronTick(models.Model):
+    """One fired tick: unique per (function, scheduled time), so a tick starts one run."""
+
+    function_id = models.CharField(max_length=255)
+    scheduled_at = models.DateTimeField()
+    cron = models.CharField(max_length=255, help_text="The expression that fired it.")
+    fire_at = models.DateTimeField(help_text="When the run became due (jitter, catch-up).")
+    run = models.ForeignKey(
+        FunctionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    fired_by = models.CharField(max_length=128, help_text="The worker that fired it.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["function_id", "scheduled_at"], name="inngest_cron_tick_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.function_id} at {self.scheduled_at}"

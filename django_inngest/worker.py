@@ -46,6 +46,7 @@ from django_inngest.core.function import Function
 from django_inngest.core.steps import invoke_async, invoke_sync
 from django_inngest.models import RunStatus
 from django_inngest.registry import registry
+from django_inngest.scheduler import CronScheduler
 
 logger = logging.getLogger("django_inngest.worker")
 T = TypeVar("T")
@@ -342,6 +343,7 @@ class Worker:
             asyncio.create_task(self._every(conf.get().HEARTBEAT_SECONDS, self._heartbeat)),
             asyncio.create_task(self._every(conf.get().SWEEP_SECONDS, self._sweep)),
             asyncio.create_task(self._every(PARKED_CHECK_SECONDS, self._release_parked)),
+            asyncio.create_task(self._schedule_cron()),
         ]
         listener: _PostgresListener | None = None
         if self._postgresql:
@@ -538,6 +540,35 @@ class Worker:
     async def _release_parked(self) -> None:
         if await self._io_call(store.release_parked_with_room):
             self._poke()
+
+    async def _schedule_cron(self) -> None:
+        """Fire due cron ticks (see scheduler.py): sleep until the next one, but look at the
+        clock at least every second, or every poll interval if shorter, so clock jumps count."""
+        scheduler = CronScheduler(registry.all(), worker_id=self.worker_id)
+        while True:
+            try:
+                await self._io_call(scheduler.start, clock.now())
+                break
+            except DatabaseError:
+                logger.warning("cannot load cron schedules; will try again", exc_info=True)
+                await asyncio.sleep(1.0)
+        logger.info(
+            "cron scheduler started worker_id=%s schedules=%s", self.worker_id, scheduler.watched
+        )
+        longest_sleep = min(1.0, self.poll_interval)
+        while scheduler.active:
+            due = scheduler.next_due()
+            assert due is not None
+            wait = (due - clock.now()).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(min(wait, longest_sleep))
+                continue
+            try:
+                if await self._io_call(scheduler.tick, clock.now()):
+                    self._poke()
+            except Exception:
+                logger.exception("cron scheduler error; will try again")
+                await asyncio.sleep(1.0)
 
     async def _watch_sqlite_files(self) -> None:
         """Any commit by another process changes the database or its WAL file."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,9 +32,9 @@ from django_inngest.core.config import TriggerCron, TriggerEvent
 from django_inngest.core.errors import InngestError
 from django_inngest.core.events import Event as EventValue
 from django_inngest.core.function import Function
-from django_inngest.core.schedule import CronError, parse_cron
 from django_inngest.models import FunctionRun
 from django_inngest.registry import registry
+from django_inngest.scheduler import CronStatus, cron_status
 from django_inngest.store import event_map
 
 SEND_PERMISSION = "django_inngest.send_event"
@@ -156,8 +157,15 @@ def _first_event_name(function: Function) -> str:
     return ""
 
 
+def _tick(moment: datetime | None, zone: str) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} ({zone})" if moment else "never"
+
+
 def _function_row(
-    function: Function, counts: dict[str, int], form: InvokeForm | None, now: Any
+    function: Function,
+    counts: dict[str, int],
+    form: InvokeForm | None,
+    schedules: Mapping[tuple[str, str], CronStatus],
 ) -> dict[str, Any]:
     triggers = []
     for trigger in function.triggers:
@@ -166,12 +174,15 @@ def _function_row(
                 {"kind": "event", "text": trigger.event, "expression": trigger.expression}
             )
         elif isinstance(trigger, TriggerCron):
-            try:
-                tick = parse_cron(trigger.cron).next_after(now)
-                next_tick = f"next tick {tick.isoformat(sep=' ', timespec='minutes')}"
-            except CronError as error:
-                next_tick = f"invalid: {error.reason}"
-            triggers.append({"kind": "cron", "text": trigger.cron, "expression": next_tick})
+            status = schedules.get((function.id, trigger.cron))
+            if status is None:
+                ticks = "invalid: see manage.py check"
+            else:
+                ticks = (
+                    f"next tick {_tick(status.next_tick, status.zone)}, "
+                    f"last {_tick(status.last_tick, status.zone)}"
+                )
+            triggers.append({"kind": "cron", "text": trigger.cron, "expression": ticks})
     runs_url = reverse("admin:django_inngest_functionrun_changelist")
     status_counts = [
         {
@@ -231,16 +242,18 @@ def functions(request: HttpRequest, site: AdminSite) -> HttpResponse:
                 )
                 return redirect("admin:django_inngest_functions")
     now = clock.now()
+    functions = registry.all()
     counts = stats.counts_by_function(now=now, window=timedelta(hours=24))
+    schedules = {(s.function_id, s.cron): s for s in cron_status(functions, now=now)}
     bound_id = bound.data.get("function_id") if bound is not None else None
     rows = [
         _function_row(
             function,
             counts.get(function.id, {}),
             bound if function.id == bound_id else None,
-            now,
+            schedules,
         )
-        for function in registry.all()
+        for function in functions
     ]
     context = {
         **_context(request, site, "Functions"),

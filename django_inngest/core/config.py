@@ -12,7 +12,13 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from django_inngest.core.expressions import ExpressionError, compile_expression
-from django_inngest.core.schedule import CronError, parse_cron, parse_go_duration
+from django_inngest.core.schedule import (
+    MAX_JITTER,
+    MIN_JITTER,
+    CronError,
+    parse_cron,
+    parse_go_duration,
+)
 
 Duration = int | timedelta
 MAX_TRIGGER_NAME = 255
@@ -117,7 +123,8 @@ class TriggerCron:
     cron: str
     """Five cron fields, optionally prefixed by ``TZ=Area/City``."""
     jitter: str | None = None
-    """A delay such as ``"30s"`` (1 s..5 m) spreading each tick."""
+    """A delay such as ``"30s"`` (0, or 1 s..5 m): each tick fires a deterministic 1 s..jitter
+    after its time."""
 
     def __post_init__(self) -> None:
         _require(self.cron, str, "TriggerCron.cron", optional=False)
@@ -135,8 +142,17 @@ class TriggerCron:
             except ValueError as error:
                 found.append(f"TriggerCron.jitter: {error}")
             else:
-                if not timedelta(seconds=1) <= jitter <= timedelta(minutes=5):
-                    found.append(f"TriggerCron.jitter={self.jitter!r}: must be between 1s and 5m")
+                if jitter and not MIN_JITTER <= jitter <= MAX_JITTER:
+                    found.append(
+                        f"TriggerCron.jitter={self.jitter!r}: must be 0 or between 1s and 5m"
+                    )
+        return found
+
+    def to_dict(self) -> dict[str, str]:
+        """The trigger as Inngest registers it: ``{"cron": ..., "jitter": ...}``."""
+        found = {"cron": self.cron}
+        if self.jitter is not None:
+            found["jitter"] = self.jitter
         return found
 
 

@@ -147,11 +147,9 @@ class Function:
             found.append("trigger: the same trigger is listed twice")
         for trigger in self.triggers:
             found += trigger.problems()
-            if isinstance(trigger, config.TriggerCron):
-                found.append(
-                    f"TriggerCron(cron={trigger.cron!r}): cron schedules are not run by this "
-                    "version yet"
-                )
+        crons = [t.cron for t in set(self.triggers) if isinstance(t, config.TriggerCron)]
+        for cron in sorted({c for c in crons if crons.count(c) > 1}):
+            found.append(f"TriggerCron(cron={cron!r}): the same cron expression is listed twice")
         return found + self._flow_problems()
 
     def _flow_problems(self) -> list[str]:

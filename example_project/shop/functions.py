@@ -74,3 +74,16 @@ async def email_receipt(ctx: inngest.Context) -> str:
         return f"receipt for order {order_id} sent"
 
     return await ctx.step.run("send-email", send_email)
+
+
+@client.create_function(
+    fn_id="daily-sales-report",
+    trigger=inngest.TriggerCron(cron="TZ=Europe/Paris 0 7 * * *"),
+)
+def daily_sales_report(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict:
+    """Every morning at 07:00 in Paris; ctx.event is the inngest/scheduled.timer event."""
+    shipped = step.run(
+        "count-shipped-orders",
+        lambda: Order.objects.filter(status=Order.Status.SHIPPED).count(),
+    )
+    return {"scheduled_at": ctx.event.data["scheduledAt"], "shipped_orders": shipped}

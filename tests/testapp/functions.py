@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 
@@ -79,3 +80,14 @@ def hog(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
 @client.create_function(fn_id="light", trigger=inngest.TriggerEvent(event="e2e/light"))
 def light(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
     step.run("work", time.sleep, 0.01)
+
+
+# Declared only in worker processes started with TESTAPP_CRON (its value is the schedule), so
+# that other tests' workers never fire it.
+if os.environ.get("TESTAPP_CRON"):
+
+    @client.create_function(
+        fn_id="cron", trigger=inngest.TriggerCron(cron=os.environ["TESTAPP_CRON"])
+    )
+    def cron(ctx: inngest.ContextSync) -> object:
+        return ctx.event.data["scheduledAt"]

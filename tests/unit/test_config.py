@@ -150,3 +150,18 @@ def test_on_failure_becomes_a_companion_function_triggered_by_failures() -> None
     assert isinstance(trigger, inngest.TriggerEvent)
     assert trigger.event == "inngest/function.failed"
     assert trigger.expression == 'event.data.function_id == "app-charge"'
+
+
+def test_a_zero_cron_jitter_means_no_jitter() -> None:
+    """K7: jitter is 0 or between 1 s and 5 m."""
+    assert fn(trigger=inngest.TriggerCron(cron="*/5 * * * *", jitter="0s")).problems() == []
+
+
+def test_a_cron_expression_listed_twice_in_one_function_is_reported() -> None:
+    twice = [
+        inngest.TriggerCron(cron="0 * * * *"),
+        inngest.TriggerCron(cron="0 * * * *", jitter="10s"),
+    ]
+    assert fn(trigger=twice).problems() == [
+        "TriggerCron(cron='0 * * * *'): the same cron expression is listed twice"
+    ]

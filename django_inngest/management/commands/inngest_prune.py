@@ -14,7 +14,8 @@ from django_inngest.core import clock
 class Command(BaseCommand):
     help = (
         "Delete runs that ended, and unreferenced events received, more than the retention "
-        "period ago, with expired de-duplication keys and idle flow-control state."
+        "period ago, with expired de-duplication keys, idle flow-control state and old cron "
+        "ticks."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -32,6 +33,6 @@ class Command(BaseCommand):
         pruned = store.prune(now=clock.now(), retention=timedelta(days=days))
         self.stdout.write(
             f"deleted {pruned.runs} runs, {pruned.events} events, {pruned.keys} "
-            f"de-duplication keys, {pruned.pauses} expired listeners and {pruned.states} "
-            "flow-control states"
+            f"de-duplication keys, {pruned.pauses} expired listeners, {pruned.states} "
+            f"flow-control states and {pruned.cron_ticks} cron ticks"
         )

@@ -63,7 +63,7 @@ def test_run_counts_per_status_cover_the_last_24_hours_only(
     ]
 
 
-def test_a_cron_function_shows_its_next_tick(
+def test_a_cron_function_shows_its_next_and_last_tick_in_its_zone(
     admin_client: Client, isolated_registry: object, clock: FrozenClock
 ) -> None:
     clock.set(datetime(2030, 3, 4, 10, 17, tzinfo=UTC))
@@ -71,12 +71,22 @@ def test_a_cron_function_shows_its_next_tick(
     client.create_function(
         fn_id="nightly", trigger=inngest.TriggerCron(cron="TZ=Europe/Paris 30 2 * * *")
     )(lambda ctx: None)
-    [trigger] = rows(admin_client)["tests-nightly"]["triggers"]  # type: ignore[misc]
-    assert trigger == {
+
+    def cron_line() -> object:
+        [trigger] = rows(admin_client)["tests-nightly"]["triggers"]  # type: ignore[misc]
+        return trigger
+
+    assert cron_line() == {
         "kind": "cron",
         "text": "TZ=Europe/Paris 30 2 * * *",
-        "expression": "next tick 2030-03-05 02:30+01:00",
+        "expression": "next tick 2030-03-05 02:30 (Europe/Paris), last never",
     }
+    drain()  # the scheduler starts
+    clock.set(datetime(2030, 3, 5, 1, 30, 1, tzinfo=UTC))
+    drain()
+    assert cron_line()["expression"] == (  # type: ignore[index]
+        "next tick 2030-03-06 02:30 (Europe/Paris), last 2030-03-05 02:30 (Europe/Paris)"
+    )
 
 
 def invoke(client: Client, data: str, name: str = "shop/order.placed") -> object:

@@ -1,0 +1,29 @@
+"""A clock read from a file, so a test can move the time of worker processes it started.
+
+`TestAppConfig.ready()` installs it as the engine's clock when TESTAPP_CLOCK_FILE is set; the
+test writes an ISO 8601 time into that file (atomically, with `set_file_clock`).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+
+class FileClock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def now(self) -> datetime:
+        moment = datetime.fromisoformat(self.path.read_text().strip())
+        if moment.tzinfo is None:
+            raise ValueError(f"{self.path} holds a naive time: {moment!r}")
+        return moment
+
+
+def set_file_clock(path: Path, moment: datetime) -> None:
+    """Write `moment` so that no reader ever sees a half-written file."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(moment.isoformat())
+    os.replace(partial, path)
