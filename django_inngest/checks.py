@@ -2,7 +2,8 @@
 function, the field and the value. The worker refuses to start while errors remain.
 
 Ids: E001 settings, E002 duplicate function id, E003 invalid function configuration;
-W001 SQLite without IMMEDIATE transactions.
+W001 SQLite without IMMEDIATE transactions, W002 the event endpoint accepts any key in
+production.
 """
 
 from __future__ import annotations
@@ -25,6 +26,20 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     return [
         Error(message, hint="See docs/reference/settings.md.", id="django_inngest.E001")
         for message in conf.problems()
+    ]
+
+
+@register(TAG)
+def check_settings_safety(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    return [
+        Warning(
+            message,
+            hint="Set INNGEST['EVENT_KEYS'] and turn ACCEPT_ANY_EVENT_KEY off.",
+            id="django_inngest.W002",
+        )
+        for message in conf.warnings()
     ]
 
 

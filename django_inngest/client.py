@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 
 from django_inngest import conf
-from django_inngest.core import clock, config
+from django_inngest.core import clock, config, ids
 from django_inngest.core.errors import RunEndedError
 from django_inngest.core.events import Event, prepare
 from django_inngest.core.expressions import compile_expression
@@ -92,16 +93,26 @@ class Inngest:
 
         return decorate
 
-    def send_sync(self, events: Event | Sequence[Event]) -> list[str]:
+    def send_sync(
+        self, events: Event | Sequence[Event], *, id_seed: str | None = None
+    ) -> list[str]:
         """Store events in the caller's transaction and return their ids (ULIDs).
 
-        Every event is checked first; if one is invalid, nothing is stored.
+        Every event is checked first; if one is invalid, nothing is stored. With `id_seed`
+        (the ``x-inngest-event-id-seed`` header of Inngest's SDKs) the ids derive from the
+        seed, so sending again with the same seed stores nothing new and returns the same ids.
         """
         from django_inngest import store  # models load after apps are ready
 
         settings = conf.get()
+        seed = ids.EventIdSeed.parse(id_seed) if id_seed is not None else None
         prepared = prepare(events, now_ms=clock.now_ms(), max_bytes=settings.MAX_EVENT_BYTES)
-        store.insert_events(prepared, received_at=clock.now())
+        if seed is not None:
+            prepared = [
+                dataclasses.replace(event, id=seed.event_id(index))
+                for index, event in enumerate(prepared)
+            ]
+        store.insert_events(prepared, received_at=clock.now(), ignore_existing=seed is not None)
         return [event.id for event in prepared]
 
     async def send(self, events: Event | Sequence[Event]) -> list[str]:

@@ -26,6 +26,17 @@ class InngestSettings:
     RETRY_JITTER: float = DEFAULT_JITTER_SECONDS
     """Up to this many random seconds are added to each retry delay; 0 disables it."""
     MAX_EVENT_BYTES: int = 512 * 1024
+    """The largest event accepted, in bytes (Inngest's default)."""
+    MAX_EVENTS_PER_REQUEST: int = 5000
+    """The most events one HTTP request may carry (Inngest's limit)."""
+    MAX_REQUEST_BYTES: int = 5 * 1024 * 1024
+    """The largest body the event endpoint reads; larger ones are refused unread."""
+    EVENT_KEYS: tuple[str, ...] = ()
+    """Keys accepted by ``POST .../e/<event_key>``; list two while rotating."""
+    ACCEPT_ANY_EVENT_KEY: bool = False
+    """Development only: the event endpoint accepts any key."""
+    SIGNING_KEYS: tuple[str, ...] = ()
+    """Keys accepted as ``Authorization: Bearer <key>`` by the REST API (full access)."""
     LEASE_SECONDS: float = 30.0
     """How long a claimed run stays a worker's without a heartbeat."""
     HEARTBEAT_SECONDS: float = 10.0
@@ -57,6 +68,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RETRY_BACKOFF": (list, tuple),
     "RETRY_JITTER": _NUMBERS,
     "MAX_EVENT_BYTES": (int,),
+    "MAX_EVENTS_PER_REQUEST": (int,),
+    "MAX_REQUEST_BYTES": (int,),
+    "EVENT_KEYS": (list, tuple),
+    "ACCEPT_ANY_EVENT_KEY": (bool,),
+    "SIGNING_KEYS": (list, tuple),
     "LEASE_SECONDS": _NUMBERS,
     "HEARTBEAT_SECONDS": _NUMBERS,
     "SWEEP_SECONDS": _NUMBERS,
@@ -91,6 +107,9 @@ def problems() -> list[str]:
         if (isinstance(item, bool) and bool not in types) or not isinstance(item, types):
             found.append(f"INNGEST[{key!r}]={item!r} has the wrong type")
             continue
+        if key in _KEY_LISTS and isinstance(item, list | tuple):
+            found.extend(_key_list_problems(key, item))
+            continue
         if key == "RETRY_BACKOFF" and (
             not isinstance(item, list | tuple)
             or not item
@@ -108,6 +127,44 @@ def problems() -> list[str]:
             f"INNGEST['HEARTBEAT_SECONDS']={heartbeat!r} must be shorter than "
             f"LEASE_SECONDS={lease!r}, or leases expire while their runs are alive"
         )
+    limits = [value.get(name, getattr(InngestSettings, name)) for name in _SIZE_LIMITS]
+    if all(isinstance(limit, int) and not isinstance(limit, bool) for limit in limits):
+        event_limit, request_limit = limits
+        if request_limit < event_limit:
+            found.append(
+                f"INNGEST['MAX_REQUEST_BYTES']={request_limit!r} is smaller than "
+                f"MAX_EVENT_BYTES={event_limit!r}, so the largest event could not be sent over HTTP"
+            )
+    return found
+
+
+_KEY_LISTS = ("EVENT_KEYS", "SIGNING_KEYS")
+_SIZE_LIMITS = ("MAX_EVENT_BYTES", "MAX_REQUEST_BYTES")
+
+
+def _key_list_problems(setting: str, keys: list[Any] | tuple[Any, ...]) -> list[str]:
+    found = []
+    for key in keys:
+        if not isinstance(key, str) or not key:
+            found.append(
+                f"INNGEST[{setting!r}] holds {key!r}; every key must be a non-empty string"
+            )
+        elif "/" in key or key != key.strip() or not key.isprintable():
+            found.append(
+                f"INNGEST[{setting!r}] holds {key[:12]!r}...; a key cannot contain '/', "
+                "spaces at its ends or control characters"
+            )
+    return found
+
+
+def warnings() -> list[str]:
+    """Settings that work but are dangerous outside development."""
+    found = []
+    if raw().get("ACCEPT_ANY_EVENT_KEY") is True and not django_settings.DEBUG:
+        found.append(
+            "INNGEST['ACCEPT_ANY_EVENT_KEY'] is True while DEBUG is False: anyone who can reach "
+            "the event endpoint can send events"
+        )
     return found
 
 
@@ -122,8 +179,9 @@ def _is_zone(name: object) -> bool:
 @functools.cache
 def get() -> InngestSettings:
     values = {key: item for key, item in raw().items() if key in _TYPES}
-    if "RETRY_BACKOFF" in values:
-        values["RETRY_BACKOFF"] = tuple(values["RETRY_BACKOFF"])
+    for name in ("RETRY_BACKOFF", *_KEY_LISTS):
+        if name in values:
+            values[name] = tuple(values[name])
     return InngestSettings(**values)
 
 

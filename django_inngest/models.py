@@ -308,3 +308,22 @@ class CronTick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.function_id} at {self.scheduled_at}"
+
+
+class Cancellation(models.Model):
+    """A bulk cancellation asked for through the HTTP API (SPEC §6.3), kept as a record."""
+
+    id = models.CharField(
+        primary_key=True, max_length=26, help_text="ULID; its time is the request."
+    )
+    app_id = models.CharField(max_length=255)
+    function_id = models.CharField(max_length=255, help_text='"{app_id}-{fn_id}"')
+    started_after = models.DateTimeField(null=True, blank=True)
+    started_before = models.DateTimeField()
+    if_exp = models.TextField(blank=True, default="", help_text="Expression over the event.")
+    requested_by = models.CharField(max_length=150, blank=True, default="")
+    cancelled_runs = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"cancel {self.function_id} {self.id}"

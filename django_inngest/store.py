@@ -45,6 +45,7 @@ from django_inngest.core.expressions import compile_expression, event_index_keys
 from django_inngest.core.flow import Gcra, RunPlan
 from django_inngest.models import (
     ENDED_STATUSES,
+    Cancellation,
     CronSchedule,
     CronTick,
     Event,
@@ -123,8 +124,13 @@ def insert_events(
     *,
     received_at: datetime,
     pending: Callable[[str], bool] | None = None,
+    ignore_existing: bool = False,
 ) -> None:
-    """Store events through the caller's connection, inside the caller's transaction."""
+    """Store events through the caller's connection, inside the caller's transaction.
+
+    With `ignore_existing`, an event whose id is already stored is skipped: ids derived from
+    a sender's seed make a retried send a no-op, even when two copies arrive at once.
+    """
     if not prepared:
         return
     rows = [
@@ -139,7 +145,7 @@ def insert_events(
         )
         for event in prepared
     ]
-    Event.objects.using(alias()).bulk_create(rows)
+    Event.objects.using(alias()).bulk_create(rows, ignore_conflicts=ignore_existing)
     if any(row.pending for row in rows):
         notify()
 
@@ -1272,6 +1278,58 @@ def active_runs(
         }
         for run in runs
     ]
+
+
+#: How long after an event arrives a batch holding it may start its run (the batch timeout is
+#: at most 60 s; the rest is room for workers that were busy or down).
+BATCH_RUN_WINDOW = timedelta(hours=1)
+
+
+def run_ids_of_event(event_id: str, *, received_at: datetime) -> list[str]:
+    """The runs an event started: runs it triggered first, and batches it joined. Batch runs
+    are searched among runs created within `BATCH_RUN_WINDOW` of the event, a range of the
+    primary key (run ids are ULIDs of their creation time)."""
+    db = alias()
+    runs = FunctionRun.objects.using(db)
+    direct = list(runs.filter(event_id=event_id).values_list("id", flat=True))
+    start_ms = int(received_at.timestamp() * 1000)
+    end_ms = int((received_at + BATCH_RUN_WINDOW).timestamp() * 1000)
+    window = runs.filter(id__gte=ids.ulid_floor(start_ms), id__lt=ids.ulid_floor(end_ms)).exclude(
+        event_id=event_id
+    )
+    if is_postgresql():
+        batched = window.filter(event_ids__contains=[event_id]).values_list("id", flat=True)
+    else:  # SQLite has no JSON containment lookup; json_each does the same
+        batched = window.extra(
+            where=["EXISTS (SELECT 1 FROM json_each(event_ids) WHERE json_each.value = %s)"],
+            params=[event_id],
+        ).values_list("id", flat=True)
+    return sorted({*direct, *batched})
+
+
+def record_cancellation(
+    *,
+    app_id: str,
+    function_id: str,
+    started_after: datetime | None,
+    started_before: datetime,
+    if_exp: str | None,
+    requested_by: str,
+    cancelled_runs: int,
+    now: datetime,
+) -> Cancellation:
+    """Keep a record of a bulk cancellation made through the HTTP API."""
+    return Cancellation.objects.using(alias()).create(
+        id=ids.ulid(),
+        app_id=app_id,
+        function_id=function_id,
+        started_after=started_after,
+        started_before=started_before,
+        if_exp=if_exp or "",
+        requested_by=requested_by,
+        cancelled_runs=cancelled_runs,
+        created_at=now,
+    )
 
 
 def rerun(run_id: str, *, now: datetime, from_step: str | None = None) -> str:

@@ -67,6 +67,10 @@ INNGEST = {
     # Short retries so the demo finishes in seconds; production keeps Inngest's table.
     "RETRY_BACKOFF": env.list("INNGEST_RETRY_BACKOFF", cast=float, default=[1.0]),
     "RETRY_JITTER": env.float("INNGEST_RETRY_JITTER", default=0.0),
+    # The HTTP API (docs/api.md): keys for POST /e/<key>, signing keys for REST v1.
+    "EVENT_KEYS": env.list("INNGEST_EVENT_KEYS", default=[]),
+    "ACCEPT_ANY_EVENT_KEY": env.bool("INNGEST_ACCEPT_ANY_EVENT_KEY", default=DEBUG),
+    "SIGNING_KEYS": env.list("INNGEST_SIGNING_KEYS", default=[]),
 }
 
 LOGGING = {

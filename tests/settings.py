@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_inngest",
     "tests.testapp.apps.TestAppConfig",
 ]
@@ -65,4 +66,6 @@ INNGEST = {
     "LEASE_SECONDS": env.float("INNGEST_LEASE_SECONDS", default=30.0),
     "HEARTBEAT_SECONDS": env.float("INNGEST_HEARTBEAT_SECONDS", default=10.0),
     "SWEEP_SECONDS": env.float("INNGEST_SWEEP_SECONDS", default=5.0),
+    "EVENT_KEYS": ["test-event-key", "next-event-key"],
+    "SIGNING_KEYS": ["signkey-test-0123456789abcdef"],
 }

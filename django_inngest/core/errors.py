@@ -43,6 +43,15 @@ class InvalidEventError(InngestError, ValueError):
         self.index = index
 
 
+class InvalidEventIdSeedError(InngestError, ValueError):
+    """An `x-inngest-event-id-seed` header is not ``"<milliseconds>,<base64 bytes>"``."""
+
+    def __init__(self, seed: str, reason: str) -> None:
+        super().__init__(f"invalid event id seed {seed[:100]!r}: {reason}")
+        self.seed = seed
+        self.reason = reason
+
+
 class NonRetriableError(InngestError):
     """Fail the run now, without further attempts."""
 

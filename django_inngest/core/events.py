@@ -20,6 +20,7 @@ FUNCTION_INVOKED = "inngest/function.invoked"
 SCHEDULED_TIMER = "inngest/scheduled.timer"
 
 MAX_NAME_LENGTH = 512
+MAX_ID_LENGTH = 255
 _MIN_TS = int(datetime(1980, 1, 1, tzinfo=UTC).timestamp() * 1000)
 _MAX_TS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
@@ -60,15 +61,23 @@ class Event:
         name = raw.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidEventError(f"an event needs a non-empty string 'name', got {name!r}")
-        event_id = raw.get("id") or ""
+        # null stands for "not given"; any other value must have the right type.
+        event_id = raw.get("id")
+        if event_id is None:
+            event_id = ""
         if not isinstance(event_id, str):
             raise InvalidEventError(f"event 'id' must be a string, got {event_id!r}")
-        ts = raw.get("ts") or 0
+        ts = raw.get("ts")
+        if ts is None:
+            ts = 0
         if isinstance(ts, float) and ts.is_integer():
             ts = int(ts)
         if isinstance(ts, bool) or not isinstance(ts, int):
             raise InvalidEventError(f"event 'ts' must be an integer of milliseconds, got {ts!r}")
-        return cls(name=name, data=raw.get("data") or {}, id=event_id, ts=ts)
+        data = raw.get("data")
+        if data is not None and not isinstance(data, Mapping):
+            raise InvalidEventError(f"event 'data' must be a JSON object, got {_short(data)}")
+        return cls(name=name, data=data or {}, id=event_id, ts=ts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,14 +127,35 @@ def _prepare_one(
             "only by the engine",
             index=index,
         )
+    if len(event.id) > MAX_ID_LENGTH:
+        raise InvalidEventError(
+            f"event id is {len(event.id)} characters, over the limit of {MAX_ID_LENGTH}: "
+            f"{event.id[:40]!r}...",
+            index=index,
+        )
+    for field_name, text in (("name", name), ("id", event.id)):
+        problem = _text_problem(text)
+        if problem:
+            raise InvalidEventError(f"event {field_name} {text[:80]!r} {problem}", index=index)
     data = {key: value for key, value in event.data.items() if key != "_inngest" or allow_system}
     try:
-        encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as error:
+        encoded = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        size = len(encoded.encode("utf-8")) + len(name.encode("utf-8")) + len(event.id)
+    except UnicodeEncodeError:
+        raise InvalidEventError(
+            f"data of event {name!r} contains a lone surrogate (text that is not valid Unicode)",
+            index=index,
+        ) from None
+    except (TypeError, ValueError, RecursionError) as error:
         raise InvalidEventError(
             f"data of event {name!r} is not JSON: {error}", index=index
         ) from error
-    size = len(encoded.encode("utf-8")) + len(name) + len(event.id)
+    # NUL is valid JSON but no database column takes it (PostgreSQL refuses it in jsonb).
+    if "\\u0000" in encoded and _contains_nul(data):
+        raise InvalidEventError(
+            f"data of event {name!r} contains a NUL character (\\u0000), which cannot be stored",
+            index=index,
+        )
     if size > max_bytes:
         raise InvalidEventError(
             f"event {name!r} is {size} bytes, over the limit of {max_bytes} bytes", index=index
@@ -140,6 +170,37 @@ def _prepare_one(
     return PreparedEvent(
         id=ids.ulid(), name=name, data=json.loads(encoded), user_id=event.id, ts=ts
     )
+
+
+def _text_problem(text: str) -> str:
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (it is not valid Unicode)"
+    return ""
+
+
+def _contains_nul(value: Any) -> bool:
+    """Whether a NUL character appears in any string or key of a JSON value."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, Mapping):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 #: Events the engine emits may carry a whole run's output.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from subprocess import Popen
 
 import pytest
@@ -76,13 +78,20 @@ def _time_light_runs(count: int) -> float:
 
 
 def test_a_saturated_key_does_not_slow_an_unrelated_function(start_worker: StartWorker) -> None:
+    """Three alternating measurements each way, compared by median, so machine noise cancels."""
     workers = [start_worker("--concurrency", "10") for _ in range(2)]
     _time_light_runs(50)  # warm up
-    alone = _time_light_runs(400)
-    client.send_sync([inngest.Event(name="e2e/hog") for _ in range(200)])
-    wait_until(lambda: QueueItem.objects.filter(parked_on__isnull=False).count() >= 150, timeout=60)
-    beside = _time_light_runs(400)
-    assert beside <= alone * 1.2 + 0.3, f"alone {alone:.2f}s, beside a saturated key {beside:.2f}s"
+    alone, beside = [], []
+    for _ in range(3):
+        alone.append(_time_light_runs(300))
+        client.send_sync([inngest.Event(name="e2e/hog") for _ in range(100)])
+        wait_until(
+            lambda: QueueItem.objects.filter(parked_on__isnull=False).count() >= 90, timeout=60
+        )
+        beside.append(_time_light_runs(300))
+        client.cancel_runs("e2e-hog", started_before=datetime.now(UTC) + timedelta(seconds=1))
+    ratio = statistics.median(beside) / statistics.median(alone)
+    assert ratio <= 1.2, f"alone {alone}, beside a saturated key {beside}: {ratio:.2f}x"
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)

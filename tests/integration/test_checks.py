@@ -101,3 +101,33 @@ def test_manage_py_check_fails_and_the_worker_refuses_to_start(
         call_command("check")
     with pytest.raises(WorkerConfigError, match="retries=-1"):
         Worker(burst=True).run()
+
+
+def test_api_settings_mistakes_are_errors_naming_the_key(inngest_client: inngest.Inngest) -> None:
+    with override_settings(
+        INNGEST={
+            "EVENT_KEYS": "one-key",
+            "SIGNING_KEYS": ["ok", "", "a/b", 5],
+            "ACCEPT_ANY_EVENT_KEY": 1,
+            "MAX_EVENT_BYTES": 2000,
+            "MAX_REQUEST_BYTES": 1000,
+        }
+    ):
+        found = [msg for id_, msg in messages() if id_ == "django_inngest.E001"]
+    assert "INNGEST['EVENT_KEYS']='one-key' has the wrong type" in found
+    assert "INNGEST['SIGNING_KEYS'] holds ''; every key must be a non-empty string" in found
+    assert "INNGEST['SIGNING_KEYS'] holds 5; every key must be a non-empty string" in found
+    assert any("holds 'a/b'...; a key cannot contain '/'" in m for m in found)
+    assert "INNGEST['ACCEPT_ANY_EVENT_KEY']=1 has the wrong type" in found
+    assert any("MAX_REQUEST_BYTES']=1000 is smaller than MAX_EVENT_BYTES=2000" in m for m in found)
+
+
+def test_accepting_any_event_key_outside_debug_is_a_warning(
+    inngest_client: inngest.Inngest,
+) -> None:
+    with override_settings(INNGEST={"ACCEPT_ANY_EVENT_KEY": True}, DEBUG=False):
+        assert "django_inngest.W002" in dict(messages())
+    with override_settings(INNGEST={"ACCEPT_ANY_EVENT_KEY": True}, DEBUG=True):
+        assert "django_inngest.W002" not in dict(messages())
+    with override_settings(INNGEST={"EVENT_KEYS": ["k"]}, DEBUG=False):
+        assert messages() == []

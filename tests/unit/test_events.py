@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import django_inngest as inngest
@@ -61,3 +63,61 @@ def test_non_json_data_and_bad_timestamps_are_rejected() -> None:
         prepare(inngest.Event(name="a", ts=1234), now_ms=NOW, max_bytes=1000)
     with pytest.raises(InvalidEventError, match="empty"):
         prepare(inngest.Event(name=""), now_ms=NOW, max_bytes=1000)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ({"name": "a", "data": []}, "'data' must be a JSON object, got []"),
+        ({"name": "a", "data": "text"}, "'data' must be a JSON object, got 'text'"),
+        ({"name": "a", "data": 0}, "'data' must be a JSON object, got 0"),
+        ({"name": "a", "id": 7}, "'id' must be a string, got 7"),
+        ({"name": "a", "id": False}, "'id' must be a string, got False"),
+        ({"name": "a", "ts": False}, "'ts' must be an integer of milliseconds, got False"),
+        ({"name": "a", "ts": 1.5}, "'ts' must be an integer of milliseconds, got 1.5"),
+        ({"name": 5}, "non-empty string 'name', got 5"),
+    ],
+)
+def test_from_raw_refuses_fields_of_the_wrong_type_instead_of_guessing(
+    raw: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(InvalidEventError, match=re.escape(problem)):
+        inngest.Event.from_raw(raw)
+
+
+def test_from_raw_reads_null_fields_as_not_given() -> None:
+    event = inngest.Event.from_raw({"name": "a", "data": None, "id": None, "ts": None})
+    assert event == inngest.Event(name="a")
+
+
+def test_text_no_database_can_store_is_refused_before_anything_is_written() -> None:
+    """NUL and lone surrogates are valid JSON escapes, but PostgreSQL refuses them."""
+    cases = [
+        (inngest.Event(name="a", data={"k": "x\x00y"}), "contains a NUL character"),
+        (inngest.Event(name="a", data={"k\x00": 1}), "contains a NUL character"),
+        (inngest.Event(name="a", data={"k": ["\ud800"]}), "lone surrogate"),
+        (inngest.Event(name="a\x00"), "event name 'a\\x00' contains a NUL character"),
+        (inngest.Event(name="a", id="\udfff"), "event id '\\udfff' contains a lone surrogate"),
+    ]
+    for event, problem in cases:
+        with pytest.raises(InvalidEventError, match=re.escape(problem)):
+            prepare([inngest.Event(name="ok"), event], now_ms=NOW, max_bytes=1000)
+
+
+def test_a_backslash_followed_by_u0000_is_ordinary_text() -> None:
+    [prepared] = prepare(inngest.Event(name="a", data={"k": "\\u0000"}), now_ms=NOW, max_bytes=1000)
+    assert prepared.data == {"k": "\\u0000"}
+
+
+def test_sender_ids_longer_than_the_column_are_refused() -> None:
+    with pytest.raises(InvalidEventError, match="event 0: event id is 256 characters, over"):
+        prepare(inngest.Event(name="a", id="x" * 256), now_ms=NOW, max_bytes=1000)
+    [prepared] = prepare(inngest.Event(name="a", id="x" * 255), now_ms=NOW, max_bytes=1000)
+    assert prepared.user_id == "x" * 255
+
+
+def test_event_size_counts_utf8_bytes() -> None:
+    [prepared] = prepare(inngest.Event(name="a", data={"k": "é" * 40}), now_ms=NOW, max_bytes=100)
+    assert prepared.data == {"k": "é" * 40}
+    with pytest.raises(InvalidEventError, match="over the limit of 100 bytes"):
+        prepare(inngest.Event(name="a", data={"k": "é" * 60}), now_ms=NOW, max_bytes=100)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from django_inngest.core import clock, ids
+from django_inngest.core.errors import InvalidEventIdSeedError
 
 
 def test_step_ids_hash_with_sha1_like_inngest() -> None:
@@ -56,3 +60,55 @@ def test_ulid_floor_sorts_after_ids_of_earlier_milliseconds_and_before_its_own()
     floor = ids.ulid_floor(ms)
     assert just_before < floor <= at_moment
     assert ids.ulid_time_ms(floor) == ms
+
+
+def test_a_send_seed_gives_the_same_ids_every_time_and_one_per_event_index() -> None:
+    """SPEC §1.1: a retried send carries the same seed, so it must get the same ids."""
+    seed = ids.EventIdSeed.parse("1790000000000,AAECAwQFBgcICQ==")
+    again = ids.EventIdSeed.parse("1790000000000,AAECAwQFBgcICQ==")
+    first = [seed.event_id(index) for index in range(100)]
+    assert first == [again.event_id(index) for index in range(100)]
+    assert len(set(first)) == 100
+    assert {ids.ulid_time_ms(value) for value in first} == {1_790_000_000_000}
+    other = ids.EventIdSeed.parse("1790000000000,AQECAwQFBgcICQ==")
+    assert other.event_id(0) not in first
+
+
+def test_url_safe_base64_seeds_are_read_like_standard_ones() -> None:
+    standard = ids.EventIdSeed.parse("1790000000000,+/+/+/+/+/+/+w==")
+    url_safe = ids.EventIdSeed.parse("1790000000000,-_-_-_-_-_-_-w==")
+    assert standard == url_safe
+
+
+@pytest.mark.parametrize(
+    ("seed", "reason"),
+    [
+        ("", "expected '<milliseconds>,<base64 bytes>'"),
+        ("1790000000000", "expected '<milliseconds>,<base64 bytes>'"),
+        ("soon,AAECAwQFBgcICQ==", "expected '<milliseconds>,<base64 bytes>'"),
+        ("0,AAECAwQFBgcICQ==", "0 is not a time in milliseconds"),
+        ("999999999999999,AAECAwQFBgcICQ==", "999999999999999 is not a time"),
+        ("1790000000000,AAEC*wQF", "expected"),
+        ("1790000000000,AAECAwQFBgcICQ", "not base64"),
+        ("1790000000000,AAECAw==", "the random part is 4 bytes; 8 to 64 are needed"),
+    ],
+)
+def test_malformed_seeds_are_refused_naming_the_seed_and_the_reason(seed: str, reason: str) -> None:
+    with pytest.raises(InvalidEventIdSeedError, match=re.escape(reason)) as caught:
+        ids.EventIdSeed.parse(seed)
+    assert caught.value.seed == seed
+    assert repr(seed[:100]) in str(caught.value)
+
+
+def test_ids_made_after_a_frozen_clock_moved_forward_carry_the_real_time_again() -> None:
+    """A test that sleeps a day under `frozen_clock()` must not push the next tests' ids into
+    the future: lookups by id ranges of time would miss them."""
+    from django_inngest.testing import frozen_clock
+
+    ids.restore_sequence((-1, 0))  # as in a fresh process: no id made yet
+    with frozen_clock() as frozen:
+        frozen.advance(timedelta(days=3))
+        ahead = ids.ulid()
+    after = ids.ulid()
+    assert ids.ulid_time_ms(after) < ids.ulid_time_ms(ahead) - 86_400_000
+    assert abs(ids.ulid_time_ms(after) - clock.now_ms()) < 60_000

@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_inngest', '0004_cron'),
+        ('django_inngest', '0005_api'),
     ]
 
     operations = [
