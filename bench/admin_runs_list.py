@@ -3,7 +3,8 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/django_inngest_admin_bench \\
         .venv/bin/python -m bench.admin_runs_list [--runs 100000] [--repeat 5]
 
-The database named in DATABASE_URL is dropped and created. It is filled with runs spread over
+The database named in DATABASE_URL is dropped and created (with `--reuse`, a database this
+script filled before is kept as it is). It is filled with runs spread over
 the last 30 days across 20 functions and every status, each with its triggering event, one
 run in ten with three steps. Then a superuser renders the runs list through Django's test
 client (the whole request: middleware, queries, templates): the first page, a later page,
@@ -36,8 +37,8 @@ STATUSES = [
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def configure(url: str) -> None:
-    """Django settings for the admin alone, on a freshly created database."""
+def configure(url: str, *, fresh: bool) -> None:
+    """Django settings for the admin alone; with `fresh`, on a newly created database."""
     import django
     import environ
     from django.conf import settings
@@ -98,9 +99,10 @@ def configure(url: str) -> None:
         )
         if database.get(name)
     }
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{database["NAME"]}"')
-        admin.execute(f'CREATE DATABASE "{database["NAME"]}"')
+    if fresh:
+        with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database["NAME"]}"')
+            admin.execute(f'CREATE DATABASE "{database["NAME"]}"')
     django.setup()
     from django.core.management import call_command
 
@@ -202,22 +204,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--reuse", action="store_true", help="keep a database filled before")
     args = parser.parse_args()
     url = os.environ.get(
         "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/django_inngest_admin_bench"
     )
-    configure(url)
+    configure(url, fresh=not args.reuse)
     from django.contrib.auth.models import User
     from django.test import Client
 
     from django_inngest.models import FunctionRun
 
     now = datetime.now(UTC)
-    started = time.perf_counter()
-    fill(args.runs, now=now)
-    print(f"filled {args.runs:,} runs in {time.perf_counter() - started:.1f} s")
+    stored = FunctionRun.objects.count()
+    if args.reuse and stored:
+        print(f"reusing {stored:,} runs")
+    else:
+        started = time.perf_counter()
+        fill(args.runs, now=now)
+        print(f"filled {args.runs:,} runs in {time.perf_counter() - started:.1f} s")
+    user = User.objects.filter(username="bench").first()
     client = Client()
-    client.force_login(User.objects.create_superuser("bench", "bench@example.com", "bench"))
+    client.force_login(user or User.objects.create_superuser("bench", "bench@example.com", "b"))
     some_run = FunctionRun.objects.filter(status="FAILED").order_by("id").first()
     assert some_run is not None and some_run.event is not None
     customer = some_run.event.data["customer"]  # in the data of one or a few events

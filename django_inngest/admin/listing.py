@@ -128,31 +128,54 @@ def matching_event_ids(term: str) -> list[str]:
     )
 
 
+SEARCH_WINDOWS = (20_000, 200_000)
+"""Free-text search reads the newest this many events first, then all of them."""
+
+
+def newest_events_where(condition: Q, limit: int) -> list[str]:
+    """Ids of the newest events meeting `condition` (a scan of their data), at most `limit`.
+
+    The newest `SEARCH_WINDOWS[0]` events are read first, then more, then all: a text found in
+    most events is found without reading the whole table; a rare one costs a little more than
+    one full read.
+    """
+    events = Event.objects.using(alias())
+    for window in (*SEARCH_WINDOWS, None):
+        scope = events
+        if window is not None:
+            bound = list(events.order_by("-pk").values_list("pk", flat=True)[window - 1 : window])
+            if not bound:  # fewer events than the window: read them all
+                window = None
+            else:
+                scope = events.filter(pk__gte=bound[0])
+        found = list(scope.filter(condition).order_by("-pk").values_list("pk", flat=True)[:limit])
+        if window is None or len(found) >= limit:
+            return found
+    raise AssertionError("unreachable: the last window is the whole table")
+
+
 def search_runs(queryset: QuerySet[FunctionRun], term: str) -> QuerySet[FunctionRun]:
     """A run id, an event id (ours or the sender's), or else text in the triggering event's
-    data. Ids are found by index. Free text reads the events' data once, newest first, and
-    stops at `COUNT_CAP` matching events, whose runs the list then finds by index."""
+    data. Ids are found by index. Free text reads the events' data, newest first, stopping
+    one past `COUNT_CAP` matching events (so the list can say "more than"), whose runs the
+    list then finds by index."""
     term = term.strip()
     if not term:
         return queryset
     event_ids = matching_event_ids(term)
     if event_ids or looks_like_ulid(term):
         return queryset.filter(Q(pk=term.upper()) | Q(event_id__in=event_ids))
-    matching = list(
-        Event.objects.using(alias())
-        .filter(data__icontains=term)
-        .order_by("-pk")
-        .values_list("pk", flat=True)[:COUNT_CAP]
-    )
-    return queryset.filter(event_id__in=matching)
+    return queryset.filter(event_id__in=newest_events_where(Q(data__icontains=term), COUNT_CAP + 1))
 
 
 def search_events(queryset: QuerySet[Event], term: str) -> QuerySet[Event]:
-    """An event id (ours or the sender's), or else text in the name or the data."""
+    """An event id (ours or the sender's), or else text in the name or the data (the newest
+    such events, one past `COUNT_CAP`)."""
     term = term.strip()
     if not term:
         return queryset
     event_ids = matching_event_ids(term)
     if event_ids or looks_like_ulid(term):
         return queryset.filter(pk__in=event_ids)
-    return queryset.filter(Q(name__icontains=term) | Q(data__icontains=term))
+    condition = Q(name__icontains=term) | Q(data__icontains=term)
+    return queryset.filter(pk__in=newest_events_where(condition, COUNT_CAP + 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db.models import Q
 from django.test import Client
 
 import django_inngest as inngest
@@ -100,10 +101,27 @@ def test_search_finds_runs_by_text_in_their_event_data(admin_client: Client, sho
 def test_a_text_search_reads_only_the_newest_matching_events_up_to_the_cap(
     admin_client: Client, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each run's `inngest/function.finished` event carries its data too: 4 events, 2 runs."""
+    """The search reads one event past the cap, and each run's `inngest/function.finished`
+    event carries its data too: 5 events (finished 3, event 3, finished 2, event 2,
+    finished 1) and so 2 runs."""
     monkeypatch.setattr(listing, "COUNT_CAP", 4)
     runs = [shop.order(n, customer="carol").id for n in range(3)]
     assert listed(admin_client, "?q=carol") == runs[:0:-1]
+
+
+@pytest.mark.parametrize("windows", [(2, 4), (100, 1000)])
+def test_text_search_finds_the_newest_matches_whether_they_are_recent_or_old(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch, windows: tuple[int, int]
+) -> None:
+    """Small windows make the search read the newest 2 events, then 4, then all."""
+    monkeypatch.setattr(listing, "SEARCH_WINDOWS", windows)
+    send = shop.client.send_sync
+    [old] = send(inngest.Event(name="shop/note", data={"text": "rare word"}))
+    noise = send([inngest.Event(name="shop/note", data={"text": "common"})] * 5)
+    [recent] = send(inngest.Event(name="shop/note", data={"text": "common, not rare"}))
+    assert listing.newest_events_where(Q(data__icontains="RARE"), 10) == [recent, old]
+    common = listing.newest_events_where(Q(data__icontains="common"), 3)
+    assert common == [recent, noise[-1], noise[-2]]
 
 
 def test_the_count_stops_at_the_cap_and_the_list_says_more_than(
@@ -118,6 +136,17 @@ def test_the_count_stops_at_the_cap_and_the_list_says_more_than(
     assert (
         "more than" not in admin_client.get(URL + "?function=tests-cart-reminder").content.decode()
     )
+
+
+def test_the_search_box_counts_results_up_to_the_cap_and_says_more_than(
+    admin_client: Client, shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listing, "COUNT_CAP", 3)
+    shop.client.send_sync(inngest.Event(name="shop/visit"))
+    events = "/admin/django_inngest/event/?q=shop/visit"
+    assert "1 result\n" in admin_client.get(events).content.decode()
+    shop.client.send_sync([inngest.Event(name="shop/visit")] * 4)
+    assert "more than 3 results" in admin_client.get(events).content.decode()
 
 
 def test_the_list_costs_the_same_queries_for_three_runs_and_for_thirty(
