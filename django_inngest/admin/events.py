@@ -29,7 +29,7 @@ from django_inngest.admin import pages
 from django_inngest.admin.display import json_value_response, payload, status_badge
 from django_inngest.admin.listing import CappedPaginator, ReceivedWithinFilter, search_events
 from django_inngest.models import Event, FunctionRun
-from django_inngest.store import alias
+from django_inngest.store import alias, run_ids_of_event
 
 SEND_PERMISSION = "django_inngest.send_event"
 RUNS_SHOWN = 100
@@ -157,9 +157,10 @@ class EventAdmin(_ModelAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         event = self._event_or_404(request, object_id)
+        run_ids = run_ids_of_event(event.id, received_at=event.received_at)  # batches too
         runs = list(
             FunctionRun.objects.using(alias())
-            .filter(event_id=event.id)
+            .filter(id__in=run_ids)
             .order_by("-id")
             .values("id", "function_id", "status", "created_at")[: RUNS_SHOWN + 1]
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 
@@ -79,3 +81,23 @@ def test_events_the_engine_sent_cannot_be_sent_again(admin_client: Client, shop:
     [message] = [str(m) for m in response.context["messages"]]
     assert "is reserved" in message
     assert Event.objects.filter(name="inngest/function.finished").count() == 1
+
+
+def test_the_event_page_lists_a_batch_run_under_every_event_of_the_batch(
+    admin_client: Client, shop: Shop
+) -> None:
+    @shop.client.create_function(
+        fn_id="tally",
+        trigger=inngest.TriggerEvent(event="shop/visit"),
+        batch_events=inngest.Batch(max_size=2, timeout=timedelta(seconds=10)),
+    )
+    def tally(ctx: inngest.ContextSync) -> int:
+        return len(ctx.events)
+
+    first, second = shop.client.send_sync([inngest.Event(name="shop/visit")] * 2)
+    drain()
+    [run] = FunctionRun.objects.filter(function_id="tests-tally")
+    assert run.event_ids == [first, second]
+    for event_id in (first, second):
+        runs = admin_client.get(f"{EVENTS}{event_id}/change/").context["runs"]
+        assert [r["id"] for r in runs] == [run.id]
