@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test lint typecheck pytest worker clean
 
@@ -28,8 +29,14 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy django_inngest
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The admin's browser tests drive Debian's Chromium through Playwright; Playwright never
+# downloads a browser of its own.
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm

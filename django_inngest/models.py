@@ -49,6 +49,7 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["id"], condition=Q(pending=True), name="inngest_event_pending"),
         ]
+        permissions = [("send_event", "Can send events from the admin")]
 
     def __str__(self) -> str:
         return f"{self.name} {self.id}"
@@ -93,6 +94,10 @@ class FunctionRun(models.Model):
         indexes = [
             models.Index(fields=["function_id", "-id"], name="inngest_run_function"),
             models.Index(fields=["status", "-id"], name="inngest_run_status"),
+        ]
+        permissions = [
+            ("cancel_functionrun", "Can cancel function runs"),
+            ("rerun_functionrun", "Can rerun function runs and retry them from a step"),
         ]
 
     def __str__(self) -> str:

@@ -43,13 +43,18 @@ __all__ = ["DrainSummary", "LocalResult", "drain", "frozen_clock", "run_function
 
 @contextlib.contextmanager
 def frozen_clock(at: datetime | None = None) -> Iterator[FrozenClock]:
-    """Freeze the engine's clock (in every thread) for the duration of the block."""
+    """Freeze the engine's clock (in every thread) for the duration of the block.
+
+    On exit, ids are made from the real clock again: those made inside the block may carry
+    times the block moved to, and the ones after it do not inherit them."""
     frozen = FrozenClock(at)
     previous = clock.install(frozen)
+    sequence = ids.sequence_state()
     try:
         yield frozen
     finally:
         clock.install(previous)
+        ids.restore_sequence(sequence)
 
 
 @dataclass

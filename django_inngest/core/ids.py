@@ -35,6 +35,20 @@ def ulid() -> str:
     return _encode(value)
 
 
+def sequence_state() -> tuple[int, int]:
+    """Where the monotonic sequence of `ulid()` stands; see `restore_sequence`."""
+    with _lock:
+        return _last_ms, _last_random
+
+
+def restore_sequence(state: tuple[int, int]) -> None:
+    """Put the sequence back where `sequence_state()` saw it. A frozen clock moved forward
+    leaves the sequence in its future, and every later id would carry that future time."""
+    global _last_ms, _last_random
+    with _lock:
+        _last_ms, _last_random = state
+
+
 def ulid_floor(ms: int) -> str:
     """The smallest ULID of millisecond `ms`: ULIDs sort by time, so ranges of ids are ranges
     of creation times."""

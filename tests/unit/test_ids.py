@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -45,6 +45,23 @@ def test_ulid_time_is_the_engine_clock() -> None:
     assert ids.ulid_time_ms(value) == int(moment.timestamp() * 1000)
 
 
+def test_ulid_floor_sorts_after_ids_of_earlier_milliseconds_and_before_its_own() -> None:
+    """Runs and events are selected by time with `id >= ulid_floor(ms)` on the primary key."""
+    moment = datetime(2031, 5, 17, 12, 0, tzinfo=UTC)
+    ms = int(moment.timestamp() * 1000)
+    frozen = clock.FrozenClock(moment - timedelta(milliseconds=1))
+    previous = clock.install(frozen)
+    try:
+        just_before = ids.ulid()
+        frozen.set(moment)
+        at_moment = ids.ulid()
+    finally:
+        clock.install(previous)
+    floor = ids.ulid_floor(ms)
+    assert just_before < floor <= at_moment
+    assert ids.ulid_time_ms(floor) == ms
+
+
 def test_a_send_seed_gives_the_same_ids_every_time_and_one_per_event_index() -> None:
     """SPEC §1.1: a retried send carries the same seed, so it must get the same ids."""
     seed = ids.EventIdSeed.parse("1790000000000,AAECAwQFBgcICQ==")
@@ -81,3 +98,17 @@ def test_malformed_seeds_are_refused_naming_the_seed_and_the_reason(seed: str, r
         ids.EventIdSeed.parse(seed)
     assert caught.value.seed == seed
     assert repr(seed[:100]) in str(caught.value)
+
+
+def test_ids_made_after_a_frozen_clock_moved_forward_carry_the_real_time_again() -> None:
+    """A test that sleeps a day under `frozen_clock()` must not push the next tests' ids into
+    the future: lookups by id ranges of time would miss them."""
+    from django_inngest.testing import frozen_clock
+
+    ids.restore_sequence((-1, 0))  # as in a fresh process: no id made yet
+    with frozen_clock() as frozen:
+        frozen.advance(timedelta(days=3))
+        ahead = ids.ulid()
+    after = ids.ulid()
+    assert ids.ulid_time_ms(after) < ids.ulid_time_ms(ahead) - 86_400_000
+    assert abs(ids.ulid_time_ms(after) - clock.now_ms()) < 60_000
