@@ -1199,29 +1199,38 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
     loses its lease: the step in flight finishes, its result is dropped, nothing else runs."""
     db = alias()
     with transaction.atomic(using=db):
+        # Locks in the order claims and ends take them (queue items, slot keys, the run), so
+        # a cancellation racing a worker cannot deadlock with it.
+        items = QueueItem.objects.using(db).filter(run_id=run_id)
+        if is_postgresql():
+            items = items.select_for_update()
+        held = [
+            (ckey1, ckey2)
+            for kind, owner, ckey1, ckey2 in items.values_list(
+                "kind", "lease_owner", "ckey1", "ckey2"
+            )
+            if kind == RUN and owner is not None
+        ]
+        items.delete()
+        for keys in held:
+            _free_slots(keys)
+        cancelled = (
+            FunctionRun.objects.using(db)
+            .filter(id=run_id)
+            .exclude(status__in=ENDED_STATUSES)
+            .update(status=RunStatus.CANCELLED, ended_at=now)
+        )
         run = (
             FunctionRun.objects.using(db)
-            .select_for_update()
             .filter(id=run_id)
-            .values("id", "function_id", "status", "event_ids")
+            .values("function_id", "status", "event_ids")
             .first()
         )
         if run is None:
             raise RunNotFoundError(run_id)
-        if run["status"] in ENDED_STATUSES:
+        if not cancelled:
             raise RunEndedError(run_id, run["status"])
-        executing = list(
-            QueueItem.objects.using(db)
-            .filter(run_id=run_id, kind=RUN, lease_owner__isnull=False)
-            .values_list("ckey1", "ckey2")
-        )
-        QueueItem.objects.using(db).filter(run_id=run_id).delete()
-        for keys in executing:
-            _free_slots(keys)
         Pause.objects.using(db).filter(run_id=run_id).delete()
-        FunctionRun.objects.using(db).filter(id=run_id).update(
-            status=RunStatus.CANCELLED, ended_at=now
-        )
         rows = list(
             Event.objects.using(db)
             .filter(id__in=run["event_ids"])

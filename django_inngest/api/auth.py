@@ -1,8 +1,8 @@
 """Who may use the REST API: the project's DRF authentication (session, token, ...) or an
 Inngest-style signing key (``Authorization: Bearer <key>``), and Django permissions per action.
 
-Reads need the model's ``view_`` permission; cancelling needs ``change_functionrun`` and
-rerunning ``add_functionrun``. A signing key acts with every permission, as it does in Inngest.
+Reads need the model's ``view_`` permission; cancelling needs ``cancel_functionrun`` and
+rerunning ``rerun_functionrun`` (the admin's permissions). A signing key acts with every permission, as it does in Inngest.
 """
 
 from __future__ import annotations

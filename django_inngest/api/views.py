@@ -304,7 +304,7 @@ class EventRunsView(V1View):
 class RunView(V1View):
     required_permissions = {
         "GET": "django_inngest.view_functionrun",
-        "DELETE": "django_inngest.change_functionrun",
+        "DELETE": "django_inngest.cancel_functionrun",
     }
 
     @openapi(
@@ -337,7 +337,7 @@ class RunView(V1View):
 
 
 class RerunView(V1View):
-    required_permissions = {"POST": "django_inngest.add_functionrun"}
+    required_permissions = {"POST": "django_inngest.rerun_functionrun"}
 
     @openapi(
         operation_id="rerun",
@@ -361,7 +361,7 @@ class RerunView(V1View):
 class CancellationsView(V1View):
     required_permissions = {
         "GET": "django_inngest.view_cancellation",
-        "POST": "django_inngest.change_functionrun",
+        "POST": "django_inngest.cancel_functionrun",
     }
 
     @openapi(

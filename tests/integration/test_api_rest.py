@@ -398,7 +398,7 @@ def test_session_users_need_the_view_permission_to_read(
 
 
 @pytest.mark.django_db
-def test_cancelling_needs_the_change_permission_and_rerunning_the_add_permission(
+def test_cancelling_and_rerunning_need_the_same_permissions_as_in_the_admin(
     client: Client, sleeper: inngest.Function, clock: FrozenClock
 ) -> None:
     inngest.Inngest(app_id="tests").send_sync(inngest.Event(name="nap"))
@@ -410,7 +410,7 @@ def test_cancelling_needs_the_change_permission_and_rerunning_the_add_permission
     assert client.post("/inngest/v1/cancellations").status_code == 403
     run.refresh_from_db()
     assert run.status == "SLEEPING" and FunctionRun.objects.count() == 1
-    client.force_login(user_with("change_functionrun", "add_functionrun"))
+    client.force_login(user_with("cancel_functionrun", "rerun_functionrun"))
     assert client.delete(f"/inngest/v1/runs/{run.id}").status_code == 200
     rerun = client.post(f"/inngest/v1/runs/{run.id}/rerun", content_type="application/json")
     assert rerun.status_code == 201
