@@ -74,9 +74,13 @@ def problems() -> list[str]:
         if isinstance(item, bool) or not isinstance(item, types):
             found.append(f"INNGEST[{key!r}]={item!r} has the wrong type")
             continue
-        if key == "RETRY_BACKOFF" and (
-            not item
-            or any(isinstance(s, bool) or not isinstance(s, _NUMBERS) or s < 0 for s in item)
+        if (
+            key == "RETRY_BACKOFF"
+            and isinstance(item, list | tuple)
+            and (
+                not item
+                or any(isinstance(s, bool) or not isinstance(s, _NUMBERS) or s < 0 for s in item)
+            )
         ):
             found.append(f"INNGEST['RETRY_BACKOFF']={item!r} must be a non-empty list of seconds")
         elif isinstance(item, _NUMBERS) and item < 0:

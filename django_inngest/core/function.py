@@ -191,13 +191,15 @@ def _name(expected: type | tuple[type, ...]) -> str:
 
 def _triggers(fn_id: str, trigger: object) -> tuple[config.Trigger, ...]:
     items = list(trigger) if isinstance(trigger, list | tuple) else [trigger]
+    triggers: list[config.Trigger] = []
     for item in items:
         if not isinstance(item, config.TriggerEvent | config.TriggerCron):
             raise FunctionDefinitionError(
                 f"function {fn_id!r}: trigger must be TriggerEvent or TriggerCron (or a list of "
                 f"them), not {item!r}"
             )
-    return tuple(items)
+        triggers.append(item)
+    return tuple(triggers)
 
 
 def _typed_list(fn_id: str, field: str, value: object, item_type: type) -> list[Any]:
