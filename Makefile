@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest worker clean
+.PHONY: demo test lint typecheck pytest worker clean bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ typecheck: $(VENV)/.installed
 
 pytest: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmarks against the peers (see docs/performance.md); never part of `make test`.
+bench:
+	$(PYTHON) -m bench
+
+bench-quick:
+	$(PYTHON) -m bench --quick --output bench/RESULTS-quick.md
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm

@@ -1,0 +1,170 @@
+"""`python -m bench`: install the peers, run every workload side by side, write RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import ceiling, envs, report
+from bench.plan import BACKENDS, FULL, QUICK, WORKLOADS, Plan, driver_args
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "bench" / ".data"
+
+
+def run_driver(system: str, backend: str, workload: str, plan: Plan, run: str) -> dict[str, Any]:
+    out = DATA / f"result-{system}-{backend}-{workload}.json"
+    out.unlink(missing_ok=True)
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [
+            str(envs.python(system)),
+            "-m",
+            "bench.driver",
+            "--system",
+            system,
+            "--backend",
+            backend,
+            "--workload",
+            workload,
+            "--run",
+            run,
+            "--out",
+            str(out),
+            *driver_args(plan, workload),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0 or not out.exists():
+        tail = "\n".join(completed.stderr.strip().splitlines()[-5:])
+        result: dict[str, Any] = {"error": f"driver exited {completed.returncode}: {tail}"}
+    else:
+        result = json.loads(out.read_text())
+    summary = {k: round(v, 2) for k, v in result.items() if isinstance(v, float)}
+    print(
+        f"  {backend:10} {workload:7} {system:16} {run:3} "
+        f"{time.perf_counter() - started:6.1f}s {result.get('error') or summary}",
+        flush=True,
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--systems", default=None, help="comma-separated subset")
+    parser.add_argument("--backends", default="postgresql,sqlite")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--upgrade", action="store_true", help="reinstall peers from PyPI")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"))
+    options = parser.parse_args()
+
+    plan = QUICK if options.quick else FULL
+    repeats = options.repeats or plan.repeats
+    wanted = set(options.systems.split(",")) if options.systems else None
+    backends = [b for b in options.backends.split(",") if b]
+    workloads = [w for w in options.workloads.split(",") if w]
+    DATA.mkdir(parents=True, exist_ok=True)
+
+    systems = sorted(
+        {s for b in backends for s in BACKENDS[b] if wanted is None or s in wanted},
+        key=lambda s: list(BACKENDS["postgresql"]).index(s),
+    )
+    for system in systems:
+        envs.ensure(system, upgrade=options.upgrade)
+    versions = {system: envs.versions(system) for system in systems}
+
+    print("measuring the machine's ceiling", flush=True)
+    ceilings: dict[str, float] = {}
+    if "postgresql" in backends:
+        ceilings["postgresql"] = ceiling.postgresql(seconds=5 if options.quick else 10)
+    if "sqlite" in backends:
+        ceilings["sqlite"] = ceiling.sqlite(seconds=3 if options.quick else 5)
+    print(f"  {ceilings}", flush=True)
+
+    results: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    started = datetime.now(UTC)
+    meta = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "duration_min": 0.0,
+        "machine": machine(),
+        "python": platform.python_version(),
+        "postgresql": postgres_version() if "postgresql" in backends else None,
+        "sqlite": __import__("sqlite3").sqlite_version,
+        "versions": versions,
+        "plan": plan.__dict__ | {"repeats": repeats},
+        "quick": options.quick,
+        "ceilings": ceilings,
+    }
+
+    def save(final: bool = False) -> None:
+        """Rewrite the results after every run, so an interrupted run still leaves a table."""
+        meta["duration_min"] = (datetime.now(UTC) - started).total_seconds() / 60
+        meta["complete"] = final
+        (DATA / "results.json").write_text(json.dumps({"meta": meta, "results": results}))
+        Path(options.output).write_text(report.render(meta, results))
+
+    for backend in backends:
+        names = [s for s in BACKENDS[backend] if s in systems]
+        store = results.setdefault(backend, {})
+        for workload in [w for w in workloads if w != "W6"]:
+            for repeat in range(repeats):
+                # Systems take turns within each repeat, so background noise hits all alike.
+                for system in names:
+                    result = run_driver(system, backend, workload, plan, f"r{repeat}")
+                    store.setdefault(workload, {}).setdefault(system, []).append(result)
+                    save()
+        if "W6" in workloads:
+            for system in names:
+                built = run_driver(system, backend, "backlog", plan, "b")
+                store.setdefault("backlog", {}).setdefault(system, []).append(built)
+            for repeat in range(repeats):
+                for system in names:
+                    result = run_driver(system, backend, "W6", plan, f"r{repeat}")
+                    store.setdefault("W6", {}).setdefault(system, []).append(result)
+                    save()
+
+    save(final=True)
+    print(f"wrote {options.output}", flush=True)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        memory = "?"
+    import os
+
+    return f"{cpu}, {os.cpu_count()} cores, {memory} RAM, {platform.system()} {platform.release()}"
+
+
+def postgres_version() -> str:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SHOW server_version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
