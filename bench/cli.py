@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 from bench import ceiling, envs, report
 from bench.plan import BACKENDS, FULL, QUICK, WORKLOADS, Plan, driver_args
+from bench.systems.base import pathroot
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / ".data"
@@ -40,7 +42,7 @@ def run_driver(system: str, backend: str, workload: str, plan: Plan, run: str) -
             str(out),
             *driver_args(plan, workload),
         ],
-        cwd=ROOT,
+        cwd=pathroot(),
         capture_output=True,
         text=True,
     )
@@ -67,9 +69,26 @@ def main() -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--upgrade", action="store_true", help="reinstall peers from PyPI")
     parser.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"))
+    parser.add_argument(
+        "--base",
+        default=None,
+        metavar="REF",
+        help="also run django-inngest as of git REF (column django-inngest@base), for before/after",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a size of the plan, e.g. --set w1_runs=3000",
+    )
     options = parser.parse_args()
 
     plan = QUICK if options.quick else FULL
+    if options.set:
+        fields = {name: type(value) for name, value in plan.__dict__.items()}
+        changes = dict(item.split("=", 1) for item in options.set)
+        plan = dataclasses.replace(plan, **{k: fields[k](v) for k, v in changes.items()})
     repeats = options.repeats or plan.repeats
     wanted = set(options.systems.split(",")) if options.systems else None
     backends = [b for b in options.backends.split(",") if b]
@@ -82,7 +101,15 @@ def main() -> None:
     )
     for system in systems:
         envs.ensure(system, upgrade=options.upgrade)
+    lineup = {backend: list(BACKENDS[backend]) for backend in backends}
+    if options.base:
+        sha = envs.ensure_base(options.base)
+        systems.insert(1, envs.BASE)
+        for names in lineup.values():
+            names.insert(1, envs.BASE)
     versions = {system: envs.versions(system) for system in systems}
+    if options.base:
+        versions[envs.BASE]["django-inngest"] += f" ({options.base} = {sha})"
 
     print("measuring the machine's ceiling", flush=True)
     ceilings: dict[str, float] = {}
@@ -115,7 +142,7 @@ def main() -> None:
         Path(options.output).write_text(report.render(meta, results))
 
     for backend in backends:
-        names = [s for s in BACKENDS[backend] if s in systems]
+        names = [s for s in lineup[backend] if s in systems]
         store = results.setdefault(backend, {})
         for workload in [w for w in workloads if w != "W6"]:
             for repeat in range(repeats):

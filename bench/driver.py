@@ -27,7 +27,7 @@ from typing import Any
 
 from bench import probe
 from bench.systems import load
-from bench.systems.base import DATA, PG, ROOT, System
+from bench.systems.base import DATA, PG, System, pathroot
 
 WORKERS = 2
 CONCURRENCY = 10
@@ -106,7 +106,7 @@ class Workers:
             self.processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "bench.worker", "--concurrency", str(concurrency)],
-                    cwd=ROOT,
+                    cwd=pathroot(),
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENVS = ROOT / "bench" / ".venvs"
+BASE = "django-inngest@base"
 
 # What each environment installs: the current releases from PyPI (psycopg for PostgreSQL).
 REQUIREMENTS: dict[str, list[str]] = {
@@ -22,6 +24,7 @@ VERSIONED = {
     "procrastinate": ["procrastinate", "psycopg"],
     "django-tasks-db": ["django-tasks", "django-tasks-db", "django", "psycopg"],
     "dbos": ["dbos", "sqlalchemy", "psycopg"],
+    BASE: ["django-inngest", "django", "psycopg"],
 }
 
 
@@ -40,6 +43,33 @@ def ensure(system: str, *, upgrade: bool = False) -> None:
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "--upgrade", *REQUIREMENTS[system]], check=True)
     marker.write_text("")
+
+
+def ensure_base(ref: str) -> str:
+    """django-inngest as of git `ref` (for before/after comparisons), installed from a copy of
+    that commit's tree; returns the commit's short hash."""
+    sha = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", ref],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    marker = VENVS / BASE / ".installed"
+    if marker.exists() and marker.read_text() == sha:
+        return sha
+    print(f"installing django-inngest at {ref} ({sha}) into {VENVS / BASE}", flush=True)
+    source = ROOT / "bench" / ".data" / "base-src"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", sha], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENVS / BASE)], check=True)
+    pip = [str(python(BASE)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, f"{source}[postgres]"], check=True)
+    marker.write_text(sha)
+    return sha
 
 
 def versions(system: str) -> dict[str, str]:

@@ -153,7 +153,13 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
     for backend, by_workload in results.items():
         systems = [
             s
-            for s in ["django-inngest", "procrastinate", "django-tasks-db", "dbos"]
+            for s in [
+                "django-inngest",
+                "django-inngest@base",
+                "procrastinate",
+                "django-tasks-db",
+                "dbos",
+            ]
             if any(s in by_system for by_system in by_workload.values())
         ]
         title = "PostgreSQL" if backend == "postgresql" else "SQLite"

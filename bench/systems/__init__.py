@@ -8,6 +8,7 @@ from bench.systems.base import System
 
 MODULES = {
     "django-inngest": "bench.systems.inngest_bench",
+    "django-inngest@base": "bench.systems.inngest_bench",
     "procrastinate": "bench.systems.procrastinate_bench",
     "django-tasks-db": "bench.systems.tasks_db_bench",
     "dbos": "bench.systems.dbos_bench",
@@ -16,5 +17,5 @@ MODULES = {
 
 def load(name: str, backend: str) -> System:
     module = importlib.import_module(MODULES[name])
-    system: System = module.SYSTEM(backend)
+    system: System = module.SYSTEM(backend, name)
     return system

@@ -10,6 +10,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench" / ".data"
+PATHROOT = DATA / "pathroot"
+"""The only entry of sys.path besides a venv's site-packages: a folder holding `bench` alone, so
+that `django_inngest` comes from the environment (this checkout, or a base ref to compare)."""
+
+
+def pathroot() -> Path:
+    PATHROOT.mkdir(parents=True, exist_ok=True)
+    link = PATHROOT / "bench"
+    if not link.exists():
+        link.symlink_to(ROOT / "bench")
+    return PATHROOT
+
+
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 
@@ -45,9 +58,10 @@ class System:
     chained = False
     """W2: True when 10 steps are 10 chained jobs (so `done()` counts jobs, not runs)."""
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, name: str | None = None) -> None:
         self.backend = backend
-        self.slug = self.name.replace("-", "_")
+        self.name = name or self.name
+        self.slug = self.name.replace("-", "_").replace("@", "_")
         self.dbname = f"bench_{self.slug}"
         self.sqlite_path = DATA / f"{self.slug}.sqlite3"
 
@@ -90,13 +104,14 @@ class System:
         return {
             "BENCH_SYSTEM": self.name,
             "BENCH_BACKEND": self.backend,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": str(pathroot()),
         }
 
     def exec_manage(self, settings: str, *argv: str) -> None:
         subprocess.run(
             [sys.executable, "-m", "django", *argv],
             check=True,
+            cwd=pathroot(),
             env={**os.environ, **self.env(), "DJANGO_SETTINGS_MODULE": settings},
             stdout=subprocess.DEVNULL,
         )

@@ -10,7 +10,7 @@ from bench.systems.base import DATA, PG
 
 SYSTEM = os.environ.get("BENCH_SYSTEM", "django-inngest")
 BACKEND = os.environ.get("BENCH_BACKEND", "postgresql")
-SLUG = SYSTEM.replace("-", "_")
+SLUG = SYSTEM.replace("-", "_").replace("@", "_")
 
 SECRET_KEY = "bench-only"
 DEBUG = False
@@ -43,7 +43,7 @@ else:
         }
     }
 
-if SYSTEM == "django-inngest":
+if SYSTEM.startswith("django-inngest"):
     INSTALLED_APPS = ["django_inngest", "bench.systems.inngest_app"]
     INNGEST = {"APP_ID": "bench", "RETRY_BACKOFF": [1], "RETRY_JITTER": 0}
 else:
