@@ -497,6 +497,16 @@ def end_run(
     pending: Callable[[str], bool] | None = None,
 ) -> bool:
     """End a run held by `worker_id`: drop its queue item, record the end, emit events."""
+    if is_postgresql():
+        return _end_run_in_one_statement(
+            run_id,
+            worker_id,
+            status=status,
+            output=output,
+            now=now,
+            emitted=emitted,
+            pending=pending,
+        )
     db = alias()
     with transaction.atomic(using=db):
         deleted, _ = (
@@ -511,6 +521,53 @@ def end_run(
         )
         insert_events(emitted, received_at=now, pending=pending)
     return True
+
+
+def _end_run_in_one_statement(
+    run_id: str,
+    worker_id: str,
+    *,
+    status: str,
+    output: Any,
+    now: datetime,
+    emitted: Sequence[PreparedEvent],
+    pending: Callable[[str], bool] | None,
+) -> bool:
+    """`end_run` on PostgreSQL: the same writes as one statement (one round trip, its own
+    transaction unless the caller has one), each step conditional on the lease check."""
+    queue, run, event = _table(QueueItem), _table(FunctionRun), _table(Event)
+    params: list[Any] = [run_id, RUN, worker_id, status, _json(output), _when(now)]
+    emit_sql = ""
+    wake = False
+    if emitted:
+        rows = []
+        for item in emitted:
+            is_pending = pending(item.name) if pending else True
+            wake = wake or is_pending
+            rows.append("(%s, %s, %s, CAST(%s AS jsonb), %s, %s, %s)")
+            params += [item.id, item.user_id, item.name, _json(item.data), item.ts]
+            params += [_when(now), is_pending]
+        emit_sql = (
+            f", emitted AS (INSERT INTO {event} (id, user_id, name, data, ts, received_at, "
+            f"pending) SELECT * FROM (VALUES {', '.join(rows)}) AS v "
+            f"WHERE EXISTS (SELECT 1 FROM ended))"
+        )
+    notify_sql = (
+        f", woken AS (SELECT pg_notify('{CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM ended))"
+        if wake
+        else ", woken AS (SELECT 1)"
+    )
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"WITH dropped AS (DELETE FROM {queue} WHERE run_id = %s AND kind = %s "
+            f"AND lease_owner = %s RETURNING run_id), "
+            f"ended AS (UPDATE {run} SET status = %s, output = CAST(%s AS jsonb), ended_at = %s "
+            f"WHERE id IN (SELECT run_id FROM dropped) RETURNING id){emit_sql}{notify_sql} "
+            f"SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM woken)",
+            params,
+        )
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 # --- cancellation and reruns ------------------------------------------------------------------
