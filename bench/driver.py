@@ -12,6 +12,7 @@ from `pg_current_wal_lsn()`. It prints nothing on success; the result is a JSON 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,10 +147,11 @@ class Workers:
     def alive(self) -> bool:
         return all(process.poll() is None for process in self.processes)
 
-    def figures(self) -> dict[str, int]:
+    def figures(self) -> dict[str, Any]:
         found = [probe.read(path) for path in self.probes]
         return {
             "queries": sum(int(item.get("queries", 0)) for item in found),
+            "cpu_s": sum(float(item.get("cpu_s", 0.0)) for item in found),
             "peak_rss_kb": max((int(item.get("peak_rss_kb", 0)) for item in found), default=0),
         }
 
@@ -215,6 +218,9 @@ def throughput(
     workers = Workers(system, port, workload)
     workers.start(WORKERS)
     spy = workers.profile()
+    # CPU spent starting up (imports, connections) is not part of the drain.
+    marks.wait_count("start", 1, 120)
+    startup_cpu = workers.figures()["cpu_s"]
     try:
         finished = wait_done(system, kind, before + size * per_unit, workers, 60 + size / 5)
         figures = workers.figures()
@@ -233,6 +239,7 @@ def throughput(
         "queries_per_run": (sent["queries"] + figures["queries"]) / runs,
         "worker_queries_per_run": figures["queries"] / runs,
         "peak_rss_mb": figures["peak_rss_kb"] / 1024,
+        "worker_cpu_ms_per_run": 1000 * (figures["cpu_s"] - startup_cpu) / runs,
         "wal_bytes_per_run": (wal_end - wal_start) / runs if wal_start and wal_end else None,
         "elapsed_s": elapsed,
     }
@@ -337,8 +344,12 @@ def main() -> None:
                 raise SystemExit(f"unknown workload {options.workload!r}")
     except BenchTimeout as error:
         result = {"error": str(error)}
+    except Exception as error:
+        result = {"error": f"{type(error).__name__}: {error}"}
+        traceback.print_exc()
     finally:
-        system.close()
+        with contextlib.suppress(Exception):
+            system.close()
     Path(options.out).write_text(json.dumps(result))
 
 

@@ -110,8 +110,18 @@ def _hook_sqlalchemy_sqlite() -> None:
     event.listen(Engine, "before_cursor_execute", before)
 
 
-def snapshot() -> dict[str, int]:
-    return {"queries": queries(), "peak_rss_kb": peak_rss_kb(), "pid": os.getpid()}
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def snapshot() -> dict[str, Any]:
+    return {
+        "queries": queries(),
+        "peak_rss_kb": peak_rss_kb(),
+        "cpu_s": cpu_seconds(),
+        "pid": os.getpid(),
+    }
 
 
 def _write_forever(path: str) -> None:
