@@ -228,6 +228,8 @@ class ClaimedRun:
 
 def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) -> list[ClaimedRun]:
     """Lease up to `limit` due runs to `worker_id`, oldest due first."""
+    if is_postgresql():
+        return _claim_in_one_statement(worker_id, limit=limit, now=now, lease_seconds=lease_seconds)
     db = alias()
     queue = _table(QueueItem)
     expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
@@ -289,6 +291,67 @@ def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) ->
             )
         )
     return claimed
+
+
+def _claim_in_one_statement(
+    worker_id: str, *, limit: int, now: datetime, lease_seconds: float
+) -> list[ClaimedRun]:
+    """`claim` on PostgreSQL: lease the queue items, mark their runs RUNNING and read the runs
+    with their events in one statement (the CTEs share one snapshot, so `started_at` is the
+    value from before this claim)."""
+    queue, run, event = _table(QueueItem), _table(FunctionRun), _table(Event)
+    ended = ", ".join(f"'{status}'" for status in sorted(ENDED_STATUSES))
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"WITH claimed AS (UPDATE {queue} SET lease_owner = %s, "
+            f"lease_expires_at = clock_timestamp() + %s * interval '1 second' "
+            f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
+            f"AND available_at <= %s ORDER BY available_at, id LIMIT %s FOR UPDATE SKIP LOCKED) "
+            f"RETURNING run_id, available_at, id), "
+            f"runs AS (SELECT r.id, r.function_id, r.event_ids, r.attempt, r.started_at, "
+            f"r.status, r.original_run_id, c.available_at, c.id AS item_id "
+            f"FROM {run} r JOIN claimed c ON r.id = c.run_id), "
+            f"started AS (UPDATE {run} r SET status = %s, "
+            f"started_at = COALESCE(r.started_at, %s) FROM runs "
+            f"WHERE r.id = runs.id AND runs.status NOT IN ({ended}) RETURNING r.id) "
+            f"SELECT runs.id, runs.function_id, runs.attempt, runs.started_at, runs.status, "
+            f"runs.original_run_id, (SELECT jsonb_agg(jsonb_build_object('id', e.id, "
+            f"'user_id', e.user_id, 'name', e.name, 'data', e.data, 'ts', e.ts)) "
+            f"FROM {event} e WHERE e.id IN "
+            f"(SELECT jsonb_array_elements_text(runs.event_ids))), runs.event_ids, "
+            f"(SELECT count(*) FROM started) "
+            f"FROM runs ORDER BY runs.available_at, runs.item_id",
+            [worker_id, lease_seconds, _when(now), limit, RunStatus.RUNNING, _when(now)],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    stale = [row[0] for row in rows if row[4] in ENDED_STATUSES]
+    if stale:  # a queue item outlived its run: nothing to do but drop it
+        QueueItem.objects.using(alias()).filter(run_id__in=stale).delete()
+    rows = [row for row in rows if row[4] not in ENDED_STATUSES]
+    # A run that never started has no steps, unless it reruns another run from a step.
+    memos = load_memos([row[0] for row in rows if row[3] or row[5]])
+    claimed = []
+    for run_id, function_id, attempt, _, _, _, found, event_ids, _ in rows:
+        events = {item["id"]: item for item in _loaded(found) or []}
+        ordered = [events[event_id] for event_id in _loaded(event_ids) if event_id in events]
+        claimed.append(
+            ClaimedRun(
+                run_id=run_id,
+                function_id=function_id,
+                attempt=attempt,
+                events=[event_value(item) for item in ordered],
+                event_rows=ordered,
+                memos=memos.get(run_id, {}),
+            )
+        )
+    return claimed
+
+
+def _loaded(value: Any) -> Any:
+    """A jsonb value from a raw cursor: Django's psycopg backend leaves it as text."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def load_memos(run_ids: Sequence[str]) -> dict[str, dict[str, Memo]]:
