@@ -167,6 +167,9 @@ def fan_out(
     function at most once in 24 hours (SPEC §3.9).
     """
     db = alias()
+    if is_postgresql() and not has_pending_events():
+        # One autocommit read instead of BEGIN + locking SELECT + COMMIT on every idle pass.
+        return FanOut(events=0, runs=0)
     with transaction.atomic(using=db):
         query = Event.objects.using(db).pending().order_by("id")
         if is_postgresql():
@@ -192,12 +195,55 @@ def fan_out(
                 )
                 runs.append(run)
                 items.append(QueueItem(run=run, available_at=max(now, from_ms(row["ts"]))))
-        FunctionRun.objects.using(db).bulk_create(runs)
-        QueueItem.objects.using(db).bulk_create(items)
-        Event.objects.using(db).filter(id__in=[row["id"] for row in rows]).update(pending=False)
-        if runs:
-            notify()
+        event_ids = [row["id"] for row in rows]
+        if is_postgresql():
+            _record_fan_out_in_one_statement(runs, items, event_ids)
+        else:
+            FunctionRun.objects.using(db).bulk_create(runs)
+            QueueItem.objects.using(db).bulk_create(items)
+            Event.objects.using(db).filter(id__in=event_ids).update(pending=False)
+            if runs:
+                notify()
     return FanOut(events=len(rows), runs=len(runs))
+
+
+def _record_fan_out_in_one_statement(
+    runs: Sequence[FunctionRun], items: Sequence[QueueItem], event_ids: Sequence[str]
+) -> None:
+    """`fan_out`'s writes on PostgreSQL as one statement: the new runs, their queue items, the
+    events marked matched and the wakeup (foreign keys are checked at commit)."""
+    run, queue, event = _table(FunctionRun), _table(QueueItem), _table(Event)
+    params: list[Any] = []
+    parts = []
+    if runs:
+        params += [
+            value
+            for new in runs
+            for value in (
+                new.id,
+                new.function_id,
+                new.status,
+                new.event_id,
+                _json(new.event_ids),
+                new.attempt,
+                _when(new.created_at),
+            )
+        ]
+        params += [
+            value for item in items for value in (item.kind, item.run_id, _when(item.available_at))
+        ]
+        run_rows = ", ".join(["(%s, %s, %s, %s, CAST(%s AS jsonb), %s, %s)"] * len(runs))
+        item_rows = ", ".join(["(%s, %s, %s)"] * len(items))
+        parts += [
+            f"new_runs AS (INSERT INTO {run} (id, function_id, status, event_id, event_ids, "
+            f"attempt, created_at) VALUES {run_rows})",
+            f"new_items AS (INSERT INTO {queue} (kind, run_id, available_at) VALUES {item_rows})",
+        ]
+    params.append(list(event_ids))
+    parts.append(f"matched AS (UPDATE {event} SET pending = false WHERE id = ANY(%s))")
+    wake = f"pg_notify('{CHANNEL}', '')" if runs else "NULL"
+    with _connection().cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT {wake}", params)
 
 
 def _first_in_24h(key: str, now: datetime) -> bool:
