@@ -167,8 +167,8 @@ def fan_out(
     function at most once in 24 hours (SPEC §3.9).
     """
     db = alias()
-    if is_postgresql() and not has_pending_events():
-        # One autocommit read instead of BEGIN + locking SELECT + COMMIT on every idle pass.
+    if not has_pending_events():
+        # One read instead of a locking transaction (on SQLite, the write lock) per idle pass.
         return FanOut(events=0, runs=0)
     with transaction.atomic(using=db):
         query = Event.objects.using(db).pending().order_by("id")
@@ -277,6 +277,13 @@ def claim(worker_id: str, *, limit: int, now: datetime, lease_seconds: float) ->
     if is_postgresql():
         return _claim_in_one_statement(worker_id, limit=limit, now=now, lease_seconds=lease_seconds)
     db = alias()
+    if (
+        not QueueItem.objects.using(db)
+        .filter(lease_expires_at__isnull=True, available_at__lte=now)
+        .exists()
+    ):
+        return []  # a read, so an idle worker does not take SQLite's write lock
+
     queue = _table(QueueItem)
     expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
     lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
@@ -811,6 +818,13 @@ def heartbeat(worker_id: str, lease_seconds: float) -> int:
 def return_expired_leases() -> int:
     """Put back in the queue the runs whose worker stopped renewing their lease."""
     now_sql, now_params = _db_now_sql()
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {_table(QueueItem)} WHERE lease_expires_at < {now_sql} LIMIT 1",
+            now_params,
+        )
+        if cursor.fetchone() is None:
+            return 0  # the usual case: a read, not a write transaction, every sweep
     with transaction.atomic(using=alias()):
         with _connection().cursor() as cursor:
             cursor.execute(
