@@ -76,6 +76,23 @@ def main() -> None:
         help="also run django-inngest as of git REF (column django-inngest@base), for before/after",
     )
     parser.add_argument(
+        "--results",
+        default=str(DATA / "results.json"),
+        help="where the raw results go (default bench/.data/results.json)",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="run nothing: write --output from several raw results files, one backend each",
+    )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the other backends' results from bench/.data/results.json in the table",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -84,6 +101,9 @@ def main() -> None:
     )
     options = parser.parse_args()
 
+    if options.merge:
+        merge(options.merge, Path(options.output))
+        return
     plan = QUICK if options.quick else FULL
     if options.set:
         fields = {name: type(value) for name, value in plan.__dict__.items()}
@@ -120,13 +140,28 @@ def main() -> None:
     print(f"  {ceilings}", flush=True)
 
     results: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    earlier: dict[str, Any] = {}
+    if options.append and Path(options.results).exists():
+        earlier = json.loads(Path(options.results).read_text())
+        # Keep what this invocation does not rerun: other backends, and other workloads.
+        rerun = set(workloads) | ({"backlog"} if "W6" in workloads else set())
+        results = {
+            backend: {
+                w: found
+                for w, found in by_workload.items()
+                if backend not in backends or w not in rerun
+            }
+            for backend, by_workload in earlier["results"].items()
+        }
+        for name, found in earlier["meta"]["ceilings"].items():
+            ceilings.setdefault(name, found)
     started = datetime.now(UTC)
     meta = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "duration_min": 0.0,
         "machine": machine(),
         "python": platform.python_version(),
-        "postgresql": postgres_version() if "postgresql" in backends else None,
+        "postgresql": postgres_version() or None,
         "sqlite": __import__("sqlite3").sqlite_version,
         "versions": versions,
         "plan": plan.__dict__ | {"repeats": repeats},
@@ -134,11 +169,19 @@ def main() -> None:
         "ceilings": ceilings,
     }
 
+    if earlier:
+        meta["versions"] = {**earlier["meta"]["versions"], **versions}
+        meta["earlier"] = {
+            "date": earlier["meta"]["date"],
+            "backends": sorted(results),
+            "plan": earlier["meta"]["plan"],
+        }
+
     def save(final: bool = False) -> None:
         """Rewrite the results after every run, so an interrupted run still leaves a table."""
         meta["duration_min"] = (datetime.now(UTC) - started).total_seconds() / 60
         meta["complete"] = final
-        (DATA / "results.json").write_text(json.dumps({"meta": meta, "results": results}))
+        Path(options.results).write_text(json.dumps({"meta": meta, "results": results}))
         Path(options.output).write_text(report.render(meta, results))
 
     for backend in backends:
@@ -163,6 +206,29 @@ def main() -> None:
 
     save(final=True)
     print(f"wrote {options.output}", flush=True)
+
+
+def merge(paths: list[str], output: Path) -> None:
+    """One table from invocations that ran different backends (each keeps its own meta)."""
+    loaded = [json.loads(Path(path).read_text()) for path in paths]
+    meta = dict(loaded[0]["meta"])
+    results: dict[str, Any] = {}
+    meta["runs"] = []
+    for item in loaded:
+        results.update(item["results"])
+        meta["versions"] = {**meta["versions"], **item["meta"]["versions"]}
+        meta["ceilings"] = {**meta["ceilings"], **item["meta"]["ceilings"]}
+        meta["complete"] = meta.get("complete", True) and item["meta"].get("complete", False)
+        meta["runs"].append(
+            {
+                "backends": sorted(item["results"]),
+                "date": item["meta"]["date"],
+                "duration_min": item["meta"]["duration_min"],
+                "plan": item["meta"]["plan"],
+            }
+        )
+    output.write_text(report.render(meta, results))
+    print(f"wrote {output}", flush=True)
 
 
 def machine() -> str:

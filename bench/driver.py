@@ -95,7 +95,7 @@ class Workers:
 
     def start(self, count: int, concurrency: int = CONCURRENCY) -> None:
         for index in range(count):
-            probe_file = str(DATA / f"probe-{self.system.slug}-{index}.json")
+            probe_file = str(DATA / f"probe-{self.system.slug}-{self.system.backend}-{index}.json")
             Path(probe_file).unlink(missing_ok=True)
             self.probes.append(probe_file)
             env = {
@@ -104,7 +104,8 @@ class Workers:
                 "BENCH_PROBE_FILE": probe_file,
                 "BENCH_UDP_PORT": str(self.port),
             }
-            log = open(DATA / "logs" / f"{self.system.slug}-{self.tag}-{index}.log", "wb")  # noqa: SIM115
+            name = f"{self.system.slug}-{self.system.backend}-{self.tag}-{index}.log"
+            log = open(DATA / "logs" / name, "wb")  # noqa: SIM115
             self.processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "bench.worker", "--concurrency", str(concurrency)],

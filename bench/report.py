@@ -114,6 +114,99 @@ def table(backend: str, results: dict[str, Any], systems: list[str], ceiling: fl
     return "\n".join(lines)
 
 
+def _median(results: dict[str, Any], workload: str, system: str, key: str) -> float | None:
+    found = values(results, workload, system, key)
+    return statistics.median(found) if found else None
+
+
+def targets(all_results: dict[str, Any]) -> list[str]:
+    """The issue's targets, each with the medians it was judged on."""
+    lines = []
+
+    def check(label: str, ours: float | None, theirs: float | None, ok: bool | None) -> None:
+        if ours is None or theirs is None or ok is None:
+            lines.append(f"| {label} | {DASH} | not measured |")
+        else:
+            lines.append(
+                f"| {label} | {number(ours)} vs {number(theirs)} | {'met' if ok else 'not met'} |"
+            )
+
+    pg = all_results.get("postgresql", {})
+    if pg:
+        ours = _median(pg, "W1", OURS, "drain_per_s")
+        for peer, factor in (("procrastinate", 2.0), ("django-tasks-db", 2.0), ("dbos", 1.0)):
+            theirs = _median(pg, "W1", peer, "drain_per_s")
+            ok = None if ours is None or theirs is None else ours >= factor * theirs
+            if factor == 1.0:
+                ok = None if ours is None or theirs is None else ours > theirs
+            check(
+                f"PostgreSQL W1 drain {'ahead of' if factor == 1.0 else f'>= {factor:.0f}x'} {peer}",
+                ours,
+                theirs,
+                ok,
+            )
+        ours = _median(pg, "W2", OURS, "per_step_ms")
+        theirs = _median(pg, "W2", "dbos", "per_step_ms")
+        check(
+            "PostgreSQL W2 per-step overhead <= DBOS",
+            ours,
+            theirs,
+            None if ours is None or theirs is None else ours <= theirs,
+        )
+        ours = _median(pg, "W3", OURS, "pickup_p50_ms")
+        peers = [
+            m
+            for m in (
+                _median(pg, "W3", p, "pickup_p50_ms")
+                for p in ("procrastinate", "django-tasks-db", "dbos")
+            )
+            if m is not None
+        ]
+        best = min(peers) if peers else None
+        check(
+            "PostgreSQL W3 pickup p50 <= best peer",
+            ours,
+            best,
+            None if ours is None or best is None else ours <= best,
+        )
+        w1 = _median(pg, "W1", OURS, "drain_per_s")
+        w6 = _median(pg, "W6", OURS, "drain_per_s")
+        check(
+            "PostgreSQL W6 drain within 10 % of W1",
+            w6,
+            w1,
+            None if w1 is None or w6 is None else w6 >= 0.9 * w1,
+        )
+    lite = all_results.get("sqlite", {})
+    if lite:
+        ours = _median(lite, "W1", OURS, "drain_per_s")
+        theirs = _median(lite, "W1", "django-tasks-db", "drain_per_s")
+        check(
+            "SQLite W1 drain >= 2x django-tasks-db",
+            ours,
+            theirs,
+            None if ours is None or theirs is None else ours >= 2 * theirs,
+        )
+    for backend, found in all_results.items():
+        idle = _median(found, "W3", OURS, "idle_qps")
+        check(
+            f"{backend} idle statements/s per worker <= 1",
+            idle,
+            1.0,
+            None if idle is None else idle <= 1.0,
+        )
+    if not lines:
+        return []
+    return [
+        "",
+        "## Targets of the issue",
+        "",
+        "| target | django-inngest vs reference | |",
+        "|---|---|---|",
+        *lines,
+    ]
+
+
 def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
     plan = meta["plan"]
     out = [
@@ -143,6 +236,18 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         "median ÷ the "
         "peer's: above 1 is better where the arrow is ↑, below 1 is better where it is ↓.",
     ]
+    for run in meta.get("runs", []):
+        run_plan = run["plan"]
+        out.append(
+            f"- {', '.join(run['backends'])}: run on {run['date']} ({run['duration_min']:.0f} min), "
+            f"repeats={run_plan['repeats']}"
+        )
+    if meta.get("earlier"):
+        earlier = meta["earlier"]
+        out.append(
+            f"- Results of workloads not rerun come from an earlier invocation (`--append`) on "
+            f"{earlier['date']}, with repeats={earlier['plan']['repeats']}."
+        )
     ceilings = meta.get("ceilings", {})
     if ceilings:
         out.append(
@@ -166,6 +271,7 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         ]
         title = "PostgreSQL" if backend == "postgresql" else "SQLite"
         out += ["", f"## {title}", "", table(backend, by_workload, systems, ceilings.get(backend))]
+    out += targets(results)
     failures = [line for backend in results.values() for line in errors(backend)]
     if failures:
         out += ["", "## Runs that failed", "", *failures]
