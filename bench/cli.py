@@ -225,6 +225,7 @@ def merge(paths: list[str], output: Path) -> None:
                 "date": item["meta"]["date"],
                 "duration_min": item["meta"]["duration_min"],
                 "plan": item["meta"]["plan"],
+                "earlier": item["meta"].get("earlier", {}).get("date"),
             }
         )
     output.write_text(report.render(meta, results))

@@ -241,6 +241,7 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         out.append(
             f"- {', '.join(run['backends'])}: run on {run['date']} ({run['duration_min']:.0f} min), "
             f"repeats={run_plan['repeats']}"
+            + (f"; workloads it did not rerun from {run['earlier']}" if run.get("earlier") else "")
         )
     if meta.get("earlier"):
         earlier = meta["earlier"]
