@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck pytest worker clean
+.PHONY: demo test lint typecheck pytest worker clean bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ pytest: $(VENV)/.installed $(CHROMIUM)
 $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+# Benchmarks against the peers (see docs/performance.md); never part of `make test`.
+bench:
+	$(PYTHON) -m bench
+
+bench-quick:
+	$(PYTHON) -m bench --quick --output bench/RESULTS-quick.md
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm

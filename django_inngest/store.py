@@ -145,9 +145,37 @@ def insert_events(
         )
         for event in prepared
     ]
+    wake = any(row.pending for row in rows)
+    if is_postgresql():
+        for start in range(0, len(rows), 1000):  # within the bound-parameter limit
+            _insert_events_in_one_statement(
+                rows[start : start + 1000], wake=wake and not start, ignore_existing=ignore_existing
+            )
+        return
     Event.objects.using(alias()).bulk_create(rows, ignore_conflicts=ignore_existing)
-    if any(row.pending for row in rows):
+    if wake:
         notify()
+
+
+def _insert_events_in_one_statement(
+    rows: Sequence[Event], *, wake: bool, ignore_existing: bool
+) -> None:
+    """PostgreSQL: the INSERT and the NOTIFY as one statement, so `send_sync` inside the
+    caller's transaction costs one round trip."""
+    params: list[Any] = []
+    for row in rows:
+        params += [row.id, row.user_id, row.name, _json(row.data), row.ts]
+        params += [_when(row.received_at), row.pending]
+    values = ", ".join(["(%s, %s, %s, CAST(%s AS jsonb), %s, %s, %s)"] * len(rows))
+    insert = (
+        f"INSERT INTO {_table(Event)} (id, user_id, name, data, ts, received_at, pending) "
+        f"VALUES {values}{' ON CONFLICT (id) DO NOTHING' if ignore_existing else ''}"
+    )
+    with _connection().cursor() as cursor:
+        if wake:
+            cursor.execute(f"WITH stored AS ({insert}) SELECT pg_notify('{CHANNEL}', '')", params)
+        else:
+            cursor.execute(insert, params)
 
 
 def event_value(row: Mapping[str, Any]) -> EventValue:
@@ -299,6 +327,9 @@ def fan_out(
     cancels. `planner` plans the runs of flushed batches.
     """
     db = alias()
+    if not has_pending_events():
+        # One read instead of a locking transaction (on SQLite, the write lock) per idle pass.
+        return FanOut(events=0, runs=0)
     with transaction.atomic(using=db):
         query = Event.objects.using(db).pending().order_by("id")
         if is_postgresql():
@@ -601,6 +632,14 @@ def claim(
     queue = _table(QueueItem)
     expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
     lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
+    horizon = now + timedelta(seconds=priority_window)
+    if not is_postgresql() and not (
+        QueueItem.objects.using(db)
+        .filter(lease_expires_at__isnull=True, parked_on__isnull=True)
+        .filter(score__lte=horizon, available_at__lte=now)
+        .exists()
+    ):
+        return []  # SQLite: an idle pass reads without taking the write lock
     with transaction.atomic(using=db):
         items: list[dict[str, Any]] = []
         for _ in range(2):  # a second look picks up the runs that fired timers just created
@@ -614,7 +653,7 @@ def claim(
                     [
                         worker_id,
                         *expiry_params,
-                        _when(now + timedelta(seconds=priority_window)),
+                        _when(horizon),
                         _when(now),
                         limit - len(items),
                     ],
@@ -773,21 +812,22 @@ def _free_slots(keys: Iterable[str | None]) -> None:
     if not wanted:
         return
     db = alias()
-    _lock_keys(wanted, datetime.now(UTC))
-    released = False
-    for key in wanted:
-        oldest = list(
-            QueueItem.objects.using(db)
-            .filter(parked_on=key)
-            .order_by("score", "id")
-            .values_list("id", flat=True)[:1]
-        )
-        released = (
-            bool(QueueItem.objects.using(db).filter(id__in=oldest).update(parked_on=None))
-            or released
-        )
-    if released:
-        notify()
+    with transaction.atomic(using=db):
+        _lock_keys(wanted, datetime.now(UTC))
+        released = False
+        for key in wanted:
+            oldest = list(
+                QueueItem.objects.using(db)
+                .filter(parked_on=key)
+                .order_by("score", "id")
+                .values_list("id", flat=True)[:1]
+            )
+            released = (
+                bool(QueueItem.objects.using(db).filter(id__in=oldest).update(parked_on=None))
+                or released
+            )
+        if released:
+            notify()
 
 
 def release_parked_with_room() -> int:
@@ -1170,6 +1210,21 @@ def end_run(
 ) -> bool:
     """End a run held by `worker_id`: drop its queue item (and its cancellation listeners when
     it has some), record the end, emit events."""
+    if is_postgresql():
+        held = _end_run_in_one_statement(
+            run_id,
+            worker_id,
+            status=status,
+            output=output,
+            now=now,
+            emitted=emitted,
+            pending=pending,
+            drop_pauses=drop_pauses,
+        )
+        if held is None:
+            return False
+        _free_slots(held)  # after the commit: an extra unparked run only re-checks its key
+        return True
     db = alias()
     with transaction.atomic(using=db):
         with _connection().cursor() as cursor:
@@ -1189,6 +1244,55 @@ def end_run(
             Pause.objects.using(db).filter(run_id=run_id).delete()
         insert_events(emitted, received_at=now, pending=pending)
     return True
+
+
+def _end_run_in_one_statement(
+    run_id: str,
+    worker_id: str,
+    *,
+    status: str,
+    output: Any,
+    now: datetime,
+    emitted: Sequence[PreparedEvent],
+    pending: Callable[[str], bool] | None,
+    drop_pauses: bool,
+) -> tuple[str | None, str | None] | None:
+    """`end_run` on PostgreSQL as one statement (one round trip, its own transaction unless
+    the caller has one), every write conditional on the lease check. Returns the concurrency
+    keys the run held, or None when the run was no longer this worker's."""
+    queue, run, event, pause = _table(QueueItem), _table(FunctionRun), _table(Event), _table(Pause)
+    params: list[Any] = [run_id, RUN, worker_id, status, _json(output), _when(now)]
+    parts = [
+        f"dropped AS (DELETE FROM {queue} WHERE run_id = %s AND kind = %s AND lease_owner = %s "
+        f"RETURNING run_id, ckey1, ckey2)",
+        f"ended AS (UPDATE {run} SET status = %s, output = CAST(%s AS jsonb), ended_at = %s "
+        f"WHERE id IN (SELECT run_id FROM dropped) RETURNING id)",
+    ]
+    if drop_pauses:
+        parts.append(f"unpaused AS (DELETE FROM {pause} WHERE run_id IN (SELECT id FROM ended))")
+    wake = False
+    if emitted:
+        rows = []
+        for item in emitted:
+            is_pending = pending(item.name) if pending else True
+            wake = wake or is_pending
+            rows.append("(%s, %s, %s, CAST(%s AS jsonb), %s, CAST(%s AS timestamptz), %s)")
+            params += [item.id, item.user_id, item.name, _json(item.data), item.ts]
+            params += [_when(now), is_pending]
+        parts.append(
+            f"emitted AS (INSERT INTO {event} (id, user_id, name, data, ts, received_at, pending) "
+            f"SELECT * FROM (VALUES {', '.join(rows)}) AS v WHERE EXISTS (SELECT 1 FROM ended))"
+        )
+    woken = f"pg_notify('{CHANNEL}', '')" if wake else "NULL"
+    parts.append(f"woken AS (SELECT {woken} WHERE EXISTS (SELECT 1 FROM ended))")
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"WITH {', '.join(parts)} SELECT d.ckey1, d.ckey2, (SELECT count(*) FROM woken) "
+            f"FROM dropped d",
+            params,
+        )
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 # --- cancellation and reruns ------------------------------------------------------------------
@@ -1406,6 +1510,13 @@ def heartbeat(worker_id: str, lease_seconds: float) -> int:
 def return_expired_leases() -> int:
     """Put back in the queue the runs whose worker stopped renewing their lease."""
     now_sql, now_params = _db_now_sql()
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {_table(QueueItem)} WHERE lease_expires_at < {now_sql} LIMIT 1",
+            now_params,
+        )
+        if cursor.fetchone() is None:
+            return 0  # the usual case: a read, not a write transaction, every sweep
     with transaction.atomic(using=alias()):
         with _connection().cursor() as cursor:
             cursor.execute(
