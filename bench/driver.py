@@ -179,6 +179,27 @@ def wal_position(system: System) -> int | None:
         return int(row[0]) if row else None
 
 
+def postgres_cpu_seconds(system: System) -> float | None:
+    """CPU time used so far by this machine's PostgreSQL processes (server and backends),
+    from /proc: what the database spends, whoever runs it. Backends that exit in between are
+    not counted, so it is read while the workers are connected."""
+    if system.backend != "postgresql" or not Path("/proc/self/stat").exists():
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(") ")
+        if not name.endswith("(postgres"):
+            continue
+        fields = rest.split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     position = (len(ordered) - 1) * q
@@ -222,9 +243,11 @@ def throughput(
     # CPU spent starting up (imports, connections) is not part of the drain.
     marks.wait_count("start", 1, 120)
     startup_cpu = workers.figures()["cpu_s"]
+    db_cpu_start = postgres_cpu_seconds(system)
     try:
         finished = wait_done(system, kind, before + size * per_unit, workers, 60 + size / 5)
         figures = workers.figures()
+        db_cpu_end = postgres_cpu_seconds(system)
         if spy is not None:
             spy.wait()
     finally:
@@ -242,6 +265,11 @@ def throughput(
         "peak_rss_mb": figures["peak_rss_kb"] / 1024,
         "worker_cpu_ms_per_run": 1000 * (figures["cpu_s"] - startup_cpu) / runs,
         "wal_bytes_per_run": (wal_end - wal_start) / runs if wal_start and wal_end else None,
+        "db_cpu_ms_per_run": (
+            1000 * (db_cpu_end - db_cpu_start) / runs
+            if db_cpu_start is not None and db_cpu_end is not None
+            else None
+        ),
         "elapsed_s": elapsed,
     }
     if kind == "W2":
