@@ -109,11 +109,15 @@ def _db_now_sql() -> tuple[str, list[Any]]:
     return "%s", [_when(datetime.now(UTC))]
 
 
-def notify() -> None:
+#: What a notification on CHANNEL says: runs may be due, or events wait to be fanned out.
+QUEUE, EVENTS = "queue", "events"
+
+
+def notify(about: str = QUEUE) -> None:
     """Wake PostgreSQL workers when the current transaction commits."""
     if is_postgresql():
         with _connection().cursor() as cursor:
-            cursor.execute(f"NOTIFY {CHANNEL}")
+            cursor.execute(f"NOTIFY {CHANNEL}, '{about}'")
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -154,7 +158,7 @@ def insert_events(
         return
     Event.objects.using(alias()).bulk_create(rows, ignore_conflicts=ignore_existing)
     if wake:
-        notify()
+        notify(EVENTS)
 
 
 def _insert_events_in_one_statement(
@@ -173,7 +177,9 @@ def _insert_events_in_one_statement(
     )
     with _connection().cursor() as cursor:
         if wake:
-            cursor.execute(f"WITH stored AS ({insert}) SELECT pg_notify('{CHANNEL}', '')", params)
+            cursor.execute(
+                f"WITH stored AS ({insert}) SELECT pg_notify('{CHANNEL}', '{EVENTS}')", params
+            )
         else:
             cursor.execute(insert, params)
 
@@ -673,27 +679,10 @@ def claim(
         run_ids = list(priorities)
         if not run_ids:
             return []
-        runs = list(
-            FunctionRun.objects.using(db)
-            .filter(id__in=run_ids)
-            .values(
-                "id",
-                "function_id",
-                "event_ids",
-                "attempt",
-                "started_at",
-                "status",
-                "original_run_id",
-                "finish_timeout",
-            )
-        )
-        ended = [run["id"] for run in runs if run["status"] in ENDED_STATUSES]
+        runs = _start_runs(run_ids, now)
+        ended = set(run_ids) - {run["id"] for run in runs}
         if ended:  # a queue item outlived its run: nothing to do but drop it
             QueueItem.objects.using(db).filter(run_id__in=ended).delete()
-        runs = [run for run in runs if run["status"] not in ENDED_STATUSES]
-        FunctionRun.objects.using(db).filter(id__in=[run["id"] for run in runs]).update(
-            status=RunStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now))
-        )
         QueueItem.objects.using(db).bulk_create(
             [
                 QueueItem(
@@ -706,18 +695,21 @@ def claim(
                 if run["finish_timeout"] is not None and run["started_at"] is None
             ]
         )
-    event_ids = {event_id for run in runs for event_id in run["event_ids"]}
-    events = {
-        row["id"]: row
-        for row in Event.objects.using(db)
-        .filter(id__in=event_ids)
-        .values("id", "user_id", "name", "data", "ts")
-    }
+    if not is_postgresql():
+        event_ids = {event_id for run in runs for event_id in run["event_ids"]}
+        found = {
+            row["id"]: row
+            for row in Event.objects.using(db)
+            .filter(id__in=event_ids)
+            .values("id", "user_id", "name", "data", "ts")
+        }
+        for run in runs:
+            run["events"] = [found[event_id] for event_id in run["event_ids"] if event_id in found]
     # A run that never started has no steps, unless it reruns another run from a step.
     memos = load_memos([run["id"] for run in runs if run["started_at"] or run["original_run_id"]])
     claimed = []
     for run in sorted(runs, key=lambda r: run_ids.index(r["id"])):
-        rows = [events[event_id] for event_id in run["event_ids"] if event_id in events]
+        rows = run["events"]
         claimed.append(
             ClaimedRun(
                 run_id=run["id"],
@@ -730,6 +722,53 @@ def claim(
             )
         )
     return claimed
+
+
+def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
+    """Mark the claimed runs that have not ended RUNNING; return them with `started_at` as
+    it was before (None: first start) and, on PostgreSQL, their events (in one statement)."""
+    db = alias()
+    fields = (
+        "id",
+        "function_id",
+        "event_ids",
+        "attempt",
+        "started_at",
+        "original_run_id",
+        "finish_timeout",
+    )
+    if not is_postgresql():
+        runs = list(
+            FunctionRun.objects.using(db)
+            .filter(id__in=run_ids)
+            .exclude(status__in=ENDED_STATUSES)
+            .values(*fields)
+        )
+        FunctionRun.objects.using(db).filter(id__in=[run["id"] for run in runs]).update(
+            status=RunStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now))
+        )
+        return runs
+    run, event = _table(FunctionRun), _table(Event)
+    ended = "', '".join(sorted(ENDED_STATUSES))
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {run} r SET status = %s, started_at = COALESCE(r.started_at, %s) "
+            f"FROM (SELECT id, started_at FROM {run} WHERE id = ANY(%s) "
+            f"AND status NOT IN ('{ended}') FOR UPDATE) AS before WHERE r.id = before.id "
+            f"RETURNING r.id, r.function_id, r.event_ids, r.attempt, before.started_at, "
+            f"r.original_run_id, r.finish_timeout, (SELECT coalesce(jsonb_agg(jsonb_build_object("
+            f"'id', e.id, 'user_id', e.user_id, 'name', e.name, 'data', e.data, 'ts', e.ts)), "
+            # = ANY(ARRAY(...)): a join with the JSON array's elements would scan the table.
+            f"'[]') FROM {event} e WHERE e.id = ANY(ARRAY("
+            f"SELECT jsonb_array_elements_text(r.event_ids))))",
+            [RunStatus.RUNNING, _when(now), run_ids],
+        )
+        runs = [dict(zip((*fields, "events"), row, strict=True)) for row in cursor.fetchall()]
+    for started in runs:  # Django reads jsonb as text
+        started["event_ids"] = json.loads(started["event_ids"])
+        found = {row["id"]: row for row in json.loads(started["events"])}
+        started["events"] = [found[i] for i in started["event_ids"] if i in found]
+    return runs
 
 
 # --- concurrency ------------------------------------------------------------------------------
@@ -978,11 +1017,6 @@ def load_memos(run_ids: Sequence[str]) -> dict[str, dict[str, Memo]]:
 # --- checkpoints ------------------------------------------------------------------------------
 
 
-class _LostRace(Exception):
-    def __init__(self, memo: Memo) -> None:
-        self.memo = memo
-
-
 def save_step(
     run_id: str,
     worker_id: str,
@@ -992,56 +1026,125 @@ def save_step(
     pending: Callable[[str], bool] | None = None,
 ) -> Memo:
     """Write a step's final result while `worker_id` holds the run; first writer wins."""
+    if not events:
+        outcome = save_steps([StepWrite(run_id=run_id, worker_id=worker_id, record=record)])[0]
+        if isinstance(outcome, LeaseLost):
+            raise outcome
+        return outcome
     try:
-        if events:
-            with transaction.atomic(using=alias()):
-                insert_events(events, received_at=datetime.now(UTC), pending=pending)
-                _insert_final_step(run_id, worker_id, record)
-        else:
-            _insert_final_step(run_id, worker_id, record)
-    except _LostRace as lost:
-        return lost.memo
+        with transaction.atomic(using=alias()):
+            insert_events(events, received_at=datetime.now(UTC), pending=pending)
+            if not _insert_final_steps(
+                [StepWrite(run_id=run_id, worker_id=worker_id, record=record)]
+            ):
+                raise _NotWritten  # the events go too
+    except _NotWritten:
+        return _unwritten_step(run_id, worker_id, record)
     return record.as_memo()
 
 
-def _insert_final_step(run_id: str, worker_id: str, record: StepRecord) -> None:
+class _NotWritten(Exception):
+    """Rolls back what was written with a step that could not be."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepWrite:
+    run_id: str
+    worker_id: str
+    record: StepRecord
+
+
+def save_steps(writes: Sequence[StepWrite]) -> list[Memo | LeaseLost]:
+    """`save_step` for steps of several runs at once (no events), in one statement on
+    PostgreSQL and one transaction on SQLite: a step's memo, or the `LeaseLost` to raise."""
+    keys = [(write.run_id, write.record.hashed_id) for write in writes]
+    if len(set(keys)) < len(keys):  # one statement cannot write a row twice
+        return [outcome for write in writes for outcome in save_steps([write])]
+    with transaction.atomic(using=alias()):
+        written = _insert_final_steps(writes)
+    outcomes: list[Memo | LeaseLost] = []
+    for write, key in zip(writes, keys, strict=True):
+        if key in written:
+            outcomes.append(write.record.as_memo())
+            continue
+        try:
+            outcomes.append(_unwritten_step(write.run_id, write.worker_id, write.record))
+        except LeaseLost as lost:
+            outcomes.append(lost)
+    return outcomes
+
+
+_STEP_COLUMNS = (
+    "run_id, hashed_id, step_id, {index}, op, status, output, error, attempts, history, "
+    "started_at, ended_at, wake_at"
+)
+
+
+def _insert_final_steps(writes: Sequence[StepWrite]) -> set[tuple[str, str]]:
+    """Insert (or finish) each step whose run `worker_id` still holds, unless it is already
+    final; returns the (run id, hashed id) of the steps written."""
     step, queue = _table(RunStep), _table(QueueItem)
-    json_sql = "CAST(%s AS jsonb)" if is_postgresql() else "%s"
     final = "', '".join(sorted(FINAL_STEP_STATUSES))
-    index = _column("index")
+    columns = _STEP_COLUMNS.format(index=_column("index"))
+    upsert = (
+        f"ON CONFLICT (run_id, hashed_id) DO UPDATE SET status = excluded.status, "
+        f"output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
+        f"ended_at = excluded.ended_at, wake_at = excluded.wake_at "
+        f"WHERE {step}.status NOT IN ('{final}') RETURNING run_id, hashed_id"
+    )
+    held = (
+        f"EXISTS (SELECT 1 FROM {queue} q WHERE q.run_id = {{run}} AND q.kind = '{RUN}' "
+        f"AND q.lease_owner = {{owner}})"
+    )
+    written: set[tuple[str, str]] = set()
     with _connection().cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {step} (run_id, hashed_id, step_id, {index}, op, status, output, "
-            f"error, attempts, history, started_at, ended_at, wake_at) "
-            f"SELECT %s, %s, %s, %s, %s, %s, {json_sql}, {json_sql}, %s, {json_sql}, %s, %s, %s "
-            f"WHERE EXISTS (SELECT 1 FROM {queue} WHERE run_id = %s AND kind = %s "
-            f"AND lease_owner = %s) "
-            f"ON CONFLICT (run_id, hashed_id) DO UPDATE SET status = excluded.status, "
-            f"output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
-            f"ended_at = excluded.ended_at, wake_at = excluded.wake_at "
-            f"WHERE {step}.status NOT IN ('{final}') RETURNING id",
-            [
-                run_id,
-                record.hashed_id,
-                record.step_id,
-                record.index,
-                record.op,
-                record.status,
-                _json(record.output),
-                _json(record.error),
-                record.attempts,
-                "[]",
-                _when(record.started_at),
-                _when(record.ended_at),
-                _when(record.wake_at),
-                run_id,
-                RUN,
-                worker_id,
-            ],
-        )
-        if cursor.fetchone() is not None:
-            return
-    # Nothing written: either the run is no longer ours, or another writer stored this step.
+        if is_postgresql():
+            row = (
+                "(%s, %s, %s, %s::int, %s, %s, CAST(%s AS jsonb), CAST(%s AS jsonb), %s::int, "
+                "CAST(%s AS jsonb), %s::timestamptz, %s::timestamptz, %s::timestamptz, %s)"
+            )
+            params: list[Any] = []
+            for write in writes:
+                params += [*_step_values(write.run_id, write.record), write.worker_id]
+            cursor.execute(
+                f"INSERT INTO {step} ({columns}) SELECT {columns} FROM (VALUES "
+                f"{', '.join([row] * len(writes))}) AS v({columns}, owner) "
+                f"WHERE {held.format(run='v.run_id', owner='v.owner')} {upsert}",
+                params,
+            )
+            written.update(cursor.fetchall())
+            return written
+        for write in writes:
+            cursor.execute(
+                f"INSERT INTO {step} ({columns}) SELECT {', '.join(['%s'] * 13)} "
+                f"WHERE {held.format(run='%s', owner='%s')} {upsert}",
+                [*_step_values(write.run_id, write.record), write.run_id, write.worker_id],
+            )
+            written.update(cursor.fetchall())
+    return {(run_id, hashed_id) for run_id, hashed_id in written}
+
+
+def _step_values(run_id: str, record: StepRecord) -> list[Any]:
+    return [
+        run_id,
+        record.hashed_id,
+        record.step_id,
+        record.index,
+        record.op,
+        record.status,
+        _json(record.output),
+        _json(record.error),
+        record.attempts,
+        "[]",
+        _when(record.started_at),
+        _when(record.ended_at),
+        _when(record.wake_at),
+    ]
+
+
+def _unwritten_step(run_id: str, worker_id: str, record: StepRecord) -> Memo:
+    """Nothing was written: either the run is no longer ours (`LeaseLost`), or another writer
+    stored this step first (its memo is returned)."""
     if (
         not QueueItem.objects.using(alias())
         .filter(run_id=run_id, kind=RUN, lease_owner=worker_id)
@@ -1051,7 +1154,7 @@ def _insert_final_step(run_id: str, worker_id: str, record: StepRecord) -> None:
     existing = load_memos([run_id]).get(run_id, {}).get(record.hashed_id)
     if existing is None or not existing.final:
         raise LeaseLost(f"step {record.step_id!r} of run {run_id} could not be written")
-    raise _LostRace(existing)
+    return existing
 
 
 def time_out(run_id: str, worker_id: str, record: StepRecord) -> Memo:
@@ -1066,10 +1169,13 @@ def time_out(run_id: str, worker_id: str, record: StepRecord) -> Memo:
                 .delete()
             )
             if deleted:
-                _insert_final_step(run_id, worker_id, record)
-                return record.as_memo()
-    except _LostRace as lost:
-        return lost.memo
+                if _insert_final_steps(
+                    [StepWrite(run_id=run_id, worker_id=worker_id, record=record)]
+                ):
+                    return record.as_memo()
+                raise _NotWritten  # the pause stays
+    except _NotWritten:
+        return _unwritten_step(run_id, worker_id, record)
     existing = load_memos([run_id]).get(run_id, {}).get(record.hashed_id)
     if existing is None or not existing.final:
         raise LeaseLost(f"the wait {record.step_id!r} of run {run_id} was not found")
@@ -1209,90 +1315,121 @@ def end_run(
     drop_pauses: bool = False,
 ) -> bool:
     """End a run held by `worker_id`: drop its queue item (and its cancellation listeners when
-    it has some), record the end, emit events."""
+    it has some), record the end, emit events. False when the run was no longer held."""
+    end = RunEnd(
+        run_id=run_id,
+        worker_id=worker_id,
+        status=status,
+        output=output,
+        now=now,
+        emitted=emitted,
+        pending=pending,
+        drop_pauses=drop_pauses,
+    )
+    return end_runs([end])[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEnd:
+    run_id: str
+    worker_id: str
+    status: str
+    output: Any
+    now: datetime
+    emitted: Sequence[PreparedEvent] = ()
+    pending: Callable[[str], bool] | None = None
+    """Which emitted events need matching (all when None)."""
+    drop_pauses: bool = False
+
+
+def end_runs(ends: Sequence[RunEnd]) -> list[bool]:
+    """`end_run` for several runs at once: one statement on PostgreSQL, one transaction on
+    SQLite. Each run is ended only if its worker still holds it; returns which were."""
     if is_postgresql():
-        held = _end_run_in_one_statement(
-            run_id,
-            worker_id,
-            status=status,
-            output=output,
-            now=now,
-            emitted=emitted,
-            pending=pending,
-            drop_pauses=drop_pauses,
-        )
-        if held is None:
-            return False
-        _free_slots(held)  # after the commit: an extra unparked run only re-checks its key
-        return True
+        held: dict[str, tuple[str | None, ...]] = {}
+        for worker_id in {end.worker_id for end in ends}:  # one statement per lease owner
+            held.update(
+                _end_runs_in_one_statement(worker_id, [e for e in ends if e.worker_id == worker_id])
+            )
+        # After the commit: an extra unparked run only re-checks its key.
+        _free_slots(key for keys in held.values() for key in keys)
+        return [end.run_id in held for end in ends]
     db = alias()
-    with transaction.atomic(using=db):
-        with _connection().cursor() as cursor:
+    ended: list[bool] = []
+    with transaction.atomic(using=db), _connection().cursor() as cursor:
+        for end in ends:
             cursor.execute(
                 f"DELETE FROM {_table(QueueItem)} WHERE run_id = %s AND kind = %s "
                 f"AND lease_owner = %s RETURNING ckey1, ckey2",
-                [run_id, RUN, worker_id],
+                [end.run_id, RUN, end.worker_id],
             )
-            held = cursor.fetchone()
-        if held is None:
-            return False
-        _free_slots(held)
-        FunctionRun.objects.using(db).filter(id=run_id).update(
-            status=status, output=output, ended_at=now
-        )
-        if drop_pauses:
-            Pause.objects.using(db).filter(run_id=run_id).delete()
-        insert_events(emitted, received_at=now, pending=pending)
-    return True
+            keys = cursor.fetchone()
+            ended.append(keys is not None)
+            if keys is None:
+                continue
+            _free_slots(keys)
+            FunctionRun.objects.using(db).filter(id=end.run_id).update(
+                status=end.status, output=end.output, ended_at=end.now
+            )
+            if end.drop_pauses:
+                Pause.objects.using(db).filter(run_id=end.run_id).delete()
+            insert_events(end.emitted, received_at=end.now, pending=end.pending)
+    return ended
 
 
-def _end_run_in_one_statement(
-    run_id: str,
-    worker_id: str,
-    *,
-    status: str,
-    output: Any,
-    now: datetime,
-    emitted: Sequence[PreparedEvent],
-    pending: Callable[[str], bool] | None,
-    drop_pauses: bool,
-) -> tuple[str | None, str | None] | None:
-    """`end_run` on PostgreSQL as one statement (one round trip, its own transaction unless
-    the caller has one), every write conditional on the lease check. Returns the concurrency
-    keys the run held, or None when the run was no longer this worker's."""
+def _end_runs_in_one_statement(
+    worker_id: str, ends: Sequence[RunEnd]
+) -> dict[str, tuple[str | None, ...]]:
+    """`end_runs` on PostgreSQL for the runs of one lease owner, as one statement (one round
+    trip, its own transaction unless the caller has one), every write conditional on the
+    lease check. Returns the concurrency keys each ended run held, by run id."""
     queue, run, event, pause = _table(QueueItem), _table(FunctionRun), _table(Event), _table(Pause)
-    params: list[Any] = [run_id, RUN, worker_id, status, _json(output), _when(now)]
+    params: list[Any] = []
+    for end in ends:
+        params += [end.run_id, end.status, _json(end.output), _when(end.now), end.drop_pauses]
+    values = ", ".join(
+        ["(%s, %s, CAST(%s AS jsonb), CAST(%s AS timestamptz), %s::boolean)"] * len(ends)
+    )
+    params += [[end.run_id for end in ends], worker_id]
     parts = [
-        f"dropped AS (DELETE FROM {queue} WHERE run_id = %s AND kind = %s AND lease_owner = %s "
-        f"RETURNING run_id, ckey1, ckey2)",
-        f"ended AS (UPDATE {run} SET status = %s, output = CAST(%s AS jsonb), ended_at = %s "
-        f"WHERE id IN (SELECT run_id FROM dropped) RETURNING id)",
+        f"v (run_id, status, output, ended_at, drop_pauses) AS (VALUES {values})",
+        # By the run ids themselves, not a join with v: the planner then uses the index.
+        f"dropped AS (DELETE FROM {queue} q WHERE q.run_id = ANY(%s) "
+        f"AND q.kind = '{RUN}' AND q.lease_owner = %s RETURNING q.run_id, q.ckey1, q.ckey2)",
+        f"ended AS (UPDATE {run} r SET status = v.status, output = v.output, "
+        f"ended_at = v.ended_at FROM v WHERE r.id = v.run_id "
+        f"AND r.id IN (SELECT run_id FROM dropped) RETURNING r.id)",
     ]
-    if drop_pauses:
-        parts.append(f"unpaused AS (DELETE FROM {pause} WHERE run_id IN (SELECT id FROM ended))")
-    wake = False
-    if emitted:
-        rows = []
-        for item in emitted:
-            is_pending = pending(item.name) if pending else True
-            wake = wake or is_pending
-            rows.append("(%s, %s, %s, CAST(%s AS jsonb), %s, CAST(%s AS timestamptz), %s)")
-            params += [item.id, item.user_id, item.name, _json(item.data), item.ts]
-            params += [_when(now), is_pending]
+    if any(end.drop_pauses for end in ends):
         parts.append(
-            f"emitted AS (INSERT INTO {event} (id, user_id, name, data, ts, received_at, pending) "
-            f"SELECT * FROM (VALUES {', '.join(rows)}) AS v WHERE EXISTS (SELECT 1 FROM ended))"
+            f"unpaused AS (DELETE FROM {pause} WHERE run_id IN (SELECT id FROM ended) "
+            f"AND run_id IN (SELECT run_id FROM v WHERE drop_pauses))"
         )
-    woken = f"pg_notify('{CHANNEL}', '')" if wake else "NULL"
+    wake = False
+    rows: list[str] = []
+    for end in ends:
+        for item in end.emitted:
+            is_pending = end.pending(item.name) if end.pending else True
+            wake = wake or is_pending
+            rows.append("(%s, %s, %s, %s, CAST(%s AS jsonb), %s::bigint, %s::timestamptz, %s)")
+            params += [end.run_id, item.id, item.user_id, item.name, _json(item.data), item.ts]
+            params += [_when(end.now), is_pending]
+    if rows:
+        columns = "id, user_id, name, data, ts, received_at, pending"
+        parts.append(
+            f"emitted AS (INSERT INTO {event} ({columns}) SELECT {columns} "
+            f"FROM (VALUES {', '.join(rows)}) AS e(run_id, {columns}) "
+            f"WHERE e.run_id IN (SELECT id FROM ended))"
+        )
+    woken = f"pg_notify('{CHANNEL}', '{EVENTS}')" if wake else "NULL"
     parts.append(f"woken AS (SELECT {woken} WHERE EXISTS (SELECT 1 FROM ended))")
     with _connection().cursor() as cursor:
         cursor.execute(
-            f"WITH {', '.join(parts)} SELECT d.ckey1, d.ckey2, (SELECT count(*) FROM woken) "
-            f"FROM dropped d",
+            f"WITH {', '.join(parts)} SELECT d.run_id, d.ckey1, d.ckey2, "
+            f"(SELECT count(*) FROM woken) FROM dropped d",
             params,
         )
-        row = cursor.fetchone()
-    return None if row is None else (row[0], row[1])
+        return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
 
 
 # --- cancellation and reruns ------------------------------------------------------------------

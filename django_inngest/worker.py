@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -17,9 +18,9 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -50,10 +51,16 @@ from django_inngest.scheduler import CronScheduler
 
 logger = logging.getLogger("django_inngest.worker")
 T = TypeVar("T")
+W = TypeVar("W")
+R = TypeVar("R")
 
 IO_THREADS = 4
+#: At most this many checkpoints (or ends) go in one statement.
+GROUP_SIZE = 50
 #: PostgreSQL workers wake on NOTIFY; this slow poll only covers a lost notification.
 POSTGRES_FALLBACK_POLL = 10.0
+#: Events fanned out per transaction.
+FAN_OUT_LIMIT = 200
 #: How often a worker releases parked runs whose key has free slots (a safety net).
 PARKED_CHECK_SECONDS = 30.0
 
@@ -99,30 +106,57 @@ def function_exists(function_id: str) -> bool:
 
 
 class DatabaseStepStore:
-    """The engine's `StepStore` for one claimed run."""
+    """The engine's `StepStore` for one claimed run. With a `GroupWriter`, plain checkpoints
+    are written together with those of the worker's other runs."""
 
-    def __init__(self, run_id: str, worker_id: str) -> None:
+    def __init__(
+        self, run_id: str, worker_id: str, steps: GroupWriter[store.StepWrite, Memo] | None = None
+    ) -> None:
         self.run_id = run_id
         self.worker_id = worker_id
+        self.steps = steps
 
     def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
-        return store.save_step(self.run_id, self.worker_id, record, events)
+        if events or self.steps is None:
+            return store.save_step(self.run_id, self.worker_id, record, events)
+        return self.steps.submit(self._write(record)).result()
+
+    async def save_step_async(
+        self, record: StepRecord, events: Sequence[PreparedEvent], runtime: Runtime
+    ) -> Memo:
+        if events or self.steps is None:
+            memo: Memo = await runtime.offload(functools.partial(self.save_step, record, events))
+            return memo
+        return await asyncio.wrap_future(self.steps.submit(self._write(record)))
+
+    def _write(self, record: StepRecord) -> store.StepWrite:
+        return store.StepWrite(run_id=self.run_id, worker_id=self.worker_id, record=record)
 
     def time_out(self, record: StepRecord) -> Memo:
         return store.time_out(self.run_id, self.worker_id, record)
 
 
 def execution_for(
-    claimed: store.ClaimedRun, function: Function, worker_id: str, runtime: Runtime
+    claimed: store.ClaimedRun,
+    function: Function,
+    worker_id: str,
+    runtime: Runtime,
+    steps: GroupWriter[store.StepWrite, Memo] | None = None,
 ) -> Execution:
     client_logger = getattr(function.client, "logger", None)
+    step_store = DatabaseStepStore(claimed.run_id, worker_id, steps)
+    if function.is_async and steps is not None:
+        runtime = dataclasses.replace(
+            runtime,
+            save_step=lambda record, events: step_store.save_step_async(record, events, runtime),
+        )
     return Execution(
         function=function,
         run_id=claimed.run_id,
         events=claimed.events,
         attempt=claimed.attempt,
         memos=claimed.memos,
-        store=DatabaseStepStore(claimed.run_id, worker_id),
+        store=step_store,
         runtime=runtime,
         logger=client_logger,
     )
@@ -140,38 +174,47 @@ def not_registered(claimed: store.ClaimedRun) -> Failed:
     )
 
 
+def run_end(claimed: store.ClaimedRun, outcome: Completed | Failed, worker_id: str) -> store.RunEnd:
+    """How a run that completed or failed is ended."""
+    status = RunStatus.COMPLETED if isinstance(outcome, Completed) else RunStatus.FAILED
+    output = outcome.output if isinstance(outcome, Completed) else outcome.error
+    trigger_events = [store.event_map(row) for row in claimed.event_rows]
+    function = registry.get(claimed.function_id)
+    return store.RunEnd(
+        run_id=claimed.run_id,
+        worker_id=worker_id,
+        status=status,
+        output=output,
+        now=clock.now(),
+        emitted=run_ended_events(
+            function_id=claimed.function_id,
+            run_id=claimed.run_id,
+            trigger_events=trigger_events,
+            status=status,
+            output=output,
+            now_ms=clock.now_ms(),
+        ),
+        pending=store.ended_pending(registry.listens_to, trigger_events),
+        drop_pauses=bool(function and function.cancel),
+    )
+
+
+def log_end(end: store.RunEnd, function_id: str, written: bool) -> str | None:
+    """The run's new status, or None when the run was no longer this worker's."""
+    if not written:
+        return None
+    logger.info("run %s run_id=%s fn=%s", end.status.lower(), end.run_id, function_id)
+    return end.status
+
+
 def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) -> str | None:
     """Write what an invocation ended with; returns the run's new status, or None when the
     run was no longer this worker's."""
     settings = conf.get()
     now = clock.now()
     if isinstance(outcome, Completed | Failed):
-        status = RunStatus.COMPLETED if isinstance(outcome, Completed) else RunStatus.FAILED
-        output = outcome.output if isinstance(outcome, Completed) else outcome.error
-        trigger_events = [store.event_map(row) for row in claimed.event_rows]
-        function = registry.get(claimed.function_id)
-        written = store.end_run(
-            claimed.run_id,
-            worker_id,
-            status=status,
-            output=output,
-            now=now,
-            emitted=run_ended_events(
-                function_id=claimed.function_id,
-                run_id=claimed.run_id,
-                trigger_events=trigger_events,
-                status=status,
-                output=output,
-                now_ms=clock.now_ms(),
-            ),
-            pending=store.ended_pending(registry.listens_to, trigger_events),
-            drop_pauses=bool(function and function.cancel),
-        )
-        if written:
-            logger.info(
-                "run %s run_id=%s fn=%s", status.lower(), claimed.run_id, claimed.function_id
-            )
-        return status if written else None
+        end = run_end(claimed, outcome, worker_id)
+        return log_end(end, claimed.function_id, store.end_runs([end])[0])
     if isinstance(outcome, Retry):
         if outcome.retry_at is not None:
             available_at = clamp_retry_after(outcome.retry_at, now)
@@ -268,6 +311,68 @@ def run_branches_in_threads(branches: Sequence[Callable[[], Any]]) -> list[Any]:
     return results
 
 
+class GroupWriter(Generic[W, R]):
+    """Group commit: writes submitted by concurrent runs go to the database together. While
+    `groups` groups are being written, new writes wait and then go as the next group, so an
+    idle worker writes at once and a busy one makes one statement for many runs.
+
+    `write` takes a list of items and returns one result per item (a result may be an
+    exception instance, raised to that item's submitter). When a group fails, its items are
+    written one by one, so one bad item does not fail the others."""
+
+    def __init__(
+        self,
+        write: Callable[[list[W]], Sequence[R | BaseException]],
+        executor: ThreadPoolExecutor,
+        *,
+        groups: int = 1,
+    ) -> None:
+        self._write = write
+        self._executor = executor
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[W, Future[R]]] = []
+        self._free = groups
+
+    def submit(self, item: W) -> Future[R]:
+        """Queue `item`; the future resolves once its group is committed. Thread-safe."""
+        future: Future[R] = Future()
+        with self._lock:
+            self._waiting.append((item, future))
+            start = self._free > 0
+            if start:
+                self._free -= 1
+        if start:
+            self._executor.submit(self._write_next)
+        return future
+
+    def _write_next(self) -> None:
+        with self._lock:
+            group = self._waiting[:GROUP_SIZE]
+            del self._waiting[:GROUP_SIZE]
+        self._write_group(group)
+        with self._lock:
+            more = bool(self._waiting)
+            if not more:
+                self._free += 1
+        if more:  # at the back of the pool's queue: claims are not starved
+            self._executor.submit(self._write_next)
+
+    def _write_group(self, group: list[tuple[W, Future[R]]]) -> None:
+        try:
+            results = _hygienic(lambda: self._write([item for item, _ in group]))
+        except Exception as error:
+            if len(group) > 1:
+                for one in group:
+                    self._write_group([one])
+                return
+            results = [error]
+        for (_, future), result in zip(group, results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
 class Worker:
     """Runs functions until stopped. `run()` blocks; `stop()` may be called from any thread."""
 
@@ -296,6 +401,10 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._events_due = True
+        """Whether pending events may exist. On PostgreSQL it is set by notifications about
+        events, by a reconnected listener and by the fallback poll, so that a busy worker does
+        not look for events after every run; on SQLite it stays set."""
         self._signals = 0
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
@@ -336,6 +445,8 @@ class Worker:
         self._runners = ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="inngest-run"
         )
+        self._steps = GroupWriter(store.save_steps, self._io)
+        self._ends = GroupWriter(store.end_runs, self._io)
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(signum, self._on_signal, signum)
@@ -347,7 +458,7 @@ class Worker:
         ]
         listener: _PostgresListener | None = None
         if self._postgresql:
-            listener = _PostgresListener(store.alias(), self._poke)
+            listener = _PostgresListener(store.alias(), self._notified)
             listener.start()
         else:
             background.append(asyncio.create_task(self._watch_sqlite_files()))
@@ -375,14 +486,19 @@ class Worker:
             self._wake.clear()
             progressed = False
             try:
-                fanned = await self._io_call(
-                    store.fan_out,
-                    route,
-                    now=clock.now(),
-                    pending=registry.listens_to,
-                    planner=planner,
-                )
-                progressed = fanned.events > 0
+                if self._events_due:
+                    self._events_due = not self._postgresql
+                    fanned = await self._io_call(
+                        store.fan_out,
+                        route,
+                        now=clock.now(),
+                        limit=FAN_OUT_LIMIT,
+                        pending=registry.listens_to,
+                        planner=planner,
+                    )
+                    progressed = fanned.events > 0
+                    if fanned.events >= FAN_OUT_LIMIT:
+                        self._events_due = True  # more are waiting
                 free = self.concurrency - len(self._inflight)
                 if free > 0:
                     claimed = await self._io_call(
@@ -400,6 +516,7 @@ class Worker:
                     progressed = progressed or bool(claimed)
                 failures = 0
             except DatabaseError:
+                self._events_due = True
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
                 logger.exception("worker cannot reach the database; retrying in %.1fs", delay)
@@ -429,8 +546,10 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         assert self._wake is not None
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            self._events_due = True  # the fallback poll also covers a lost notification
 
     def _start(self, claimed: store.ClaimedRun) -> None:
         task = asyncio.create_task(self._execute(claimed))
@@ -449,16 +568,22 @@ class Worker:
             if function is None:
                 outcome: Outcome = not_registered(claimed)
             elif function.is_async:
+                runtime = self._async_runtime()
                 outcome = await invoke_async(
-                    execution_for(claimed, function, self.worker_id, self._async_runtime())
+                    execution_for(claimed, function, self.worker_id, runtime, self._steps)
                 )
             else:
-                execution = execution_for(claimed, function, self.worker_id, self._sync_runtime())
+                runtime = self._sync_runtime()
+                execution = execution_for(claimed, function, self.worker_id, runtime, self._steps)
                 outcome = await self._in_runner(invoke_sync, execution)
             if isinstance(outcome, Dropped):
                 logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
-                return
-            await self._io_call(record_outcome, claimed, outcome, self.worker_id)
+            elif isinstance(outcome, Completed | Failed):
+                end = run_end(claimed, outcome, self.worker_id)
+                written = await asyncio.wrap_future(self._ends.submit(end))
+                log_end(end, claimed.function_id, written)
+            else:
+                await self._io_call(record_outcome, claimed, outcome, self.worker_id)
         except DatabaseError:
             logger.exception(
                 "could not record run_id=%s; its lease will expire and it will run again",
@@ -597,6 +722,12 @@ class Worker:
 
     # -- signals ---------------------------------------------------------------------------
 
+    def _notified(self, about: str | None) -> None:
+        """A notification (None: the listener (re)connected and may have missed some)."""
+        if about != store.QUEUE:
+            self._events_due = True
+        self._poke()
+
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
@@ -631,7 +762,7 @@ class _PostgresListener(threading.Thread):
         "connect_timeout",
     )
 
-    def __init__(self, db_alias: str, on_notify: Callable[[], None]) -> None:
+    def __init__(self, db_alias: str, on_notify: Callable[[str | None], None]) -> None:
         super().__init__(name="inngest-listen", daemon=True)
         params = connections[db_alias].get_connection_params()
         self._params = {k: params[k] for k in self._KEYS if params.get(k) not in (None, "")}
@@ -648,10 +779,10 @@ class _PostgresListener(threading.Thread):
             try:
                 with psycopg.connect(**self._params, autocommit=True) as connection:
                     connection.execute(f"LISTEN {store.CHANNEL}")
-                    self._on_notify()  # anything sent while we were not listening
+                    self._on_notify(None)  # anything sent while we were not listening
                     while not self._stopped.is_set():
-                        for _ in connection.notifies(timeout=0.5, stop_after=1):
-                            self._on_notify()
+                        for notification in connection.notifies(timeout=0.5, stop_after=1):
+                            self._on_notify(notification.payload)
             except psycopg.Error:
                 logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
                 self._stopped.wait(1.0)

@@ -37,7 +37,7 @@ from django_inngest.core.events import (
     prepare,
 )
 from django_inngest.core.expressions import ExpressionError, compile_expression
-from django_inngest.core.function import Function, handler_arguments
+from django_inngest.core.function import Function
 
 T = TypeVar("T")
 
@@ -252,6 +252,9 @@ class Runtime:
     """Runs storage calls from async handlers without blocking their event loop."""
     offload_user: Callable[[Callable[[], Any]], Awaitable[Any]] = _call_inline
     """Runs a plain (sync) step body called from an async handler."""
+    save_step: Callable[[StepRecord, Sequence[PreparedEvent]], Awaitable[Memo]] | None = None
+    """Writes a step's result from an async handler; None: `offload` the store's `save_step`.
+    The worker sets it to group the checkpoints of concurrent runs into one write."""
     run_branches: Callable[[Sequence[Callable[[], Any]]], list[Any]] = _branches_in_turn
     """Runs the branches of a sync parallel group; `concurrent` says whether they overlap."""
     concurrent: bool = False
@@ -555,7 +558,7 @@ class Execution:
     # -- outcome -----------------------------------------------------------------------------
 
     def handler_call(self, ctx: Any, step: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return handler_arguments(self.function.handler)(ctx, step)
+        return self.function.call_arguments(ctx, step)
 
     def outcome_of_return(self, value: Any) -> Outcome:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections.abc import Callable, Sequence
@@ -116,6 +117,11 @@ class Function:
         self.on_failure: Function | None = None
         if on_failure is not None:
             self.on_failure = self._failure_companion(on_failure)
+
+    @functools.cached_property
+    def call_arguments(self) -> Callable[[Any, Any], tuple[tuple[Any, ...], dict[str, Any]]]:
+        """`(ctx, step) -> (args, kwargs)` for this function's handler, worked out once."""
+        return handler_arguments(self.handler)
 
     def __repr__(self) -> str:
         return f"<Function {self.id!r}>"

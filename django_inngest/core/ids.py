@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import os
+import random
 import re
 import threading
 from dataclasses import dataclass
@@ -17,6 +18,11 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _lock = threading.Lock()
 _last_ms = -1
 _last_random = 0
+# Random parts come from a generator of our own, seeded from the OS once (a system call per id
+# costs more than the rest of `ulid()`), reseeded in forked children so that two processes
+# never share a sequence, and out of reach of the user's `random.seed()`.
+_random = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 
 def ulid() -> str:
@@ -30,7 +36,7 @@ def ulid() -> str:
             _last_random = (_last_random + 1) & ((1 << 80) - 1)
         else:
             _last_ms = ms
-            _last_random = int.from_bytes(os.urandom(10), "big") >> 1
+            _last_random = _random.getrandbits(79)
         value = (ms << 80) | _last_random
     return _encode(value)
 

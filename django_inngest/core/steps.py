@@ -197,9 +197,12 @@ class Step:
 
     async def _save(self, record: StepRecord, events: Sequence[Any] = ()) -> Any:
         execution = self._execution
-        memo = await execution.runtime.offload(
-            functools.partial(execution.store.save_step, record, events)
-        )
+        if execution.runtime.save_step is not None:
+            memo = await execution.runtime.save_step(record, events)
+        else:
+            memo = await execution.runtime.offload(
+                functools.partial(execution.store.save_step, record, events)
+            )
         return execution.saved(memo)
 
     async def run(

@@ -10,7 +10,8 @@ import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock, ids
 from django_inngest.core.engine import LeaseLost, StepRecord
-from django_inngest.models import FunctionRun, QueueItem
+from django_inngest.core.events import prepare
+from django_inngest.models import Event, FunctionRun, QueueItem
 from django_inngest.worker import route
 
 pytestmark = pytest.mark.django_db
@@ -128,3 +129,64 @@ def test_claims_take_the_oldest_due_items_first_and_skip_future_ones(
     store.fan_out(route, now=now - timedelta(seconds=10))
     claimed = store.claim("a", limit=10, now=now, lease_seconds=30)
     assert [c.events[0].data["n"] for c in claimed] == [3, 1]
+
+
+def queued_runs(client: inngest.Inngest, count: int) -> list[str]:
+    client.create_function(fn_id="f", trigger=inngest.TriggerEvent(event="t"))(lambda ctx: None)
+    client.send_sync([inngest.Event(name="t") for _ in range(count)])
+    store.fan_out(route, now=clock.now())
+    return list(FunctionRun.objects.order_by("id").values_list("id", flat=True))
+
+
+def test_grouped_step_writes_are_each_checked_against_their_own_lease(
+    inngest_client: inngest.Inngest,
+) -> None:
+    mine, lost, raced = queued_runs(inngest_client, 3)
+    claim("a")
+    QueueItem.objects.filter(run_id=lost).update(lease_owner="b")
+    assert store.save_step(raced, "a", record("first")).output == "first"
+    outcomes = store.save_steps(
+        [
+            store.StepWrite(run_id=run_id, worker_id="a", record=record(run_id))
+            for run_id in (mine, lost, raced)
+        ]
+    )
+    assert [type(o).__name__ for o in outcomes] == ["Memo", "LeaseLost", "Memo"]
+    assert [getattr(o, "output", None) for o in outcomes] == [mine, None, "first"]
+    memos = store.load_memos([mine, lost, raced])
+    assert lost not in memos
+    assert [memo.output for run_id in (mine, raced) for memo in memos[run_id].values()] == [
+        mine,
+        "first",
+    ]
+
+
+def test_grouped_ends_end_only_the_runs_their_worker_still_holds(
+    inngest_client: inngest.Inngest,
+) -> None:
+    first, lost, last = queued_runs(inngest_client, 3)
+    claim("a")
+    QueueItem.objects.filter(run_id=lost).update(lease_owner="b")
+    ends = [
+        store.RunEnd(
+            run_id=run_id,
+            worker_id="a",
+            status="COMPLETED" if run_id != last else "FAILED",
+            output={"run": run_id},
+            now=clock.now(),
+            emitted=prepare(
+                inngest.Event(name="app/ended", data={"run": run_id}),
+                now_ms=clock.now_ms(),
+                max_bytes=1 << 20,
+            ),
+        )
+        for run_id in (first, lost, last)
+    ]
+    assert store.end_runs(ends) == [True, False, True]
+    runs = {run.id: run for run in FunctionRun.objects.all()}
+    assert (runs[first].status, runs[first].output) == ("COMPLETED", {"run": first})
+    assert (runs[last].status, runs[last].output) == ("FAILED", {"run": last})
+    assert runs[lost].status == "RUNNING" and runs[lost].output is None
+    assert not QueueItem.objects.filter(run_id__in=[first, last]).exists()
+    emitted = sorted(Event.objects.filter(name="app/ended").values_list("data", flat=True), key=str)
+    assert emitted == sorted([{"run": first}, {"run": last}], key=str)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -112,3 +113,13 @@ def test_ids_made_after_a_frozen_clock_moved_forward_carry_the_real_time_again()
     after = ids.ulid()
     assert ids.ulid_time_ms(after) < ids.ulid_time_ms(ahead) - 86_400_000
     assert abs(ids.ulid_time_ms(after) - clock.now_ms()) < 60_000
+
+
+def test_a_forked_process_does_not_repeat_the_random_parts_of_its_parents_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next random part
+        os.write(write, str(ids._random.getrandbits(79)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert int(os.read(read, 64)) != ids._random.getrandbits(79)
