@@ -349,11 +349,13 @@ class GroupWriter(Generic[W, R]):
         with self._lock:
             group = self._waiting[:GROUP_SIZE]
             del self._waiting[:GROUP_SIZE]
-        self._write_group(group)
-        with self._lock:
-            more = bool(self._waiting)
-            if not more:
-                self._free += 1
+        try:
+            self._write_group(group)
+        finally:
+            with self._lock:
+                more = bool(self._waiting)
+                if not more:
+                    self._free += 1
         if more:  # at the back of the pool's queue: claims are not starved
             self._executor.submit(self._write_next)
 
@@ -367,6 +369,8 @@ class GroupWriter(Generic[W, R]):
                 return
             results = [error]
         for (_, future), result in zip(group, results, strict=True):
+            if not future.set_running_or_notify_cancel():
+                continue  # its submitter stopped waiting (a task cancelled at shutdown)
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:

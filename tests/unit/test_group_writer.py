@@ -57,3 +57,24 @@ def test_a_failed_group_is_written_again_one_item_at_a_time() -> None:
         with pytest.raises(ValueError, match="3"):
             futures[3].result(5)
     assert groups == [[0], [1, 2, 3], [1], [2], [3]]
+
+
+def test_a_write_whose_submitter_stopped_waiting_does_not_stall_the_writer() -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def write(items: list[int]) -> list[int]:
+        if items == [0]:
+            started.set()
+            release.wait(5)
+        return items
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        writer = GroupWriter(write, pool)
+        first = writer.submit(0)
+        assert started.wait(5)
+        abandoned, kept = writer.submit(1), writer.submit(2)
+        assert abandoned.cancel()
+        release.set()
+        assert (first.result(5), kept.result(5)) == (0, 2)
+        assert writer.submit(3).result(5) == 3
