@@ -1060,7 +1060,9 @@ def save_steps(writes: Sequence[StepWrite]) -> list[Memo | LeaseLost]:
     keys = [(write.run_id, write.record.hashed_id) for write in writes]
     if len(set(keys)) < len(keys):  # one statement cannot write a row twice
         return [outcome for write in writes for outcome in save_steps([write])]
-    with transaction.atomic(using=alias()):
+    # One statement on PostgreSQL needs no transaction of its own (BEGIN and COMMIT would be
+    # two more round trips); SQLite's statements, one per step, share one.
+    with contextlib.nullcontext() if is_postgresql() else transaction.atomic(using=alias()):
         written = _insert_final_steps(writes)
     outcomes: list[Memo | LeaseLost] = []
     for write, key in zip(writes, keys, strict=True):
