@@ -102,9 +102,9 @@ class InngestSystem(System):
                 [nap, at, later],
             ),
             (
-                "INSERT INTO django_inngest_queueitem (kind, run_id, available_at) "
-                f"SELECT 'run', {run_id}, %s {series}",
-                [later],
+                "INSERT INTO django_inngest_queueitem (kind, run_id, available_at, score, priority) "
+                f"SELECT 'run', {run_id}, %s, %s, 0 {series}",
+                [later, later],
             ),
         ]
         with transaction.atomic(), connection.cursor() as cursor:
