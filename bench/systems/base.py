@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import os
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def sqlite_fresh(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-class System:
+class System(abc.ABC):
     """A system under test on one backend ("postgresql" or "sqlite")."""
 
     name = ""
@@ -67,33 +68,33 @@ class System:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def reset(self) -> None:
         """An empty database with this system's schema."""
-        raise NotImplementedError
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - optional hook
         """Open connections (or configure Django) in the driver process."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Close what `prepare` opened."""
 
     # -- work ------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def enqueue(self, workload: str, key: str, **payload: Any) -> None:
         """One unit of a workload in one transaction (W4: one event, i.e. five runs)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def done(self, workload: str) -> int:
         """Finished jobs or runs of this workload's kind, from the database."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def build_backlog(self, count: int) -> None:
         """`count` runs due in a day, written with bulk SQL."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def run_worker(self, concurrency: int) -> None:
         """Run one worker until killed (inside `python -m bench.worker`)."""
-        raise NotImplementedError
 
     def settings_note(self) -> str:
         return ""
@@ -142,3 +143,28 @@ def pg_clone(cursor: Any, table: str, where: str, count: int, overrides: dict[st
         f"generate_series(1, %s) AS g(n) WHERE {where}",
         [count],
     )
+
+
+class DjangoSystem(System):
+    """A system that lives in a Django project (`bench.systems.django_settings`)."""
+
+    settings = "bench.systems.django_settings"
+
+    def reset(self) -> None:
+        if self.backend == "postgresql":
+            pg_fresh(self.dbname)
+        else:
+            sqlite_fresh(self.sqlite_path)
+        self.exec_manage(self.settings, "migrate", "--noinput", "-v", "0")
+
+    def prepare(self) -> None:
+        os.environ.update(self.env())
+        os.environ["DJANGO_SETTINGS_MODULE"] = self.settings
+        import django
+
+        django.setup()
+
+    def close(self) -> None:
+        from django.db import connections
+
+        connections.close_all()

@@ -8,42 +8,25 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.systems.base import System, pg_fresh, sqlite_fresh
+from bench.systems.base import DjangoSystem
 
-SETTINGS = "bench.systems.django_settings"
 EVENTS = {"W1": "bench/single", "W2": "bench/steps", "W3": "bench/ping", "W4": "bench/fan"}
 EVENTS["W5"] = "bench/timer"
 FUNCTIONS = {"W1": "bench-single", "W2": "bench-steps", "W3": "bench-ping", "W4": "bench-fan-%"}
 FUNCTIONS["W5"] = "bench-timer"
 
 
-class InngestSystem(System):
+class InngestSystem(DjangoSystem):
     name = "django-inngest"
     backends = ("postgresql", "sqlite")
 
-    def reset(self) -> None:
-        if self.backend == "postgresql":
-            pg_fresh(self.dbname)
-        else:
-            sqlite_fresh(self.sqlite_path)
-        self.exec_manage(SETTINGS, "migrate", "--noinput", "-v", "0")
-
     def prepare(self) -> None:
-        os.environ.update(self.env())
-        os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
-        import django
-
-        django.setup()
+        super().prepare()
         import django_inngest as inngest
         from bench.systems.inngest_app.functions import client
 
         self._inngest = inngest
         self._client = client
-
-    def close(self) -> None:
-        from django.db import connections
-
-        connections.close_all()
 
     def enqueue(self, workload: str, key: str, **payload: Any) -> None:
         from django.db import transaction
@@ -117,7 +100,7 @@ class InngestSystem(System):
             cursor.execute("ANALYZE")
 
     def run_worker(self, concurrency: int) -> None:
-        os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
+        os.environ["DJANGO_SETTINGS_MODULE"] = self.settings
         from django.core.management import execute_from_command_line
 
         execute_from_command_line(

@@ -7,9 +7,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.systems.base import System, pg_clone, pg_fresh, sqlite_fresh
+from bench.systems.base import DjangoSystem, pg_clone
 
-SETTINGS = "bench.systems.django_settings"
 PATHS = {
     "W1": "%.single",
     "W2": "%.chain",
@@ -19,32 +18,16 @@ PATHS = {
 }
 
 
-class TasksDbSystem(System):
+class TasksDbSystem(DjangoSystem):
     name = "django-tasks-db"
     backends = ("postgresql", "sqlite")
     chained = True
 
-    def reset(self) -> None:
-        if self.backend == "postgresql":
-            pg_fresh(self.dbname)
-        else:
-            sqlite_fresh(self.sqlite_path)
-        self.exec_manage(SETTINGS, "migrate", "--noinput", "-v", "0")
-
     def prepare(self) -> None:
-        os.environ.update(self.env())
-        os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
-        import django
-
-        django.setup()
+        super().prepare()
         from bench.systems.tasks_db_app import tasks
 
         self._tasks = tasks
-
-    def close(self) -> None:
-        from django.db import connections
-
-        connections.close_all()
 
     def enqueue(self, workload: str, key: str, **payload: Any) -> None:
         from django.db import transaction
@@ -107,7 +90,7 @@ class TasksDbSystem(System):
             cursor.execute("ANALYZE")
 
     def run_worker(self, concurrency: int) -> None:
-        os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
+        os.environ["DJANGO_SETTINGS_MODULE"] = self.settings
         from django.core.management import execute_from_command_line
 
         # db_worker runs one task at a time; concurrency comes from processes.

@@ -17,11 +17,15 @@ from django_inngest.worker import route
 pytestmark = pytest.mark.django_db
 
 
-def queued_run(client: inngest.Inngest) -> str:
+def queued_runs(client: inngest.Inngest, count: int) -> list[str]:
     client.create_function(fn_id="f", trigger=inngest.TriggerEvent(event="t"))(lambda ctx: None)
-    client.send_sync(inngest.Event(name="t"))
+    client.send_sync([inngest.Event(name="t") for _ in range(count)])
     store.fan_out(route, now=clock.now())
-    return FunctionRun.objects.get().id
+    return list(FunctionRun.objects.order_by("id").values_list("id", flat=True))
+
+
+def queued_run(client: inngest.Inngest) -> str:
+    return queued_runs(client, 1)[0]
 
 
 def claim(worker_id: str) -> list[store.ClaimedRun]:
@@ -129,13 +133,6 @@ def test_claims_take_the_oldest_due_items_first_and_skip_future_ones(
     store.fan_out(route, now=now - timedelta(seconds=10))
     claimed = store.claim("a", limit=10, now=now, lease_seconds=30)
     assert [c.events[0].data["n"] for c in claimed] == [3, 1]
-
-
-def queued_runs(client: inngest.Inngest, count: int) -> list[str]:
-    client.create_function(fn_id="f", trigger=inngest.TriggerEvent(event="t"))(lambda ctx: None)
-    client.send_sync([inngest.Event(name="t") for _ in range(count)])
-    store.fan_out(route, now=clock.now())
-    return list(FunctionRun.objects.order_by("id").values_list("id", flat=True))
 
 
 def test_grouped_step_writes_are_each_checked_against_their_own_lease(
