@@ -1,4 +1,4 @@
-"""Tables of the engine. Rules live in `core/` and every write in `store.py`; models stay thin.
+"""Tables of the engine. Rules live in `core/` and every write in `store/`; models stay thin.
 
 `Event` and `FunctionRun` / `RunStep` are history. `QueueItem` is the short-lived, lean table
 workers claim from: one row per run that is waiting to (re)start, deleted when the run ends.

@@ -1,4 +1,4 @@
-"""Thin views: each checks its input, reads the models or calls `client.py` / `store.py`, and
+"""Thin views: each checks its input, reads the models or calls `client.py` / `store/`, and
 answers in Inngest's shapes. Every refusal is a 4xx whose message names the problem; none
 writes anything.
 

@@ -1,7 +1,7 @@
 """Flow control decisions, free of storage: GCRA for throttle and rate limit, and the plan of a
 run (its keys, limits, priority and timers) evaluated from its function and triggering event.
 
-`store.py` applies these decisions under row locks, in the order of SPEC §3: batch, rate limit,
+`store/` applies these decisions under row locks, in the order of SPEC §3: batch, rate limit,
 debounce, singleton, create the run, cancellation listeners, queue (throttle, priority).
 """
 

@@ -1,0 +1,298 @@
+"""A run's steps and what it waits for: reading memos, writing a step's final result while the
+writer holds the run's lease, ending waits that time out, recording sleeping, waiting and failed
+steps, and building pause rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+
+from django_inngest.core.engine import (
+    FINAL_STEP_STATUSES,
+    LeaseLost,
+    Memo,
+    PauseSpec,
+    StepRecord,
+    StepStatus,
+)
+from django_inngest.core.events import PreparedEvent
+from django_inngest.models import Pause, QueueItem, RunStep
+from django_inngest.store._sql import (
+    RUN,
+    _column,
+    _connection,
+    _json,
+    _table,
+    _when,
+    alias,
+    is_postgresql,
+)
+from django_inngest.store.events import insert_events
+
+
+def load_memos(run_ids: Sequence[str]) -> dict[str, dict[str, Memo]]:
+    if not run_ids:
+        return {}
+    memos: dict[str, dict[str, Memo]] = {}
+    for row in (
+        RunStep.objects.using(alias())
+        .filter(run_id__in=run_ids)
+        .values(
+            "run_id",
+            "hashed_id",
+            "op",
+            "status",
+            "output",
+            "error",
+            "attempts",
+            "wake_at",
+            "started_at",
+        )
+    ):
+        memo = Memo(
+            hashed_id=row["hashed_id"],
+            op=row["op"],
+            status=row["status"],
+            output=row["output"],
+            error=row["error"],
+            attempts=row["attempts"],
+            wake_at=row["wake_at"],
+            started_at=row["started_at"],
+        )
+        memos.setdefault(row["run_id"], {})[memo.hashed_id] = memo
+    return memos
+
+
+def save_step(
+    run_id: str,
+    worker_id: str,
+    record: StepRecord,
+    events: Sequence[PreparedEvent] = (),
+    *,
+    pending: Callable[[str], bool] | None = None,
+) -> Memo:
+    """Write a step's final result while `worker_id` holds the run; first writer wins."""
+    if not events:
+        outcome = save_steps([StepWrite(run_id=run_id, worker_id=worker_id, record=record)])[0]
+        if isinstance(outcome, LeaseLost):
+            raise outcome
+        return outcome
+    try:
+        with transaction.atomic(using=alias()):
+            insert_events(events, received_at=datetime.now(UTC), pending=pending)
+            if not _insert_final_steps(
+                [StepWrite(run_id=run_id, worker_id=worker_id, record=record)]
+            ):
+                raise _NotWritten  # the events go too
+    except _NotWritten:
+        return _unwritten_step(run_id, worker_id, record)
+    return record.as_memo()
+
+
+class _NotWritten(Exception):
+    """Rolls back what was written with a step that could not be."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepWrite:
+    run_id: str
+    worker_id: str
+    record: StepRecord
+
+
+def save_steps(writes: Sequence[StepWrite]) -> list[Memo | LeaseLost]:
+    """`save_step` for steps of several runs at once (no events), in one statement on
+    PostgreSQL and one transaction on SQLite: a step's memo, or the `LeaseLost` to raise."""
+    keys = [(write.run_id, write.record.hashed_id) for write in writes]
+    if len(set(keys)) < len(keys):  # one statement cannot write a row twice
+        return [outcome for write in writes for outcome in save_steps([write])]
+    # One statement on PostgreSQL needs no transaction of its own (BEGIN and COMMIT would be
+    # two more round trips); SQLite's statements, one per step, share one.
+    with contextlib.nullcontext() if is_postgresql() else transaction.atomic(using=alias()):
+        written = _insert_final_steps(writes)
+    outcomes: list[Memo | LeaseLost] = []
+    for write, key in zip(writes, keys, strict=True):
+        if key in written:
+            outcomes.append(write.record.as_memo())
+            continue
+        try:
+            outcomes.append(_unwritten_step(write.run_id, write.worker_id, write.record))
+        except LeaseLost as lost:
+            outcomes.append(lost)
+    return outcomes
+
+
+_STEP_COLUMNS = (
+    "run_id, hashed_id, step_id, {index}, op, status, output, error, attempts, history, "
+    "started_at, ended_at, wake_at"
+)
+
+
+def _insert_final_steps(writes: Sequence[StepWrite]) -> set[tuple[str, str]]:
+    """Insert (or finish) each step whose run `worker_id` still holds, unless it is already
+    final; returns the (run id, hashed id) of the steps written."""
+    step, queue = _table(RunStep), _table(QueueItem)
+    final = "', '".join(sorted(FINAL_STEP_STATUSES))
+    columns = _STEP_COLUMNS.format(index=_column("index"))
+    upsert = (
+        f"ON CONFLICT (run_id, hashed_id) DO UPDATE SET status = excluded.status, "
+        f"output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
+        f"ended_at = excluded.ended_at, wake_at = excluded.wake_at "
+        f"WHERE {step}.status NOT IN ('{final}') RETURNING run_id, hashed_id"
+    )
+    held = (
+        f"EXISTS (SELECT 1 FROM {queue} q WHERE q.run_id = {{run}} AND q.kind = '{RUN}' "
+        f"AND q.lease_owner = {{owner}})"
+    )
+    written: set[tuple[str, str]] = set()
+    with _connection().cursor() as cursor:
+        if is_postgresql():
+            row = (
+                "(%s, %s, %s, %s::int, %s, %s, CAST(%s AS jsonb), CAST(%s AS jsonb), %s::int, "
+                "CAST(%s AS jsonb), %s::timestamptz, %s::timestamptz, %s::timestamptz, %s)"
+            )
+            params: list[Any] = []
+            for write in writes:
+                params += [*_step_values(write.run_id, write.record), write.worker_id]
+            cursor.execute(
+                f"INSERT INTO {step} ({columns}) SELECT {columns} FROM (VALUES "
+                f"{', '.join([row] * len(writes))}) AS v({columns}, owner) "
+                f"WHERE {held.format(run='v.run_id', owner='v.owner')} {upsert}",
+                params,
+            )
+            written.update(cursor.fetchall())
+            return written
+        for write in writes:
+            cursor.execute(
+                f"INSERT INTO {step} ({columns}) SELECT {', '.join(['%s'] * 13)} "
+                f"WHERE {held.format(run='%s', owner='%s')} {upsert}",
+                [*_step_values(write.run_id, write.record), write.run_id, write.worker_id],
+            )
+            written.update(cursor.fetchall())
+    return {(run_id, hashed_id) for run_id, hashed_id in written}
+
+
+def _step_values(run_id: str, record: StepRecord) -> list[Any]:
+    return [
+        run_id,
+        record.hashed_id,
+        record.step_id,
+        record.index,
+        record.op,
+        record.status,
+        _json(record.output),
+        _json(record.error),
+        record.attempts,
+        "[]",
+        _when(record.started_at),
+        _when(record.ended_at),
+        _when(record.wake_at),
+    ]
+
+
+def _unwritten_step(run_id: str, worker_id: str, record: StepRecord) -> Memo:
+    """Nothing was written: either the run is no longer ours (`LeaseLost`), or another writer
+    stored this step first (its memo is returned)."""
+    if (
+        not QueueItem.objects.using(alias())
+        .filter(run_id=run_id, kind=RUN, lease_owner=worker_id)
+        .exists()
+    ):
+        raise LeaseLost(f"run {run_id} is no longer held by {worker_id}")
+    existing = load_memos([run_id]).get(run_id, {}).get(record.hashed_id)
+    if existing is None or not existing.final:
+        raise LeaseLost(f"step {record.step_id!r} of run {run_id} could not be written")
+    return existing
+
+
+def time_out(run_id: str, worker_id: str, record: StepRecord) -> Memo:
+    """End a wait whose time is up, unless an event ended it first (its result is returned)."""
+    db = alias()
+    try:
+        with transaction.atomic(using=db):
+            deleted, _ = (
+                Pause.objects.using(db)
+                .filter(run_id=run_id, hashed_id=record.hashed_id)
+                .exclude(kind=Pause.Kind.CANCEL)
+                .delete()
+            )
+            if deleted:
+                if _insert_final_steps(
+                    [StepWrite(run_id=run_id, worker_id=worker_id, record=record)]
+                ):
+                    return record.as_memo()
+                raise _NotWritten  # the pause stays
+    except _NotWritten:
+        return _unwritten_step(run_id, worker_id, record)
+    existing = load_memos([run_id]).get(run_id, {}).get(record.hashed_id)
+    if existing is None or not existing.final:
+        raise LeaseLost(f"the wait {record.step_id!r} of run {run_id} was not found")
+    return existing
+
+
+def _write_records(run_id: str, records: Sequence[StepRecord]) -> bool:
+    """Sleeping and waiting steps and failed attempts, inside the caller's transaction.
+
+    Returns True when a step recorded as waiting has meanwhile got its result (an event came
+    while the run was executing), so the run must go on now rather than at its wake time.
+    """
+    db = alias()
+    arrived = False
+    for record in records:
+        existing = (
+            RunStep.objects.using(db)
+            .select_for_update()
+            .filter(run_id=run_id, hashed_id=record.hashed_id)
+            .first()
+        )
+        if existing is not None and existing.status in FINAL_STEP_STATUSES:
+            arrived = arrived or record.status == StepStatus.WAITING
+            continue
+        step = existing or RunStep(
+            run_id=run_id,
+            hashed_id=record.hashed_id,
+            step_id=record.step_id,
+            index=record.index,
+            op=record.op,
+            started_at=record.started_at,
+        )
+        step.status = record.status
+        step.attempts = record.attempts
+        step.wake_at = record.wake_at
+        if record.status == StepStatus.ERRORED and record.error is not None:
+            step.error = record.error
+            step.history = [
+                *step.history,
+                {
+                    "attempt": record.attempts - 1,
+                    "started_at": _iso(record.started_at),
+                    "ended_at": _iso(record.ended_at),
+                    "error": record.error,
+                },
+            ]
+        step.save(using=db)
+    return arrived
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _pause_row(run_id: str, spec: PauseSpec) -> Pause:
+    return Pause(
+        kind=spec.kind,
+        run_id=run_id,
+        hashed_id=spec.hashed_id,
+        event_name=spec.event_name,
+        expression=spec.expression or "",
+        match_key=spec.match_key,
+        trigger_event=spec.trigger_event,
+        after_id=spec.after_id,
+        expires_at=spec.expires_at,
+    )

@@ -1,0 +1,278 @@
+"""Claiming due runs under a lease (firing due timers on the way, parking runs whose concurrency
+key is full), and the leases themselves: heartbeats, expiry and release.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Min, Value
+from django.db.models.functions import Coalesce
+
+from django_inngest.core.engine import Memo
+from django_inngest.core.events import Event as EventValue
+from django_inngest.models import ENDED_STATUSES, Event, FunctionRun, QueueItem, RunStatus
+from django_inngest.store._sql import (
+    _connection,
+    _db_now_sql,
+    _lease_expiry_sql,
+    _table,
+    _when,
+    alias,
+    is_postgresql,
+)
+from django_inngest.store.checkpoints import load_memos
+from django_inngest.store.concurrency import _admit, _free_slots
+from django_inngest.store.events import event_value
+from django_inngest.store.flow import Planner, _fire_timers, _Intake, _no_planner
+
+# --- claiming ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimedRun:
+    run_id: str
+    function_id: str
+    attempt: int
+    events: list[EventValue]
+    event_rows: list[dict[str, Any]]
+    memos: dict[str, Memo]
+    priority: int = 0
+
+
+_CLAIMED = ("id", "kind", "run_id", "ref", "priority", "ckey1", "climit1", "ckey2", "climit2")
+
+
+def claim(
+    worker_id: str,
+    *,
+    limit: int,
+    now: datetime,
+    lease_seconds: float,
+    planner: Planner | None = None,
+    pending: Callable[[str], bool] | None = None,
+    priority_window: int = 0,
+) -> list[ClaimedRun]:
+    """Lease up to `limit` due runs to `worker_id`, in score order, in one transaction.
+
+    Due timers taken on the way fire here (debounce, batch, start and finish timeouts). A run
+    whose concurrency key is saturated is parked until a slot frees instead of being leased.
+    `priority_window` is the largest priority factor in use: items that far ahead in score
+    order are looked at.
+    """
+    db = alias()
+    queue = _table(QueueItem)
+    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
+    lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
+    horizon = now + timedelta(seconds=priority_window)
+    if not is_postgresql() and not (
+        QueueItem.objects.using(db)
+        .filter(lease_expires_at__isnull=True, parked_on__isnull=True)
+        .filter(score__lte=horizon, available_at__lte=now)
+        .exists()
+    ):
+        return []  # SQLite: an idle pass reads without taking the write lock
+    with transaction.atomic(using=db):
+        items: list[dict[str, Any]] = []
+        for _ in range(2):  # a second look picks up the runs that fired timers just created
+            with _connection().cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
+                    f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
+                    f"AND parked_on IS NULL AND score <= %s AND available_at <= %s "
+                    f"ORDER BY score, id LIMIT %s{lock}) "
+                    f"RETURNING {', '.join(_CLAIMED)}, score",
+                    [
+                        worker_id,
+                        *expiry_params,
+                        _when(horizon),
+                        _when(now),
+                        limit - len(items),
+                    ],
+                )
+                # RETURNING does not keep the subquery's order; both backends return score in
+                # a form that sorts by time (a datetime, or SQLite's fixed-width text).
+                taken = [
+                    dict(zip(_CLAIMED, row, strict=False))
+                    for row in sorted(cursor.fetchall(), key=lambda r: (r[-1], r[0]))
+                ]
+            timers = [item for item in taken if item["kind"] != QueueItem.Kind.RUN]
+            items += _admit([item for item in taken if item["kind"] == QueueItem.Kind.RUN])
+            if not timers or len(items) >= limit:
+                break
+            _fire_timers(timers, _Intake(now, planner or _no_planner, pending))
+        priorities = {item["run_id"]: item["priority"] for item in items}
+        run_ids = list(priorities)
+        if not run_ids:
+            return []
+        runs = _start_runs(run_ids, now)
+        ended = set(run_ids) - {run["id"] for run in runs}
+        if ended:  # a queue item outlived its run: nothing to do but drop it
+            QueueItem.objects.using(db).filter(run_id__in=ended).delete()
+        QueueItem.objects.using(db).bulk_create(
+            [
+                QueueItem(
+                    run_id=run["id"],
+                    kind=QueueItem.Kind.FINISH_TIMEOUT,
+                    available_at=now + run["finish_timeout"],
+                    score=now + run["finish_timeout"],
+                )
+                for run in runs
+                if run["finish_timeout"] is not None and run["started_at"] is None
+            ]
+        )
+    if not is_postgresql():
+        event_ids = {event_id for run in runs for event_id in run["event_ids"]}
+        found = {
+            row["id"]: row
+            for row in Event.objects.using(db)
+            .filter(id__in=event_ids)
+            .values("id", "user_id", "name", "data", "ts")
+        }
+        for run in runs:
+            run["events"] = [found[event_id] for event_id in run["event_ids"] if event_id in found]
+    # A run that never started has no steps, unless it reruns another run from a step.
+    memos = load_memos([run["id"] for run in runs if run["started_at"] or run["original_run_id"]])
+    claimed = []
+    for run in sorted(runs, key=lambda r: run_ids.index(r["id"])):
+        rows = run["events"]
+        claimed.append(
+            ClaimedRun(
+                run_id=run["id"],
+                function_id=run["function_id"],
+                attempt=run["attempt"],
+                events=[event_value(row) for row in rows],
+                event_rows=[dict(row) for row in rows],
+                memos=memos.get(run["id"], {}),
+                priority=priorities[run["id"]],
+            )
+        )
+    return claimed
+
+
+def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
+    """Mark the claimed runs that have not ended RUNNING; return them with `started_at` as
+    it was before (None: first start) and, on PostgreSQL, their events (in one statement)."""
+    db = alias()
+    fields = (
+        "id",
+        "function_id",
+        "event_ids",
+        "attempt",
+        "started_at",
+        "original_run_id",
+        "finish_timeout",
+    )
+    if not is_postgresql():
+        runs = list(
+            FunctionRun.objects.using(db)
+            .filter(id__in=run_ids)
+            .exclude(status__in=ENDED_STATUSES)
+            .values(*fields)
+        )
+        FunctionRun.objects.using(db).filter(id__in=[run["id"] for run in runs]).update(
+            status=RunStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now))
+        )
+        return runs
+    run, event = _table(FunctionRun), _table(Event)
+    ended = "', '".join(sorted(ENDED_STATUSES))
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {run} r SET status = %s, started_at = COALESCE(r.started_at, %s) "
+            f"FROM (SELECT id, started_at FROM {run} WHERE id = ANY(%s) "
+            f"AND status NOT IN ('{ended}') FOR UPDATE) AS before WHERE r.id = before.id "
+            f"RETURNING r.id, r.function_id, r.event_ids, r.attempt, before.started_at, "
+            f"r.original_run_id, r.finish_timeout, (SELECT coalesce(jsonb_agg(jsonb_build_object("
+            f"'id', e.id, 'user_id', e.user_id, 'name', e.name, 'data', e.data, 'ts', e.ts)), "
+            # = ANY(ARRAY(...)): a join with the JSON array's elements would scan the table.
+            f"'[]') FROM {event} e WHERE e.id = ANY(ARRAY("
+            f"SELECT jsonb_array_elements_text(r.event_ids))))",
+            [RunStatus.RUNNING, _when(now), run_ids],
+        )
+        runs = [dict(zip((*fields, "events"), row, strict=True)) for row in cursor.fetchall()]
+    for started in runs:  # Django reads jsonb as text
+        started["event_ids"] = json.loads(started["event_ids"])
+        found = {row["id"]: row for row in json.loads(started["events"])}
+        started["events"] = [found[i] for i in started["event_ids"] if i in found]
+    return runs
+
+
+# --- leases -----------------------------------------------------------------------------------
+
+
+def heartbeat(worker_id: str, lease_seconds: float) -> int:
+    """Extend every lease `worker_id` holds, in one statement."""
+    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(QueueItem)} SET lease_expires_at = {expiry_sql} "
+            f"WHERE lease_owner = %s",
+            [*expiry_params, worker_id],
+        )
+        return int(cursor.rowcount)
+
+
+def return_expired_leases() -> int:
+    """Put back in the queue the runs whose worker stopped renewing their lease."""
+    now_sql, now_params = _db_now_sql()
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {_table(QueueItem)} WHERE lease_expires_at < {now_sql} LIMIT 1",
+            now_params,
+        )
+        if cursor.fetchone() is None:
+            return 0  # the usual case: a read, not a write transaction, every sweep
+    with transaction.atomic(using=alias()):
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE lease_expires_at < {now_sql} RETURNING run_id, ckey1, ckey2",
+                now_params,
+            )
+            returned = cursor.fetchall()
+        _requeue(returned)
+    return len(returned)
+
+
+def release(worker_id: str) -> int:
+    """Give back every run `worker_id` holds (a worker shutting down)."""
+    with transaction.atomic(using=alias()):
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE lease_owner = %s RETURNING run_id, ckey1, ckey2",
+                [worker_id],
+            )
+            returned = cursor.fetchall()
+        _requeue(returned)
+    return len(returned)
+
+
+def _requeue(returned: Sequence[tuple[str | None, str | None, str | None]]) -> None:
+    """Runs whose lease went back: queued again, their concurrency slots free."""
+    run_ids = [run_id for run_id, _, _ in returned if run_id]
+    if run_ids:
+        FunctionRun.objects.using(alias()).filter(id__in=run_ids, status=RunStatus.RUNNING).update(
+            status=RunStatus.QUEUED
+        )
+    _free_slots(key for _, *keys in returned for key in keys)
+
+
+def next_due_at(priority_window: int = 0) -> datetime | None:
+    """About when the next ready queue item becomes due (read from the ready index)."""
+    ready = QueueItem.objects.using(alias()).filter(
+        lease_expires_at__isnull=True, parked_on__isnull=True
+    )
+    first: datetime | None = ready.aggregate(first=Min("score"))["first"]
+    if first is None or not priority_window:
+        return first
+    window = timedelta(seconds=priority_window)
+    due: datetime | None = ready.filter(score__lte=first + window).aggregate(
+        due=Min("available_at")
+    )["due"]
+    return max(due or first, first - window)

@@ -1,0 +1,107 @@
+"""Stored events: inserting them (inside the caller's transaction), and reading a stored row
+back as the `Event` a handler sees or the `event` an expression sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django_inngest.core.events import Event as EventValue
+from django_inngest.core.events import PreparedEvent
+from django_inngest.models import Event
+from django_inngest.store._sql import (
+    CHANNEL,
+    EVENTS,
+    _connection,
+    _json,
+    _table,
+    _when,
+    alias,
+    is_postgresql,
+    notify,
+)
+
+
+def insert_events(
+    prepared: Sequence[PreparedEvent],
+    *,
+    received_at: datetime,
+    pending: Callable[[str], bool] | None = None,
+    ignore_existing: bool = False,
+) -> None:
+    """Store events through the caller's connection, inside the caller's transaction.
+
+    With `ignore_existing`, an event whose id is already stored is skipped: ids derived from
+    a sender's seed make a retried send a no-op, even when two copies arrive at once.
+    """
+    if not prepared:
+        return
+    rows = [
+        Event(
+            id=event.id,
+            user_id=event.user_id,
+            name=event.name,
+            data=event.data,
+            ts=event.ts,
+            received_at=received_at,
+            pending=pending(event.name) if pending else True,
+        )
+        for event in prepared
+    ]
+    wake = any(row.pending for row in rows)
+    if is_postgresql():
+        for start in range(0, len(rows), 1000):  # within the bound-parameter limit
+            _insert_events_in_one_statement(
+                rows[start : start + 1000], wake=wake and not start, ignore_existing=ignore_existing
+            )
+        return
+    Event.objects.using(alias()).bulk_create(rows, ignore_conflicts=ignore_existing)
+    if wake:
+        notify(EVENTS)
+
+
+def _insert_events_in_one_statement(
+    rows: Sequence[Event], *, wake: bool, ignore_existing: bool
+) -> None:
+    """PostgreSQL: the INSERT and the NOTIFY as one statement, so `send_sync` inside the
+    caller's transaction costs one round trip."""
+    params: list[Any] = []
+    for row in rows:
+        params += [row.id, row.user_id, row.name, _json(row.data), row.ts]
+        params += [_when(row.received_at), row.pending]
+    values = ", ".join(["(%s, %s, %s, CAST(%s AS jsonb), %s, %s, %s)"] * len(rows))
+    insert = (
+        f"INSERT INTO {_table(Event)} (id, user_id, name, data, ts, received_at, pending) "
+        f"VALUES {values}{' ON CONFLICT (id) DO NOTHING' if ignore_existing else ''}"
+    )
+    with _connection().cursor() as cursor:
+        if wake:
+            cursor.execute(
+                f"WITH stored AS ({insert}) SELECT pg_notify('{CHANNEL}', '{EVENTS}')", params
+            )
+        else:
+            cursor.execute(insert, params)
+
+
+def event_value(row: Mapping[str, Any]) -> EventValue:
+    """The `Event` a handler sees for a stored row."""
+    return EventValue(
+        name=row["name"], data=row["data"], id=row["user_id"] or row["id"], ts=row["ts"]
+    )
+
+
+def event_map(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The object expressions see as `event`."""
+    return {
+        "name": row["name"],
+        "data": row["data"],
+        "id": row["user_id"] or row["id"],
+        "ts": row["ts"],
+        "user": {},
+    }
+
+
+def has_pending_events() -> bool:
+    return Event.objects.using(alias()).pending().exists()

@@ -1,0 +1,346 @@
+"""Flow control before a run exists and the runs it creates: `_Intake`, the locked state rows of
+rate limits, throttles, debounces, batches and singletons, event-id de-duplication, and the
+timers (debounce, batch, start and finish timeouts) that claims fire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from django_inngest.core import ids
+from django_inngest.core.errors import RunEndedError, RunNotFoundError
+from django_inngest.core.flow import Gcra, RunPlan
+from django_inngest.models import (
+    ENDED_STATUSES,
+    Event,
+    FlowState,
+    FunctionRun,
+    IdempotencyKey,
+    Pause,
+    QueueItem,
+    RunStatus,
+)
+from django_inngest.store._sql import (
+    EVENT_ID_TTL,
+    _connection,
+    _table,
+    _when,
+    alias,
+    from_ms,
+    is_postgresql,
+)
+from django_inngest.store.checkpoints import _pause_row
+from django_inngest.store.events import event_map
+from django_inngest.store.runs import cancel_run
+
+Planner = Callable[[str, Mapping[str, Any], str, bool], RunPlan | None]
+"""(function id, first event, its id, batched) -> the plan of a run, None if unknown."""
+
+
+class _Intake:
+    """Runs created in one transaction: written in bulk, with their queue items and pauses."""
+
+    def __init__(
+        self, now: datetime, planner: Planner, pending: Callable[[str], bool] | None
+    ) -> None:
+        self.now = now
+        self.planner = planner
+        self.pending = pending
+        self.runs: list[FunctionRun] = []
+        self.items: list[QueueItem] = []
+        self.pauses: list[Pause] = []
+        self.unwritten: set[str] = set()
+        self.created = 0
+
+    def start(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Singleton, then create and queue the run (throttle, priority, timers)."""
+        holder_state = None
+        if plan.singleton is not None:
+            key, mode = plan.singleton
+            holder_state = _lock_state(key, "singleton", self.now)
+            holder = holder_state.data.get("run_id")
+            if holder and self._active(holder):
+                if mode == "skip":
+                    self._skipped(plan, rows, holder)
+                    return
+                self.flush()
+                with contextlib.suppress(RunEndedError, RunNotFoundError):
+                    cancel_run(holder, now=self.now, pending=self.pending)
+        run = self._add(plan, rows)
+        if holder_state is not None:
+            holder_state.data = {"run_id": run.id}
+            holder_state.updated_at = self.now
+            holder_state.save(using=alias())
+
+    def _active(self, run_id: str) -> bool:
+        return run_id in self.unwritten or (
+            FunctionRun.objects.using(alias()).filter(id=run_id).active().exists()
+        )
+
+    def _skipped(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]], holder: str) -> None:
+        self.runs.append(
+            FunctionRun(
+                id=ids.ulid(),
+                function_id=plan.function_id,
+                status=RunStatus.SKIPPED,
+                event_id=rows[0]["id"],
+                event_ids=[row["id"] for row in rows],
+                created_at=self.now,
+                ended_at=self.now,
+                output={"reason": "singleton", "existing_run_id": holder},
+            )
+        )
+
+    def _add(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]]) -> FunctionRun:
+        now = self.now
+        run = FunctionRun(
+            id=ids.ulid(),
+            function_id=plan.function_id,
+            status=RunStatus.QUEUED,
+            event_id=rows[0]["id"],
+            event_ids=[row["id"] for row in rows],
+            created_at=now,
+            finish_timeout=plan.finish_timeout,
+        )
+        available = max(now, from_ms(rows[0]["ts"])) if len(rows) == 1 else now
+        if plan.throttle is not None:
+            available = max(available, _apply_gcra(plan.throttle, now, drop=False) or now)
+        keys: list[tuple[str | None, int | None]] = [*plan.concurrency[:2]]
+        keys += [(None, None)] * (2 - len(keys))
+        self.items.append(
+            QueueItem(
+                run=run,
+                available_at=available,
+                priority=plan.priority,
+                score=available - timedelta(seconds=plan.priority),
+                ckey1=keys[0][0],
+                climit1=keys[0][1],
+                ckey2=keys[1][0],
+                climit2=keys[1][1],
+            )
+        )
+        if plan.start_timeout is not None:
+            due = now + plan.start_timeout
+            self.items.append(
+                QueueItem(run=run, kind=QueueItem.Kind.START_TIMEOUT, available_at=due, score=due)
+            )
+        self.pauses += [_pause_row(run.id, spec) for spec in plan.pauses]
+        self.runs.append(run)
+        self.unwritten.add(run.id)
+        return run
+
+    def flush(self) -> None:
+        db = alias()
+        FunctionRun.objects.using(db).bulk_create(self.runs)
+        QueueItem.objects.using(db).bulk_create(self.items)
+        Pause.objects.using(db).bulk_create(self.pauses)
+        self.created += sum(1 for run in self.runs if run.status == RunStatus.QUEUED)
+        self.runs, self.items, self.pauses = [], [], []
+        self.unwritten.clear()
+
+
+def _no_planner(function_id: str, event: Mapping[str, Any], event_id: str, batched: bool) -> None:
+    return None
+
+
+# --- flow-control state -----------------------------------------------------------------------
+
+
+def _lock_state(key: str, kind: str, now: datetime) -> FlowState:
+    """The state row of `key` (created when missing), locked until the transaction ends."""
+    db = alias()
+    query = FlowState.objects.using(db).filter(key=key)
+    if is_postgresql():
+        query = query.select_for_update()
+    state = query.first()
+    if state is None:
+        FlowState.objects.using(db).bulk_create(
+            [FlowState(key=key, kind=kind, data={}, updated_at=now)], ignore_conflicts=True
+        )
+        state = query.get()
+    return state
+
+
+def _try_lock_state(key: str) -> FlowState | Literal[False] | None:
+    """The state row locked; None when it does not exist; False when another holds it."""
+    query = FlowState.objects.using(alias()).filter(key=key)
+    if not is_postgresql():
+        return query.first()
+    locked = query.select_for_update(skip_locked=True).first()
+    if locked is None and query.exists():
+        return False
+    return locked
+
+
+def _apply_gcra(rate: Gcra, now: datetime, *, drop: bool) -> datetime | None:
+    """When one more request may start (and count it); with `drop`, None when over the limit."""
+    state = _lock_state(rate.key, "gcra", now)
+    tat = datetime.fromisoformat(state.data["tat"]) if state.data.get("tat") else None
+    start, new_tat = rate.decide(tat, now)
+    if drop and start > now:
+        return None
+    state.data = {"tat": new_tat.isoformat()}
+    state.updated_at = now
+    state.save(using=alias())
+    return start
+
+
+def _debounce(plan: RunPlan, row: Mapping[str, Any], now: datetime) -> None:
+    """Keep the latest event and push the firing back (never past first event + timeout)."""
+    spec = plan.debounce
+    assert spec is not None
+    state = _lock_state(spec.key, "debounce", now)
+    data = state.data
+    if data.get("event_ts") is not None and row["ts"] < data["event_ts"]:
+        return  # an older event does not replace a newer one
+    first = datetime.fromisoformat(data["first_at"]) if data.get("first_at") else now
+    fire_at = now + spec.period
+    if spec.timeout is not None:
+        fire_at = min(fire_at, first + spec.timeout)
+    state.data = {
+        "function_id": plan.function_id,
+        "event_id": row["id"],
+        "event_ts": row["ts"],
+        "first_at": first.isoformat(),
+        "fire_at": fire_at.isoformat(),
+    }
+    state.updated_at = now
+    state.save(using=alias())
+    _set_timer(QueueItem.Kind.DEBOUNCE, spec.key, fire_at)
+
+
+def _set_timer(kind: str, ref: str, at: datetime) -> None:
+    db = alias()
+    if not QueueItem.objects.using(db).filter(kind=kind, ref=ref).update(available_at=at, score=at):
+        QueueItem.objects.using(db).create(kind=kind, ref=ref, available_at=at, score=at)
+
+
+def _add_to_batch(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
+    spec = plan.batch
+    assert spec is not None
+    state = _lock_state(spec.key, "batch", intake.now)
+    event_ids = list(state.data.get("event_ids", []))
+    if row["id"] in event_ids:
+        return
+    event_ids.append(row["id"])
+    if len(event_ids) >= spec.max_size:
+        _flush_batch(state, plan.function_id, event_ids, intake)
+        return
+    first = state.data.get("first_at") or intake.now.isoformat()
+    state.data = {"function_id": plan.function_id, "event_ids": event_ids, "first_at": first}
+    state.updated_at = intake.now
+    state.save(using=alias())
+    if len(event_ids) == 1:
+        _set_timer(QueueItem.Kind.BATCH, spec.key, intake.now + spec.timeout)
+
+
+def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intake: _Intake) -> None:
+    """Start one run with the batch's events, in arrival order, and forget the batch."""
+    db = alias()
+    QueueItem.objects.using(db).filter(kind=QueueItem.Kind.BATCH, ref=state.key).delete()
+    state.delete(using=db)
+    found = {
+        row["id"]: row
+        for row in Event.objects.using(db)
+        .filter(id__in=event_ids)
+        .values("id", "user_id", "name", "data", "ts")
+    }
+    rows = [found[event_id] for event_id in event_ids if event_id in found]
+    if not rows:
+        return
+    plan = intake.planner(function_id, event_map(rows[0]), rows[0]["id"], True)
+    if plan is not None:
+        intake.start(plan, rows)
+
+
+def _first_in_24h(key: str, now: datetime) -> bool:
+    """Record `key` for 24 h; False when it is already recorded and not expired."""
+    table = _table(IdempotencyKey)
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (key, expires_at) VALUES (%s, %s) "
+            f"ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
+            f"WHERE {table}.expires_at <= %s RETURNING key",
+            [key, _when(now + EVENT_ID_TTL), _when(now)],
+        )
+        return cursor.fetchone() is not None
+
+
+# --- timers -----------------------------------------------------------------------------------
+
+
+def _fire_timers(timers: list[dict[str, Any]], intake: _Intake) -> None:
+    """Due debounces and batches start their run; timeouts cancel runs that are late."""
+    db = alias()
+    now = intake.now
+    for item in timers:
+        kind = item["kind"]
+        done = True
+        if kind in (QueueItem.Kind.DEBOUNCE, QueueItem.Kind.BATCH):
+            state = _try_lock_state(item["ref"])
+            if state is False:
+                done = False  # an event is updating it; try again next time
+            elif state is not None and kind == QueueItem.Kind.DEBOUNCE:
+                done = _fire_debounce(state, item, intake)
+            elif state is not None:
+                _flush_batch(state, state.data["function_id"], state.data["event_ids"], intake)
+        elif kind == QueueItem.Kind.START_TIMEOUT:
+            run = (
+                FunctionRun.objects.using(db)
+                .filter(id=item["run_id"])
+                .values("started_at", "status")
+                .first()
+            )
+            if run and run["started_at"] is None and run["status"] not in ENDED_STATUSES:
+                _cancel_quietly(item["run_id"], intake)
+        elif kind == QueueItem.Kind.FINISH_TIMEOUT:
+            executing = (
+                QueueItem.objects.using(db)
+                .filter(run_id=item["run_id"], kind=QueueItem.Kind.RUN, lease_owner__isnull=False)
+                .exists()
+            )
+            if executing:  # what is in flight may still finish the run in time
+                later = now + timedelta(seconds=1)
+                QueueItem.objects.using(db).filter(id=item["id"]).update(
+                    available_at=later, score=later, lease_owner=None, lease_expires_at=None
+                )
+                continue
+            _cancel_quietly(item["run_id"], intake)
+        if done:
+            QueueItem.objects.using(db).filter(id=item["id"]).delete()
+        else:
+            QueueItem.objects.using(db).filter(id=item["id"]).update(
+                lease_owner=None, lease_expires_at=None
+            )
+    intake.flush()
+
+
+def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: _Intake) -> bool:
+    """Start the debounced run with the last event; False when its time moved meanwhile."""
+    db = alias()
+    data = state.data
+    fire_at = datetime.fromisoformat(data["fire_at"])
+    if fire_at > intake.now:
+        _set_timer(QueueItem.Kind.DEBOUNCE, state.key, fire_at)
+        return False
+    state.delete(using=db)
+    row = (
+        Event.objects.using(db)
+        .filter(id=data["event_id"])
+        .values("id", "user_id", "name", "data", "ts")
+        .first()
+    )
+    if row is not None:
+        plan = intake.planner(data["function_id"], event_map(row), row["id"], False)
+        if plan is not None:
+            intake.start(plan, [row])
+    return True
+
+
+def _cancel_quietly(run_id: str, intake: _Intake) -> None:
+    intake.flush()
+    with contextlib.suppress(RunEndedError, RunNotFoundError):
+        cancel_run(run_id, now=intake.now, pending=intake.pending)

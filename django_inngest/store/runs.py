@@ -1,0 +1,511 @@
+"""Run transitions after a claim (retry, suspend, end), cancellation and reruns, the queries
+the API and admin make about runs, and pruning what is no longer needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from django_inngest.core import ids
+from django_inngest.core.engine import PauseSpec, StepRecord, StepStatus
+from django_inngest.core.errors import RunEndedError, RunNotFoundError
+from django_inngest.core.events import (
+    FUNCTION_FINISHED,
+    FUNCTION_INVOKED,
+    PreparedEvent,
+    run_ended_events,
+)
+from django_inngest.models import (
+    ENDED_STATUSES,
+    Cancellation,
+    CronTick,
+    Event,
+    FlowState,
+    FunctionRun,
+    IdempotencyKey,
+    Pause,
+    QueueItem,
+    RunStatus,
+    RunStep,
+)
+from django_inngest.store._sql import (
+    CHANNEL,
+    EVENTS,
+    RUN,
+    _connection,
+    _json,
+    _table,
+    _when,
+    alias,
+    is_postgresql,
+    notify,
+)
+from django_inngest.store.checkpoints import _pause_row, _write_records
+from django_inngest.store.concurrency import _free_slots
+from django_inngest.store.events import event_map, insert_events
+
+# --- run transitions --------------------------------------------------------------------------
+
+
+def _release_item(run_id: str, worker_id: str, available_at: datetime, priority: int) -> bool:
+    """Give back the run's item, due at `available_at`; frees its concurrency slots."""
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table(QueueItem)} SET available_at = %s, score = %s, lease_owner = NULL, "
+            f"lease_expires_at = NULL WHERE run_id = %s AND kind = %s AND lease_owner = %s "
+            f"RETURNING ckey1, ckey2",
+            [
+                _when(available_at),
+                _when(available_at - timedelta(seconds=priority)),
+                run_id,
+                RUN,
+                worker_id,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    _free_slots(row)
+    return True
+
+
+def retry_run(
+    run_id: str,
+    worker_id: str,
+    *,
+    attempt: int,
+    available_at: datetime,
+    records: Sequence[StepRecord],
+    priority: int = 0,
+) -> bool:
+    with transaction.atomic(using=alias()):
+        if not _release_item(run_id, worker_id, available_at, priority):
+            return False
+        FunctionRun.objects.using(alias()).filter(id=run_id).update(
+            status=RunStatus.QUEUED, attempt=attempt
+        )
+        _write_records(run_id, records)
+    return True
+
+
+def suspend_run(
+    run_id: str,
+    worker_id: str,
+    *,
+    wake_at: datetime,
+    records: Sequence[StepRecord],
+    pauses: Sequence[PauseSpec] = (),
+    events: Sequence[PreparedEvent] = (),
+    waiting: bool = False,
+    now: datetime,
+    priority: int = 0,
+) -> bool:
+    """Free the worker until `wake_at`, or until an event the run waits for arrives."""
+    db = alias()
+    with transaction.atomic(using=db):
+        if not _release_item(run_id, worker_id, wake_at, priority):
+            return False
+        status = RunStatus.WAITING if waiting else RunStatus.SLEEPING
+        if _write_records(run_id, records):
+            QueueItem.objects.using(db).filter(run_id=run_id, kind=RUN).update(
+                available_at=now, score=now - timedelta(seconds=priority)
+            )
+            status = RunStatus.QUEUED
+        FunctionRun.objects.using(db).filter(id=run_id).update(status=status, attempt=0)
+        Pause.objects.using(db).bulk_create([_pause_row(run_id, spec) for spec in pauses])
+        insert_events(events, received_at=now)
+    return True
+
+
+def end_run(
+    run_id: str,
+    worker_id: str,
+    *,
+    status: str,
+    output: Any,
+    now: datetime,
+    emitted: Sequence[PreparedEvent] = (),
+    pending: Callable[[str], bool] | None = None,
+    drop_pauses: bool = False,
+) -> bool:
+    """End a run held by `worker_id`: drop its queue item (and its cancellation listeners when
+    it has some), record the end, emit events. False when the run was no longer held."""
+    end = RunEnd(
+        run_id=run_id,
+        worker_id=worker_id,
+        status=status,
+        output=output,
+        now=now,
+        emitted=emitted,
+        pending=pending,
+        drop_pauses=drop_pauses,
+    )
+    return end_runs([end])[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEnd:
+    run_id: str
+    worker_id: str
+    status: str
+    output: Any
+    now: datetime
+    emitted: Sequence[PreparedEvent] = ()
+    pending: Callable[[str], bool] | None = None
+    """Which emitted events need matching (all when None)."""
+    drop_pauses: bool = False
+
+
+def end_runs(ends: Sequence[RunEnd]) -> list[bool]:
+    """`end_run` for several runs at once: one statement on PostgreSQL, one transaction on
+    SQLite. Each run is ended only if its worker still holds it; returns which were."""
+    if is_postgresql():
+        held: dict[str, tuple[str | None, ...]] = {}
+        for worker_id in {end.worker_id for end in ends}:  # one statement per lease owner
+            held.update(
+                _end_runs_in_one_statement(worker_id, [e for e in ends if e.worker_id == worker_id])
+            )
+        # After the commit: an extra unparked run only re-checks its key.
+        _free_slots(key for keys in held.values() for key in keys)
+        return [end.run_id in held for end in ends]
+    db = alias()
+    ended: list[bool] = []
+    with transaction.atomic(using=db), _connection().cursor() as cursor:
+        for end in ends:
+            cursor.execute(
+                f"DELETE FROM {_table(QueueItem)} WHERE run_id = %s AND kind = %s "
+                f"AND lease_owner = %s RETURNING ckey1, ckey2",
+                [end.run_id, RUN, end.worker_id],
+            )
+            keys = cursor.fetchone()
+            ended.append(keys is not None)
+            if keys is None:
+                continue
+            _free_slots(keys)
+            FunctionRun.objects.using(db).filter(id=end.run_id).update(
+                status=end.status, output=end.output, ended_at=end.now
+            )
+            if end.drop_pauses:
+                Pause.objects.using(db).filter(run_id=end.run_id).delete()
+            insert_events(end.emitted, received_at=end.now, pending=end.pending)
+    return ended
+
+
+def _end_runs_in_one_statement(
+    worker_id: str, ends: Sequence[RunEnd]
+) -> dict[str, tuple[str | None, ...]]:
+    """`end_runs` on PostgreSQL for the runs of one lease owner, as one statement (one round
+    trip, its own transaction unless the caller has one), every write conditional on the
+    lease check. Returns the concurrency keys each ended run held, by run id."""
+    queue, run, event, pause = _table(QueueItem), _table(FunctionRun), _table(Event), _table(Pause)
+    params: list[Any] = []
+    for end in ends:
+        params += [end.run_id, end.status, _json(end.output), _when(end.now), end.drop_pauses]
+    values = ", ".join(
+        ["(%s, %s, CAST(%s AS jsonb), CAST(%s AS timestamptz), %s::boolean)"] * len(ends)
+    )
+    params += [[end.run_id for end in ends], worker_id]
+    parts = [
+        f"v (run_id, status, output, ended_at, drop_pauses) AS (VALUES {values})",
+        # By the run ids themselves, not a join with v: the planner then uses the index.
+        f"dropped AS (DELETE FROM {queue} q WHERE q.run_id = ANY(%s) "
+        f"AND q.kind = '{RUN}' AND q.lease_owner = %s RETURNING q.run_id, q.ckey1, q.ckey2)",
+        f"ended AS (UPDATE {run} r SET status = v.status, output = v.output, "
+        f"ended_at = v.ended_at FROM v WHERE r.id = v.run_id "
+        f"AND r.id IN (SELECT run_id FROM dropped) RETURNING r.id)",
+    ]
+    if any(end.drop_pauses for end in ends):
+        parts.append(
+            f"unpaused AS (DELETE FROM {pause} WHERE run_id IN (SELECT id FROM ended) "
+            f"AND run_id IN (SELECT run_id FROM v WHERE drop_pauses))"
+        )
+    wake = False
+    rows: list[str] = []
+    for end in ends:
+        for item in end.emitted:
+            is_pending = end.pending(item.name) if end.pending else True
+            wake = wake or is_pending
+            rows.append("(%s, %s, %s, %s, CAST(%s AS jsonb), %s::bigint, %s::timestamptz, %s)")
+            params += [end.run_id, item.id, item.user_id, item.name, _json(item.data), item.ts]
+            params += [_when(end.now), is_pending]
+    if rows:
+        columns = "id, user_id, name, data, ts, received_at, pending"
+        parts.append(
+            f"emitted AS (INSERT INTO {event} ({columns}) SELECT {columns} "
+            f"FROM (VALUES {', '.join(rows)}) AS e(run_id, {columns}) "
+            f"WHERE e.run_id IN (SELECT id FROM ended))"
+        )
+    woken = f"pg_notify('{CHANNEL}', '{EVENTS}')" if wake else "NULL"
+    parts.append(f"woken AS (SELECT {woken} WHERE EXISTS (SELECT 1 FROM ended))")
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"WITH {', '.join(parts)} SELECT d.run_id, d.ckey1, d.ckey2, "
+            f"(SELECT count(*) FROM woken) FROM dropped d",
+            params,
+        )
+        return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+
+
+# --- cancellation and reruns ------------------------------------------------------------------
+
+
+def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | None = None) -> None:
+    """Cancel a run that has not ended. Its queue item goes at once, so a worker running it
+    loses its lease: the step in flight finishes, its result is dropped, nothing else runs."""
+    db = alias()
+    with transaction.atomic(using=db):
+        # Locks in the order claims and ends take them (queue items, slot keys, the run), so
+        # a cancellation racing a worker cannot deadlock with it.
+        items = QueueItem.objects.using(db).filter(run_id=run_id)
+        if is_postgresql():
+            items = items.select_for_update()
+        held = [
+            (ckey1, ckey2)
+            for kind, owner, ckey1, ckey2 in items.values_list(
+                "kind", "lease_owner", "ckey1", "ckey2"
+            )
+            if kind == RUN and owner is not None
+        ]
+        items.delete()
+        for keys in held:
+            _free_slots(keys)
+        cancelled = (
+            FunctionRun.objects.using(db)
+            .filter(id=run_id)
+            .exclude(status__in=ENDED_STATUSES)
+            .update(status=RunStatus.CANCELLED, ended_at=now)
+        )
+        run = (
+            FunctionRun.objects.using(db)
+            .filter(id=run_id)
+            .values("function_id", "status", "event_ids")
+            .first()
+        )
+        if run is None:
+            raise RunNotFoundError(run_id)
+        if not cancelled:
+            raise RunEndedError(run_id, run["status"])
+        Pause.objects.using(db).filter(run_id=run_id).delete()
+        rows = list(
+            Event.objects.using(db)
+            .filter(id__in=run["event_ids"])
+            .values("id", "user_id", "name", "data", "ts")
+        )
+        rows.sort(key=lambda row: run["event_ids"].index(row["id"]))
+        trigger_events = [event_map(row) for row in rows]
+        emitted = run_ended_events(
+            function_id=run["function_id"],
+            run_id=run_id,
+            trigger_events=trigger_events,
+            status=RunStatus.CANCELLED,
+            output={"code": "cancelled", "message": "the run was cancelled", "name": "Cancelled"},
+            now_ms=int(now.timestamp() * 1000),
+        )
+        insert_events(emitted, received_at=now, pending=ended_pending(pending, trigger_events))
+
+
+def ended_pending(
+    pending: Callable[[str], bool] | None, trigger_events: Sequence[Mapping[str, Any]]
+) -> Callable[[str], bool]:
+    """Which events a run's end emits need matching: those some function listens to, and the
+    `inngest/function.finished` of an invoked run, which its parent waits for."""
+    invoked = bool(trigger_events) and trigger_events[0].get("name") == FUNCTION_INVOKED
+
+    def needs_matching(name: str) -> bool:
+        return (pending is None or pending(name)) or (invoked and name == FUNCTION_FINISHED)
+
+    return needs_matching
+
+
+def active_runs(
+    function_id: str, *, started_after: datetime | None, started_before: datetime
+) -> list[dict[str, Any]]:
+    """Runs of a function that have not ended, enqueued within a window, with their first event."""
+    query = (
+        FunctionRun.objects.using(alias())
+        .active()
+        .filter(function_id=function_id, created_at__lt=started_before)
+    )
+    if started_after is not None:
+        query = query.filter(created_at__gte=started_after)
+    runs = list(query.order_by("id").values("id", "event_id"))
+    events = {
+        row["id"]: row
+        for row in Event.objects.using(alias())
+        .filter(id__in=[run["event_id"] for run in runs if run["event_id"]])
+        .values("id", "user_id", "name", "data", "ts")
+    }
+    return [
+        {
+            "id": run["id"],
+            "event": event_map(events[run["event_id"]]) if run["event_id"] in events else {},
+        }
+        for run in runs
+    ]
+
+
+#: How long after an event arrives a batch holding it may start its run (the batch timeout is
+#: at most 60 s; the rest is room for workers that were busy or down).
+BATCH_RUN_WINDOW = timedelta(hours=1)
+
+
+def run_ids_of_event(event_id: str, *, received_at: datetime) -> list[str]:
+    """The runs an event started: runs it triggered first, and batches it joined. Batch runs
+    are searched among runs created within `BATCH_RUN_WINDOW` of the event, a range of the
+    primary key (run ids are ULIDs of their creation time)."""
+    db = alias()
+    runs = FunctionRun.objects.using(db)
+    direct = list(runs.filter(event_id=event_id).values_list("id", flat=True))
+    start_ms = int(received_at.timestamp() * 1000)
+    end_ms = int((received_at + BATCH_RUN_WINDOW).timestamp() * 1000)
+    window = runs.filter(id__gte=ids.ulid_floor(start_ms), id__lt=ids.ulid_floor(end_ms)).exclude(
+        event_id=event_id
+    )
+    if is_postgresql():
+        batched = window.filter(event_ids__contains=[event_id]).values_list("id", flat=True)
+    else:  # SQLite has no JSON containment lookup; json_each does the same
+        batched = window.extra(
+            where=["EXISTS (SELECT 1 FROM json_each(event_ids) WHERE json_each.value = %s)"],
+            params=[event_id],
+        ).values_list("id", flat=True)
+    return sorted({*direct, *batched})
+
+
+def record_cancellation(
+    *,
+    app_id: str,
+    function_id: str,
+    started_after: datetime | None,
+    started_before: datetime,
+    if_exp: str | None,
+    requested_by: str,
+    cancelled_runs: int,
+    now: datetime,
+) -> Cancellation:
+    """Keep a record of a bulk cancellation made through the HTTP API."""
+    return Cancellation.objects.using(alias()).create(
+        id=ids.ulid(),
+        app_id=app_id,
+        function_id=function_id,
+        started_after=started_after,
+        started_before=started_before,
+        if_exp=if_exp or "",
+        requested_by=requested_by,
+        cancelled_runs=cancelled_runs,
+        created_at=now,
+    )
+
+
+def rerun(run_id: str, *, now: datetime, from_step: str | None = None) -> str:
+    """Start a new run with the same events, linked to the original. With `from_step` (a step
+    id or hashed id), results of the steps completed before that step are kept."""
+    db = alias()
+    with transaction.atomic(using=db):
+        original = FunctionRun.objects.using(db).filter(id=run_id).first()
+        if original is None:
+            raise RunNotFoundError(run_id)
+        kept: list[RunStep] = []
+        if from_step is not None:
+            steps = list(RunStep.objects.using(db).filter(run_id=run_id).order_by("id"))
+            chosen = next((s for s in steps if from_step in (s.hashed_id, s.step_id)), None)
+            if chosen is None:
+                raise ValueError(f"run {run_id!r} has no step {from_step!r}")
+            kept = [s for s in steps if s.id < chosen.id and s.status == StepStatus.COMPLETED]
+        new = FunctionRun.objects.using(db).create(
+            id=ids.ulid(),
+            function_id=original.function_id,
+            status=RunStatus.QUEUED,
+            event_id=original.event_id,
+            event_ids=original.event_ids,
+            created_at=now,
+            original_run=original,
+        )
+        RunStep.objects.using(db).bulk_create(
+            [
+                RunStep(
+                    run=new,
+                    hashed_id=s.hashed_id,
+                    step_id=s.step_id,
+                    index=s.index,
+                    op=s.op,
+                    status=s.status,
+                    output=s.output,
+                    attempts=s.attempts,
+                    started_at=s.started_at,
+                    ended_at=s.ended_at,
+                    wake_at=s.wake_at,
+                )
+                for s in kept
+            ]
+        )
+        QueueItem.objects.using(db).create(run=new, available_at=now, score=now)
+        notify()
+    return new.id
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pruned:
+    runs: int
+    events: int
+    keys: int
+    states: int
+    pauses: int
+    cron_ticks: int = 0
+
+
+def prune(*, now: datetime, retention: timedelta) -> Pruned:
+    """Delete what is no longer needed: runs ended before the retention period (with their
+    steps), events older than it that no run refers to, expired de-duplication keys and
+    cancellation listeners, flow-control state that no longer limits anything, and cron ticks
+    scheduled before the retention period."""
+    db = alias()
+    cutoff = now - retention
+    with transaction.atomic(using=db):
+        _, by_model = FunctionRun.objects.using(db).ended().filter(ended_at__lt=cutoff).delete()
+        runs = by_model.get(FunctionRun._meta.label, 0)
+        events, _ = (
+            Event.objects.using(db)
+            .filter(received_at__lt=cutoff, pending=False)
+            .exclude(
+                id__in=FunctionRun.objects.using(db).filter(event__isnull=False).values("event_id")
+            )
+            .delete()
+        )
+        keys, _ = IdempotencyKey.objects.using(db).filter(expires_at__lte=now).delete()
+        pauses, _ = (
+            Pause.objects.using(db).filter(expires_at__lte=now, kind=Pause.Kind.CANCEL).delete()
+        )
+        stale = now - timedelta(hours=1)
+        states = 0
+        for state in FlowState.objects.using(db).filter(updated_at__lt=stale).iterator():
+            if _state_is_idle(state, now):
+                states += (
+                    FlowState.objects.using(db)
+                    .filter(key=state.key, updated_at=state.updated_at)
+                    .delete()[0]
+                )
+        # Safe: each schedule's `last_tick_at` stops its old ticks from firing again.
+        cron_ticks, _ = CronTick.objects.using(db).filter(scheduled_at__lt=cutoff).delete()
+    return Pruned(
+        runs=runs, events=events, keys=keys, states=states, pauses=pauses, cron_ticks=cron_ticks
+    )
+
+
+def _state_is_idle(state: FlowState, now: datetime) -> bool:
+    """Whether a flow-control row would behave the same if it were missing."""
+    if state.kind == "gcra":
+        tat = state.data.get("tat")
+        return tat is None or datetime.fromisoformat(tat) <= now
+    if state.kind == "singleton":
+        holder = state.data.get("run_id")
+        return (
+            not holder or not FunctionRun.objects.using(alias()).filter(id=holder).active().exists()
+        )
+    if state.kind == "concurrency":
+        return not QueueItem.objects.using(alias()).filter(parked_on=state.key).exists()
+    return False  # debounce and batch buffers end when they fire
