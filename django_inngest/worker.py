@@ -346,11 +346,21 @@ class GroupWriter(Generic[W, R]):
         return future
 
     def _write_next(self) -> None:
-        with self._lock:
-            group = self._waiting[:GROUP_SIZE]
-            del self._waiting[:GROUP_SIZE]
         try:
-            self._write_group(group)
+            # On SQLite, wait for the turn to write before picking the group: what arrives
+            # meanwhile goes in it.
+            with store.write_turn():
+                with self._lock:
+                    group = self._waiting[:GROUP_SIZE]
+                    del self._waiting[:GROUP_SIZE]
+                results = self._results(group)
+            for (_, future), result in zip(group, results, strict=True):
+                if not future.set_running_or_notify_cancel():
+                    continue  # its submitter stopped waiting (a task cancelled at shutdown)
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
         finally:
             with self._lock:
                 more = bool(self._waiting)
@@ -359,22 +369,13 @@ class GroupWriter(Generic[W, R]):
         if more:  # at the back of the pool's queue: claims are not starved
             self._executor.submit(self._write_next)
 
-    def _write_group(self, group: list[tuple[W, Future[R]]]) -> None:
+    def _results(self, group: list[tuple[W, Future[R]]]) -> Sequence[R | BaseException]:
         try:
-            results = _hygienic(lambda: self._write([item for item, _ in group]))
+            return _hygienic(lambda: self._write([item for item, _ in group]))
         except Exception as error:
             if len(group) > 1:
-                for one in group:
-                    self._write_group([one])
-                return
-            results = [error]
-        for (_, future), result in zip(group, results, strict=True):
-            if not future.set_running_or_notify_cancel():
-                continue  # its submitter stopped waiting (a task cancelled at shutdown)
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+                return [result for one in group for result in self._results([one])]
+            return [error]
 
 
 class Worker:
@@ -409,6 +410,8 @@ class Worker:
         """Whether pending events may exist. On PostgreSQL it is set by notifications about
         events, by a reconnected listener and by the fallback poll, so that a busy worker does
         not look for events after every run; on SQLite it stays set."""
+        self._events_notified = False
+        """Set by a notification about events (or a reconnected listener)."""
         self._signals = 0
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
@@ -490,21 +493,26 @@ class Worker:
             self._wake.clear()
             progressed = False
             try:
-                if self._events_due:
-                    self._events_due = not self._postgresql
-                    fanned = await self._io_call(
-                        store.fan_out,
-                        route,
-                        now=clock.now(),
-                        limit=FAN_OUT_LIMIT,
-                        pending=registry.listens_to,
-                        planner=planner,
-                    )
-                    progressed = fanned.events > 0
-                    if fanned.events >= FAN_OUT_LIMIT:
-                        self._events_due = True  # more are waiting
                 free = self.concurrency - len(self._inflight)
-                if free > 0:
+                claimed: list[store.ClaimedRun] = []
+                if await self._events_waiting():
+                    picked = await self._io_call(
+                        store.pick_up,
+                        route,
+                        self.worker_id,
+                        limit=free,
+                        now=clock.now(),
+                        lease_seconds=settings.LEASE_SECONDS,
+                        fan_out_limit=FAN_OUT_LIMIT,
+                        planner=planner,
+                        pending=registry.listens_to,
+                        priority_window=priority_window(),
+                    )
+                    claimed = picked.claimed
+                    progressed = picked.fanned.events > 0
+                    if picked.fanned.events >= FAN_OUT_LIMIT:
+                        self._events_due = True  # more are waiting
+                elif free > 0:
                     claimed = await self._io_call(
                         store.claim,
                         self.worker_id,
@@ -515,9 +523,9 @@ class Worker:
                         pending=registry.listens_to,
                         priority_window=priority_window(),
                     )
-                    for run in claimed:
-                        self._start(run)
-                    progressed = progressed or bool(claimed)
+                for run in claimed:
+                    self._start(run)
+                progressed = progressed or bool(claimed)
                 failures = 0
             except DatabaseError:
                 self._events_due = True
@@ -532,6 +540,17 @@ class Worker:
             if progressed and not full:
                 continue
             await self._sleep(await self._idle_timeout(full))
+
+    async def _events_waiting(self) -> bool:
+        """Whether to fan out now. A notification about events is taken at its word; otherwise
+        one read looks (on SQLite, instead of taking the write lock)."""
+        if not self._events_due:
+            return False
+        self._events_due = not self._postgresql
+        if self._events_notified:
+            self._events_notified = False
+            return True
+        return bool(await self._io_call(store.has_pending_events))
 
     async def _idle_timeout(self, full: bool) -> float:
         settings = conf.get()
@@ -729,7 +748,7 @@ class Worker:
     def _notified(self, about: str | None) -> None:
         """A notification (None: the listener (re)connected and may have missed some)."""
         if about != store.QUEUE:
-            self._events_due = True
+            self._events_due = self._events_notified = True
         self._poke()
 
     def _poke(self) -> None:

@@ -15,16 +15,20 @@ from django_inngest.store._sql import (
     QUEUE,
     RUN,
     alias,
+    atomic,
     from_ms,
     is_postgresql,
     notify,
+    write_turn,
 )
 from django_inngest.store.checkpoints import StepWrite, load_memos, save_step, save_steps, time_out
 from django_inngest.store.claim import (
     ClaimedRun,
+    PickUp,
     claim,
     heartbeat,
     next_due_at,
+    pick_up,
     release,
     return_expired_leases,
 )
@@ -66,6 +70,7 @@ __all__ = [
     "RUN",
     "ClaimedRun",
     "FanOut",
+    "PickUp",
     "Planner",
     "Pruned",
     "Route",
@@ -76,6 +81,7 @@ __all__ = [
     "TickOutcome",
     "active_runs",
     "alias",
+    "atomic",
     "cancel_run",
     "claim",
     "cron_schedule_states",
@@ -94,6 +100,7 @@ __all__ = [
     "load_memos",
     "next_due_at",
     "notify",
+    "pick_up",
     "prune",
     "record_cancellation",
     "release",
@@ -107,4 +114,5 @@ __all__ = [
     "suspend_run",
     "sync_cron_schedules",
     "time_out",
+    "write_turn",
 ]

@@ -5,13 +5,10 @@ steps, and building pause rows.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from django.db import transaction
 
 from django_inngest.core.engine import (
     FINAL_STEP_STATUSES,
@@ -31,7 +28,9 @@ from django_inngest.store._sql import (
     _table,
     _when,
     alias,
+    atomic,
     is_postgresql,
+    write_turn,
 )
 from django_inngest.store.events import insert_events
 
@@ -84,7 +83,7 @@ def save_step(
             raise outcome
         return outcome
     try:
-        with transaction.atomic(using=alias()):
+        with atomic():
             insert_events(events, received_at=datetime.now(UTC), pending=pending)
             if not _insert_final_steps(
                 [StepWrite(run_id=run_id, worker_id=worker_id, record=record)]
@@ -107,14 +106,12 @@ class StepWrite:
 
 
 def save_steps(writes: Sequence[StepWrite]) -> list[Memo | LeaseLost]:
-    """`save_step` for steps of several runs at once (no events), in one statement on
-    PostgreSQL and one transaction on SQLite: a step's memo, or the `LeaseLost` to raise."""
+    """`save_step` for steps of several runs at once (no events), in one statement: a step's
+    memo, or the `LeaseLost` to raise."""
     keys = [(write.run_id, write.record.hashed_id) for write in writes]
     if len(set(keys)) < len(keys):  # one statement cannot write a row twice
         return [outcome for write in writes for outcome in save_steps([write])]
-    # One statement on PostgreSQL needs no transaction of its own (BEGIN and COMMIT would be
-    # two more round trips); SQLite's statements, one per step, share one.
-    with contextlib.nullcontext() if is_postgresql() else transaction.atomic(using=alias()):
+    with write_turn():  # one statement needs no transaction of its own
         written = _insert_final_steps(writes)
     outcomes: list[Memo | LeaseLost] = []
     for write, key in zip(writes, keys, strict=True):
@@ -146,36 +143,27 @@ def _insert_final_steps(writes: Sequence[StepWrite]) -> set[tuple[str, str]]:
         f"ended_at = excluded.ended_at, wake_at = excluded.wake_at "
         f"WHERE {step}.status NOT IN ('{final}') RETURNING run_id, hashed_id"
     )
-    held = (
-        f"EXISTS (SELECT 1 FROM {queue} q WHERE q.run_id = {{run}} AND q.kind = '{RUN}' "
-        f"AND q.lease_owner = {{owner}})"
-    )
-    written: set[tuple[str, str]] = set()
+    if is_postgresql():
+        row = (
+            "(%s, %s, %s, %s::int, %s, %s, CAST(%s AS jsonb), CAST(%s AS jsonb), %s::int, "
+            "CAST(%s AS jsonb), %s::timestamptz, %s::timestamptz, %s::timestamptz, %s)"
+        )
+    else:
+        row = f"({', '.join(['%s'] * 14)})"
+    params: list[Any] = []
+    for write in writes:
+        params += [*_step_values(write.run_id, write.record), write.worker_id]
     with _connection().cursor() as cursor:
-        if is_postgresql():
-            row = (
-                "(%s, %s, %s, %s::int, %s, %s, CAST(%s AS jsonb), CAST(%s AS jsonb), %s::int, "
-                "CAST(%s AS jsonb), %s::timestamptz, %s::timestamptz, %s::timestamptz, %s)"
-            )
-            params: list[Any] = []
-            for write in writes:
-                params += [*_step_values(write.run_id, write.record), write.worker_id]
-            cursor.execute(
-                f"INSERT INTO {step} ({columns}) SELECT {columns} FROM (VALUES "
-                f"{', '.join([row] * len(writes))}) AS v({columns}, owner) "
-                f"WHERE {held.format(run='v.run_id', owner='v.owner')} {upsert}",
-                params,
-            )
-            written.update(cursor.fetchall())
-            return written
-        for write in writes:
-            cursor.execute(
-                f"INSERT INTO {step} ({columns}) SELECT {', '.join(['%s'] * 13)} "
-                f"WHERE {held.format(run='%s', owner='%s')} {upsert}",
-                [*_step_values(write.run_id, write.record), write.run_id, write.worker_id],
-            )
-            written.update(cursor.fetchall())
-    return {(run_id, hashed_id) for run_id, hashed_id in written}
+        # The CTE names the VALUES' columns on both backends; SQLite needs the WHERE to tell
+        # the upsert's ON CONFLICT from a join's ON.
+        cursor.execute(
+            f"WITH v ({columns}, owner) AS (VALUES {', '.join([row] * len(writes))}) "
+            f"INSERT INTO {step} ({columns}) SELECT {columns} FROM v "
+            f"WHERE EXISTS (SELECT 1 FROM {queue} q WHERE q.run_id = v.run_id "
+            f"AND q.kind = '{RUN}' AND q.lease_owner = v.owner) {upsert}",
+            params,
+        )
+        return {(run_id, hashed_id) for run_id, hashed_id in cursor.fetchall()}
 
 
 def _step_values(run_id: str, record: StepRecord) -> list[Any]:
@@ -215,7 +203,7 @@ def time_out(run_id: str, worker_id: str, record: StepRecord) -> Memo:
     """End a wait whose time is up, unless an event ended it first (its result is returned)."""
     db = alias()
     try:
-        with transaction.atomic(using=db):
+        with atomic():
             deleted, _ = (
                 Pause.objects.using(db)
                 .filter(run_id=run_id, hashed_id=record.hashed_id)

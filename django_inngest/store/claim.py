@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F, Min, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Min
 
 from django_inngest.core.engine import Memo
 from django_inngest.core.events import Event as EventValue
@@ -24,12 +22,15 @@ from django_inngest.store._sql import (
     _table,
     _when,
     alias,
+    atomic,
     is_postgresql,
+    notify,
 )
 from django_inngest.store.checkpoints import load_memos
 from django_inngest.store.concurrency import _admit, _free_slots
 from django_inngest.store.events import event_value
 from django_inngest.store.flow import Planner, _fire_timers, _Intake, _no_planner
+from django_inngest.store.matching import FanOut, Route, fan_out_in_transaction
 
 # --- claiming ---------------------------------------------------------------------------------
 
@@ -65,81 +66,146 @@ def claim(
     `priority_window` is the largest priority factor in use: items that far ahead in score
     order are looked at.
     """
-    db = alias()
-    queue = _table(QueueItem)
-    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
-    lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
     horizon = now + timedelta(seconds=priority_window)
     if not is_postgresql() and not (
-        QueueItem.objects.using(db)
+        QueueItem.objects.using(alias())
         .filter(lease_expires_at__isnull=True, parked_on__isnull=True)
         .filter(score__lte=horizon, available_at__lte=now)
         .exists()
     ):
         return []  # SQLite: an idle pass reads without taking the write lock
-    with transaction.atomic(using=db):
-        items: list[dict[str, Any]] = []
-        for _ in range(2):  # a second look picks up the runs that fired timers just created
-            with _connection().cursor() as cursor:
-                cursor.execute(
-                    f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
-                    f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
-                    f"AND parked_on IS NULL AND score <= %s AND available_at <= %s "
-                    f"ORDER BY score, id LIMIT %s{lock}) "
-                    f"RETURNING {', '.join(_CLAIMED)}, score",
-                    [
-                        worker_id,
-                        *expiry_params,
-                        _when(horizon),
-                        _when(now),
-                        limit - len(items),
-                    ],
-                )
-                # RETURNING does not keep the subquery's order; both backends return score in
-                # a form that sorts by time (a datetime, or SQLite's fixed-width text).
-                taken = [
-                    dict(zip(_CLAIMED, row, strict=False))
-                    for row in sorted(cursor.fetchall(), key=lambda r: (r[-1], r[0]))
-                ]
-            timers = [item for item in taken if item["kind"] != QueueItem.Kind.RUN]
-            items += _admit([item for item in taken if item["kind"] == QueueItem.Kind.RUN])
-            if not timers or len(items) >= limit:
-                break
-            _fire_timers(timers, _Intake(now, planner or _no_planner, pending))
-        priorities = {item["run_id"]: item["priority"] for item in items}
-        run_ids = list(priorities)
-        if not run_ids:
-            return []
-        runs = _start_runs(run_ids, now)
-        ended = set(run_ids) - {run["id"] for run in runs}
-        if ended:  # a queue item outlived its run: nothing to do but drop it
-            QueueItem.objects.using(db).filter(run_id__in=ended).delete()
-        QueueItem.objects.using(db).bulk_create(
-            [
-                QueueItem(
-                    run_id=run["id"],
-                    kind=QueueItem.Kind.FINISH_TIMEOUT,
-                    available_at=now + run["finish_timeout"],
-                    score=now + run["finish_timeout"],
-                )
-                for run in runs
-                if run["finish_timeout"] is not None and run["started_at"] is None
-            ]
+    with atomic():
+        started = _lease(worker_id, limit, now, lease_seconds, planner, pending, priority_window)
+    return _claimed(started)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PickUp:
+    fanned: FanOut
+    claimed: list[ClaimedRun]
+
+
+def pick_up(
+    route: Route,
+    worker_id: str,
+    *,
+    limit: int,
+    now: datetime,
+    lease_seconds: float,
+    fan_out_limit: int,
+    planner: Planner | None = None,
+    pending: Callable[[str], bool] | None = None,
+    priority_window: int = 0,
+) -> PickUp:
+    """`fan_out` then `claim`, in one transaction: an idle worker that matches an event starts
+    its run with one commit, and wakes the others only for runs it left queued."""
+    with atomic():
+        fanned = fan_out_in_transaction(
+            route, now=now, limit=fan_out_limit, pending=pending, planner=planner
         )
+        started = _lease(worker_id, limit, now, lease_seconds, planner, pending, priority_window)
+        if fanned.resumed or set(fanned.run_ids) - set(started.run_ids):
+            notify()
+    return PickUp(fanned=fanned, claimed=_claimed(started))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Started:
+    runs: list[dict[str, Any]]
+    priorities: dict[str, int]
+
+    @property
+    def run_ids(self) -> list[str]:
+        return list(self.priorities)
+
+
+def _lease(
+    worker_id: str,
+    limit: int,
+    now: datetime,
+    lease_seconds: float,
+    planner: Planner | None,
+    pending: Callable[[str], bool] | None,
+    priority_window: int,
+) -> _Started:
+    """`claim`'s writes, inside the caller's transaction."""
+    db = alias()
+    queue = _table(QueueItem)
+    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
+    lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
+    horizon = now + timedelta(seconds=priority_window)
+    items: list[dict[str, Any]] = []
+    for _ in range(2):  # a second look picks up the runs that fired timers just created
+        if len(items) >= limit:
+            break
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
+                f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
+                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s "
+                f"ORDER BY score, id LIMIT %s{lock}) "
+                f"RETURNING {', '.join(_CLAIMED)}, score",
+                [worker_id, *expiry_params, _when(horizon), _when(now), limit - len(items)],
+            )
+            # RETURNING does not keep the subquery's order; both backends return score in
+            # a form that sorts by time (a datetime, or SQLite's fixed-width text).
+            taken = [
+                dict(zip(_CLAIMED, row, strict=False))
+                for row in sorted(cursor.fetchall(), key=lambda r: (r[-1], r[0]))
+            ]
+        timers = [item for item in taken if item["kind"] != QueueItem.Kind.RUN]
+        items += _admit([item for item in taken if item["kind"] == QueueItem.Kind.RUN])
+        if not timers:
+            break
+        _fire_timers(timers, _Intake(now, planner or _no_planner, pending))
+    priorities = {item["run_id"]: item["priority"] for item in items}
+    if not priorities:
+        return _Started(runs=[], priorities={})
+    runs = _start_runs(list(priorities), now)
+    ended = set(priorities) - {run["id"] for run in runs}
+    if ended:  # a queue item outlived its run: nothing to do but drop it
+        QueueItem.objects.using(db).filter(run_id__in=ended).delete()
+    QueueItem.objects.using(db).bulk_create(
+        [
+            QueueItem(
+                run_id=run["id"],
+                kind=QueueItem.Kind.FINISH_TIMEOUT,
+                available_at=now + run["finish_timeout"],
+                score=now + run["finish_timeout"],
+            )
+            for run in runs
+            if run["finish_timeout"] is not None and run["started_at"] is None
+        ]
+    )
+    return _Started(runs=runs, priorities=priorities)
+
+
+def _claimed(started: _Started) -> list[ClaimedRun]:
+    """The leased runs with their events and memos, read after the commit."""
+    runs, priorities = started.runs, started.priorities
+    if not runs:
+        return []
     if not is_postgresql():
-        event_ids = {event_id for run in runs for event_id in run["event_ids"]}
-        found = {
-            row["id"]: row
-            for row in Event.objects.using(db)
-            .filter(id__in=event_ids)
-            .values("id", "user_id", "name", "data", "ts")
-        }
+        event_ids = list({event_id for run in runs for event_id in run["event_ids"]})
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, user_id, name, data, ts FROM {_table(Event)} "
+                f"WHERE id IN ({', '.join(['%s'] * len(event_ids))})",
+                event_ids,
+            )
+            found = {
+                row[0]: dict(zip(("id", "user_id", "name", "data", "ts"), row, strict=True))
+                for row in cursor.fetchall()
+            }
+        for row in found.values():
+            row["data"] = json.loads(row["data"])
         for run in runs:
             run["events"] = [found[event_id] for event_id in run["event_ids"] if event_id in found]
     # A run that never started has no steps, unless it reruns another run from a step.
     memos = load_memos([run["id"] for run in runs if run["started_at"] or run["original_run_id"]])
     claimed = []
-    for run in sorted(runs, key=lambda r: run_ids.index(r["id"])):
+    order = {run_id: index for index, run_id in enumerate(priorities)}
+    for run in sorted(runs, key=lambda r: order[r["id"]]):
         rows = run["events"]
         claimed.append(
             ClaimedRun(
@@ -158,7 +224,6 @@ def claim(
 def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
     """Mark the claimed runs that have not ended RUNNING; return them with `started_at` as
     it was before (None: first start) and, on PostgreSQL, their events (in one statement)."""
-    db = alias()
     fields = (
         "id",
         "function_id",
@@ -168,19 +233,27 @@ def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
         "original_run_id",
         "finish_timeout",
     )
-    if not is_postgresql():
-        runs = list(
-            FunctionRun.objects.using(db)
-            .filter(id__in=run_ids)
-            .exclude(status__in=ENDED_STATUSES)
-            .values(*fields)
-        )
-        FunctionRun.objects.using(db).filter(id__in=[run["id"] for run in runs]).update(
-            status=RunStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now))
-        )
-        return runs
     run, event = _table(FunctionRun), _table(Event)
     ended = "', '".join(sorted(ENDED_STATUSES))
+    if not is_postgresql():
+        with _connection().cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(fields)} FROM {run} WHERE id IN "
+                f"({', '.join(['%s'] * len(run_ids))}) AND status NOT IN ('{ended}')",
+                run_ids,
+            )
+            runs = [dict(zip(fields, row, strict=True)) for row in cursor.fetchall()]
+            if runs:
+                cursor.execute(
+                    f"UPDATE {run} SET status = %s, started_at = COALESCE(started_at, %s) "
+                    f"WHERE id IN ({', '.join(['%s'] * len(runs))})",
+                    [RunStatus.RUNNING, _when(now), *(started["id"] for started in runs)],
+                )
+        for started in runs:  # as the ORM would read them: JSON text, microseconds
+            started["event_ids"] = json.loads(started["event_ids"])
+            if started["finish_timeout"] is not None:
+                started["finish_timeout"] = timedelta(microseconds=started["finish_timeout"])
+        return runs
     with _connection().cursor() as cursor:
         cursor.execute(
             f"UPDATE {run} r SET status = %s, started_at = COALESCE(r.started_at, %s) "
@@ -227,7 +300,7 @@ def return_expired_leases() -> int:
         )
         if cursor.fetchone() is None:
             return 0  # the usual case: a read, not a write transaction, every sweep
-    with transaction.atomic(using=alias()):
+    with atomic():
         with _connection().cursor() as cursor:
             cursor.execute(
                 f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
@@ -241,7 +314,7 @@ def return_expired_leases() -> int:
 
 def release(worker_id: str) -> int:
     """Give back every run `worker_id` holds (a worker shutting down)."""
-    with transaction.atomic(using=alias()):
+    with atomic():
         with _connection().cursor() as cursor:
             cursor.execute(
                 f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "

@@ -8,11 +8,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Count
 
 from django_inngest.models import FlowState, QueueItem
-from django_inngest.store._sql import alias, is_postgresql, notify
+from django_inngest.store._sql import alias, atomic, is_postgresql, notify
 
 
 def _keys_of(item: Mapping[str, Any]) -> list[tuple[str, int]]:
@@ -92,7 +91,7 @@ def _free_slots(keys: Iterable[str | None]) -> None:
     if not wanted:
         return
     db = alias()
-    with transaction.atomic(using=db):
+    with atomic():
         _lock_keys(wanted, datetime.now(UTC))
         released = False
         for key in wanted:
@@ -114,7 +113,7 @@ def release_parked_with_room() -> int:
     """A safety net run with each sweep: release parked runs whose key has free slots."""
     db = alias()
     released = 0
-    with transaction.atomic(using=db):
+    with atomic():
         keys = [
             key
             for key in QueueItem.objects.using(db)

@@ -9,12 +9,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
-
 from django_inngest.core.events import PreparedEvent
 from django_inngest.core.flow import RunPlan
 from django_inngest.models import CronSchedule, CronTick
-from django_inngest.store._sql import _connection, _table, _when, alias, notify
+from django_inngest.store._sql import _connection, _table, _when, alias, atomic, notify
 from django_inngest.store.events import insert_events
 from django_inngest.store.flow import _Intake, _no_planner
 
@@ -35,7 +33,7 @@ def sync_cron_schedules(
     keep those that exist, add the new ones, delete the rest. Returns the state of each."""
     db = alias()
     wanted = set(declared)
-    with transaction.atomic(using=db):
+    with atomic():
         stored = {
             (row["function_id"], row["cron"], row["timezone"]): row["id"]
             for row in CronSchedule.objects.using(db).values(
@@ -94,7 +92,7 @@ def fire_cron_tick(
     cancellation apply)."""
     db = alias()
     function_id, cron, timezone = key
-    with transaction.atomic(using=db):
+    with atomic():
         schedule = (
             CronSchedule.objects.using(db)
             .select_for_update()

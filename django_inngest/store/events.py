@@ -20,7 +20,6 @@ from django_inngest.store._sql import (
     _when,
     alias,
     is_postgresql,
-    notify,
 )
 
 
@@ -36,9 +35,16 @@ def insert_events(
     With `ignore_existing`, an event whose id is already stored is skipped: ids derived from
     a sender's seed make a retried send a no-op, even when two copies arrive at once.
     """
-    if not prepared:
-        return
-    rows = [
+    store_event_rows(event_rows(prepared, received_at, pending), ignore_existing=ignore_existing)
+
+
+def event_rows(
+    prepared: Sequence[PreparedEvent],
+    received_at: datetime,
+    pending: Callable[[str], bool] | None = None,
+) -> list[Event]:
+    """Unsaved rows for `prepared`; `pending` says which need matching (all when None)."""
+    return [
         Event(
             id=event.id,
             user_id=event.user_id,
@@ -50,34 +56,35 @@ def insert_events(
         )
         for event in prepared
     ]
+
+
+def store_event_rows(rows: Sequence[Event], *, ignore_existing: bool = False) -> None:
+    """Insert `rows` in as few statements as the bound-parameter limit allows."""
     wake = any(row.pending for row in rows)
-    if is_postgresql():
-        for start in range(0, len(rows), 1000):  # within the bound-parameter limit
-            _insert_events_in_one_statement(
-                rows[start : start + 1000], wake=wake and not start, ignore_existing=ignore_existing
-            )
-        return
-    Event.objects.using(alias()).bulk_create(rows, ignore_conflicts=ignore_existing)
-    if wake:
-        notify(EVENTS)
+    for start in range(0, len(rows), 1000):
+        _insert_events_in_one_statement(
+            rows[start : start + 1000], wake=wake and not start, ignore_existing=ignore_existing
+        )
 
 
 def _insert_events_in_one_statement(
     rows: Sequence[Event], *, wake: bool, ignore_existing: bool
 ) -> None:
-    """PostgreSQL: the INSERT and the NOTIFY as one statement, so `send_sync` inside the
+    """The INSERT, and on PostgreSQL the NOTIFY, as one statement, so `send_sync` inside the
     caller's transaction costs one round trip."""
     params: list[Any] = []
     for row in rows:
         params += [row.id, row.user_id, row.name, _json(row.data), row.ts]
         params += [_when(row.received_at), row.pending]
-    values = ", ".join(["(%s, %s, %s, CAST(%s AS jsonb), %s, %s, %s)"] * len(rows))
+    postgresql = is_postgresql()
+    data = "CAST(%s AS jsonb)" if postgresql else "%s"
+    values = ", ".join([f"(%s, %s, %s, {data}, %s, %s, %s)"] * len(rows))
     insert = (
         f"INSERT INTO {_table(Event)} (id, user_id, name, data, ts, received_at, pending) "
         f"VALUES {values}{' ON CONFLICT (id) DO NOTHING' if ignore_existing else ''}"
     )
     with _connection().cursor() as cursor:
-        if wake:
+        if wake and postgresql:
             cursor.execute(
                 f"WITH stored AS ({insert}) SELECT pg_notify('{CHANNEL}', '{EVENTS}')", params
             )

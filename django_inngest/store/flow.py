@@ -53,7 +53,8 @@ class _Intake:
         self.items: list[QueueItem] = []
         self.pauses: list[Pause] = []
         self.unwritten: set[str] = set()
-        self.created = 0
+        self.created: list[str] = []
+        """The ids of the queued runs written so far."""
 
     def start(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]]) -> None:
         """Singleton, then create and queue the run (throttle, priority, timers)."""
@@ -137,7 +138,7 @@ class _Intake:
         FunctionRun.objects.using(db).bulk_create(self.runs)
         QueueItem.objects.using(db).bulk_create(self.items)
         Pause.objects.using(db).bulk_create(self.pauses)
-        self.created += sum(1 for run in self.runs if run.status == RunStatus.QUEUED)
+        self.created += [run.id for run in self.runs if run.status == RunStatus.QUEUED]
         self.runs, self.items, self.pauses = [], [], []
         self.unwritten.clear()
 

@@ -5,12 +5,11 @@ and the runs waiting for them, which are resumed or cancelled.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-
-from django.db import transaction
 
 from django_inngest.core import ids
 from django_inngest.core.engine import StepStatus, pause_result
@@ -19,7 +18,15 @@ from django_inngest.core.events import FUNCTION_FINISHED, FUNCTION_INVOKED, invo
 from django_inngest.core.expressions import compile_expression, event_index_keys
 from django_inngest.core.flow import RunPlan
 from django_inngest.models import Event, FunctionRun, Pause, QueueItem, RunStatus, RunStep
-from django_inngest.store._sql import RUN, alias, is_postgresql, notify
+from django_inngest.store._sql import (
+    RUN,
+    _connection,
+    _table,
+    alias,
+    atomic,
+    is_postgresql,
+    notify,
+)
 from django_inngest.store.events import event_map, has_pending_events
 from django_inngest.store.flow import (
     Planner,
@@ -36,8 +43,13 @@ from django_inngest.store.runs import cancel_run
 @dataclass(frozen=True, kw_only=True)
 class FanOut:
     events: int
-    runs: int
+    run_ids: tuple[str, ...] = ()
+    """The runs queued."""
     resumed: int = 0
+
+    @property
+    def runs(self) -> int:
+        return len(self.run_ids)
 
 
 Route = Callable[[Mapping[str, Any], str], Iterable[RunPlan]]
@@ -59,36 +71,58 @@ def fan_out(
     cancellation listeners; then resume the runs waiting for the event and cancel those it
     cancels. `planner` plans the runs of flushed batches.
     """
-    db = alias()
     if not has_pending_events():
         # One read instead of a locking transaction (on SQLite, the write lock) per idle pass.
-        return FanOut(events=0, runs=0)
-    with transaction.atomic(using=db):
-        query = Event.objects.using(db).pending().order_by("id")
-        if is_postgresql():
-            query = query.select_for_update(skip_locked=True)
-        rows = list(query.values("id", "user_id", "name", "data", "ts")[:limit])
-        if not rows:
-            return FanOut(events=0, runs=0)
-        intake = _Intake(now, planner or _no_planner, pending)
-        has_pauses: dict[str, bool] = {}
-        resumed = 0
-        for row in rows:
-            for plan in route(event_map(row), row["id"]):
-                _take(plan, row, intake)
-                for spec in plan.pauses:
-                    has_pauses[spec.event_name] = True
-            name = row["name"]
-            if name not in has_pauses:
-                has_pauses[name] = Pause.objects.using(db).filter(event_name=name).exists()
-            if has_pauses[name]:
-                intake.flush()  # listeners created above must be visible to this event
-                resumed += _match_pauses(row, now, pending)
-        intake.flush()
-        Event.objects.using(db).filter(id__in=[row["id"] for row in rows]).update(pending=False)
-        if intake.created or resumed:
+        return FanOut(events=0)
+    with atomic():
+        fanned = fan_out_in_transaction(
+            route, now=now, limit=limit, pending=pending, planner=planner
+        )
+        if fanned.run_ids or fanned.resumed:
             notify()
-    return FanOut(events=len(rows), runs=intake.created, resumed=resumed)
+    return fanned
+
+
+def fan_out_in_transaction(
+    route: Route,
+    *,
+    now: datetime,
+    limit: int,
+    pending: Callable[[str], bool] | None,
+    planner: Planner | None,
+) -> FanOut:
+    """`fan_out` inside the caller's transaction, which notifies workers of the runs queued."""
+    event, pause = _table(Event), _table(Pause)
+    lock = " FOR UPDATE OF e SKIP LOCKED" if is_postgresql() else ""
+    with _connection().cursor() as cursor:
+        # Whether runs wait for each event's name comes with it: one round trip, not one per name.
+        cursor.execute(
+            f"SELECT e.id, e.user_id, e.name, e.data, e.ts, EXISTS (SELECT 1 FROM {pause} p "
+            f"WHERE p.event_name = e.name) FROM {event} e WHERE e.pending "
+            f"ORDER BY e.id LIMIT %s{lock}",
+            [limit],
+        )
+        found = cursor.fetchall()
+    if not found:
+        return FanOut(events=0)
+    rows = [
+        {"id": id_, "user_id": user_id, "name": name, "data": json.loads(data), "ts": ts}
+        for id_, user_id, name, data, ts, _ in found
+    ]
+    has_pauses = {row[2]: bool(row[5]) for row in found}
+    intake = _Intake(now, planner or _no_planner, pending)
+    resumed = 0
+    for row in rows:
+        for plan in route(event_map(row), row["id"]):
+            _take(plan, row, intake)
+            for spec in plan.pauses:
+                has_pauses[spec.event_name] = True
+        if has_pauses[row["name"]]:
+            intake.flush()  # listeners created above must be visible to this event
+            resumed += _match_pauses(row, now, pending)
+    intake.flush()
+    Event.objects.using(alias()).filter(id__in=[row["id"] for row in rows]).update(pending=False)
+    return FanOut(events=len(rows), run_ids=tuple(intake.created), resumed=resumed)
 
 
 def _take(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:

@@ -4,12 +4,11 @@ the API and admin make about runs, and pruning what is no longer needed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-
-from django.db import transaction
 
 from django_inngest.core import ids
 from django_inngest.core.engine import PauseSpec, StepRecord, StepStatus
@@ -42,12 +41,13 @@ from django_inngest.store._sql import (
     _table,
     _when,
     alias,
+    atomic,
     is_postgresql,
     notify,
 )
 from django_inngest.store.checkpoints import _pause_row, _write_records
 from django_inngest.store.concurrency import _free_slots
-from django_inngest.store.events import event_map, insert_events
+from django_inngest.store.events import event_map, event_rows, insert_events, store_event_rows
 
 # --- run transitions --------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ def retry_run(
     records: Sequence[StepRecord],
     priority: int = 0,
 ) -> bool:
-    with transaction.atomic(using=alias()):
+    with atomic():
         if not _release_item(run_id, worker_id, available_at, priority):
             return False
         FunctionRun.objects.using(alias()).filter(id=run_id).update(
@@ -107,7 +107,7 @@ def suspend_run(
 ) -> bool:
     """Free the worker until `wake_at`, or until an event the run waits for arrives."""
     db = alias()
-    with transaction.atomic(using=db):
+    with atomic():
         if not _release_item(run_id, worker_id, wake_at, priority):
             return False
         status = RunStatus.WAITING if waiting else RunStatus.SLEEPING
@@ -162,38 +162,56 @@ class RunEnd:
 
 
 def end_runs(ends: Sequence[RunEnd]) -> list[bool]:
-    """`end_run` for several runs at once: one statement on PostgreSQL, one transaction on
-    SQLite. Each run is ended only if its worker still holds it; returns which were."""
-    if is_postgresql():
-        held: dict[str, tuple[str | None, ...]] = {}
-        for worker_id in {end.worker_id for end in ends}:  # one statement per lease owner
-            held.update(
-                _end_runs_in_one_statement(worker_id, [e for e in ends if e.worker_id == worker_id])
-            )
-        # After the commit: an extra unparked run only re-checks its key.
-        _free_slots(key for keys in held.values() for key in keys)
-        return [end.run_id in held for end in ends]
-    db = alias()
-    ended: list[bool] = []
-    with transaction.atomic(using=db), _connection().cursor() as cursor:
-        for end in ends:
-            cursor.execute(
-                f"DELETE FROM {_table(QueueItem)} WHERE run_id = %s AND kind = %s "
-                f"AND lease_owner = %s RETURNING ckey1, ckey2",
-                [end.run_id, RUN, end.worker_id],
-            )
-            keys = cursor.fetchone()
-            ended.append(keys is not None)
-            if keys is None:
-                continue
-            _free_slots(keys)
-            FunctionRun.objects.using(db).filter(id=end.run_id).update(
-                status=end.status, output=end.output, ended_at=end.now
-            )
-            if end.drop_pauses:
-                Pause.objects.using(db).filter(run_id=end.run_id).delete()
-            insert_events(end.emitted, received_at=end.now, pending=end.pending)
-    return ended
+    """`end_run` for several runs at once: one statement per lease owner on PostgreSQL, one
+    transaction on SQLite. Each run is ended only if its worker still holds it; returns which
+    were."""
+    held: dict[str, tuple[str | None, ...]] = {}
+    postgresql = is_postgresql()
+    write = _end_runs_in_one_statement if postgresql else _end_runs_in_one_transaction
+    with contextlib.nullcontext() if postgresql else atomic():
+        for worker_id in {end.worker_id for end in ends}:
+            held.update(write(worker_id, [end for end in ends if end.worker_id == worker_id]))
+    # After the commit: an extra unparked run only re-checks its key.
+    _free_slots(key for keys in held.values() for key in keys)
+    return [end.run_id in held for end in ends]
+
+
+def _end_runs_in_one_transaction(
+    worker_id: str, ends: Sequence[RunEnd]
+) -> dict[str, tuple[str | None, ...]]:
+    """`end_runs` on SQLite for the runs of one lease owner, inside the caller's transaction:
+    one statement per table, however many runs. Returns what `_end_runs_in_one_statement`
+    does."""
+    queue, run = _table(QueueItem), _table(FunctionRun)
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {queue} WHERE kind = '{RUN}' AND lease_owner = %s "
+            f"AND run_id IN ({', '.join(['%s'] * len(ends))}) RETURNING run_id, ckey1, ckey2",
+            [worker_id, *(end.run_id for end in ends)],
+        )
+        held: dict[str, tuple[str | None, ...]] = {
+            row[0]: (row[1], row[2]) for row in cursor.fetchall()
+        }
+        ended = [end for end in ends if end.run_id in held]
+        if not ended:
+            return held
+        params: list[Any] = []
+        for end in ended:
+            params += [end.run_id, end.status, _json(end.output), _when(end.now)]
+        cursor.execute(
+            f"WITH v (id, status, output, ended_at) AS (VALUES "
+            f"{', '.join(['(%s, %s, %s, %s)'] * len(ended))}) UPDATE {run} SET "
+            f"status = v.status, output = v.output, ended_at = v.ended_at "
+            f"FROM v WHERE {run}.id = v.id",
+            params,
+        )
+    unpaused = [end.run_id for end in ended if end.drop_pauses]
+    if unpaused:
+        Pause.objects.using(alias()).filter(run_id__in=unpaused).delete()
+    store_event_rows(
+        [row for end in ended for row in event_rows(end.emitted, end.now, end.pending)]
+    )
+    return held
 
 
 def _end_runs_in_one_statement(
@@ -258,7 +276,7 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
     """Cancel a run that has not ended. Its queue item goes at once, so a worker running it
     loses its lease: the step in flight finishes, its result is dropped, nothing else runs."""
     db = alias()
-    with transaction.atomic(using=db):
+    with atomic():
         # Locks in the order claims and ends take them (queue items, slot keys, the run), so
         # a cancellation racing a worker cannot deadlock with it.
         items = QueueItem.objects.using(db).filter(run_id=run_id)
@@ -405,7 +423,7 @@ def rerun(run_id: str, *, now: datetime, from_step: str | None = None) -> str:
     """Start a new run with the same events, linked to the original. With `from_step` (a step
     id or hashed id), results of the steps completed before that step are kept."""
     db = alias()
-    with transaction.atomic(using=db):
+    with atomic():
         original = FunctionRun.objects.using(db).filter(id=run_id).first()
         if original is None:
             raise RunNotFoundError(run_id)
@@ -465,7 +483,7 @@ def prune(*, now: datetime, retention: timedelta) -> Pruned:
     scheduled before the retention period."""
     db = alias()
     cutoff = now - retention
-    with transaction.atomic(using=db):
+    with atomic():
         _, by_model = FunctionRun.objects.using(db).ended().filter(ended_at__lt=cutoff).delete()
         runs = by_model.get(FunctionRun._meta.label, 0)
         events, _ = (
