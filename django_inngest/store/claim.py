@@ -30,7 +30,7 @@ from django_inngest.store.checkpoints import load_memos
 from django_inngest.store.concurrency import _admit, _free_slots
 from django_inngest.store.events import event_value
 from django_inngest.store.flow import Planner, _fire_timers, _Intake, _no_planner
-from django_inngest.store.matching import FanOut, Route, fan_out_in_transaction
+from django_inngest.store.matching import FanOut, Lease, Route, fan_out_in_transaction
 
 # --- claiming ---------------------------------------------------------------------------------
 
@@ -97,16 +97,47 @@ def pick_up(
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
 ) -> PickUp:
-    """`fan_out` then `claim`, in one transaction: an idle worker that matches an event starts
-    its run with one commit, and wakes the others only for runs it left queued."""
+    """`fan_out` then `claim`, in one transaction. When no run was already due, the runs the
+    match creates and this worker has slots for are leased to it as they are created; the
+    other workers are woken only for runs left queued."""
     with atomic():
-        fanned = fan_out_in_transaction(
-            route, now=now, limit=fan_out_limit, pending=pending, planner=planner
+        lease = Lease(
+            worker_id=worker_id,
+            slots=limit,
+            seconds=lease_seconds,
+            priority_window=priority_window,
         )
-        started = _lease(worker_id, limit, now, lease_seconds, planner, pending, priority_window)
-        if fanned.resumed or set(fanned.run_ids) - set(started.run_ids):
+        fanned = fan_out_in_transaction(
+            route, now=now, limit=fan_out_limit, pending=pending, planner=planner, lease=lease
+        )
+        leased = {leased.run.id for leased in fanned.leased}
+        queued = set(fanned.run_ids) - leased
+        started = _Started(runs=[], priorities={})
+        if limit > len(leased) and (fanned.backlog or queued or not fanned.events):
+            started = _lease(
+                worker_id,
+                limit - len(leased),
+                now,
+                lease_seconds,
+                planner,
+                pending,
+                priority_window,
+            )
+        if fanned.resumed or queued - set(started.run_ids):
             notify()
-    return PickUp(fanned=fanned, claimed=_claimed(started))
+    claimed = [
+        ClaimedRun(
+            run_id=leased.run.id,
+            function_id=leased.run.function_id,
+            attempt=leased.run.attempt,
+            events=[event_value(row) for row in leased.event_rows],
+            event_rows=leased.event_rows,
+            memos={},
+            priority=leased.priority,
+        )
+        for leased in fanned.leased
+    ]
+    return PickUp(fanned=fanned, claimed=claimed + _claimed(started))
 
 
 @dataclass(frozen=True, kw_only=True)

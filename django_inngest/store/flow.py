@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
+
+from django.db.models import Model
+from django.db.models.fields import AutoFieldMixin
+from django.db.models.sql import InsertQuery
 
 from django_inngest.core import ids
 from django_inngest.core.errors import RunEndedError, RunNotFoundError
@@ -40,21 +45,43 @@ Planner = Callable[[str, Mapping[str, Any], str, bool], RunPlan | None]
 """(function id, first event, its id, batched) -> the plan of a run, None if unknown."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class SelfLease:
+    """Up to `slots` new runs are leased, as they are created, to the worker creating them."""
+
+    worker_id: str
+    slots: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeasedRun:
+    run: FunctionRun
+    priority: int
+    event_rows: list[dict[str, Any]]
+
+
 class _Intake:
     """Runs created in one transaction: written in bulk, with their queue items and pauses."""
 
     def __init__(
-        self, now: datetime, planner: Planner, pending: Callable[[str], bool] | None
+        self,
+        now: datetime,
+        planner: Planner,
+        pending: Callable[[str], bool] | None,
+        lease: SelfLease | None = None,
     ) -> None:
         self.now = now
         self.planner = planner
         self.pending = pending
+        self.lease = lease
+        self.leased: list[LeasedRun] = []
         self.runs: list[FunctionRun] = []
         self.items: list[QueueItem] = []
         self.pauses: list[Pause] = []
         self.unwritten: set[str] = set()
         self.created: list[str] = []
-        """The ids of the queued runs written so far."""
+        """The ids of the runs queued (or leased) so far."""
 
     def start(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]]) -> None:
         """Singleton, then create and queue the run (throttle, priority, timers)."""
@@ -111,19 +138,37 @@ class _Intake:
             available = max(available, _apply_gcra(plan.throttle, now, drop=False) or now)
         keys: list[tuple[str | None, int | None]] = [*plan.concurrency[:2]]
         keys += [(None, None)] * (2 - len(keys))
-        self.items.append(
-            QueueItem(
-                run=run,
-                available_at=available,
-                priority=plan.priority,
-                score=available - timedelta(seconds=plan.priority),
-                ckey1=keys[0][0],
-                climit1=keys[0][1],
-                ckey2=keys[1][0],
-                climit2=keys[1][1],
-            )
+        item = QueueItem(
+            run=run,
+            available_at=available,
+            priority=plan.priority,
+            score=available - timedelta(seconds=plan.priority),
+            ckey1=keys[0][0],
+            climit1=keys[0][1],
+            ckey2=keys[1][0],
+            climit2=keys[1][1],
         )
-        if plan.start_timeout is not None:
+        self.items.append(item)
+        lease = self.lease
+        if (
+            lease is not None
+            and len(self.leased) < lease.slots
+            and available <= now
+            and not plan.concurrency  # a key's slots are counted when claiming
+        ):
+            run.status, run.started_at = RunStatus.RUNNING, now
+            item.lease_owner, item.lease_expires_at = lease.worker_id, lease.expires_at
+            if plan.finish_timeout is not None:
+                due = now + plan.finish_timeout
+                self.items.append(
+                    QueueItem(
+                        run=run, kind=QueueItem.Kind.FINISH_TIMEOUT, available_at=due, score=due
+                    )
+                )
+            self.leased.append(
+                LeasedRun(run=run, priority=plan.priority, event_rows=[dict(r) for r in rows])
+            )
+        elif plan.start_timeout is not None:
             due = now + plan.start_timeout
             self.items.append(
                 QueueItem(run=run, kind=QueueItem.Kind.START_TIMEOUT, available_at=due, score=due)
@@ -133,14 +178,49 @@ class _Intake:
         self.unwritten.add(run.id)
         return run
 
-    def flush(self) -> None:
-        db = alias()
-        FunctionRun.objects.using(db).bulk_create(self.runs)
-        QueueItem.objects.using(db).bulk_create(self.items)
-        Pause.objects.using(db).bulk_create(self.pauses)
-        self.created += [run.id for run in self.runs if run.status == RunStatus.QUEUED]
+    def flush(self, *also: tuple[str, list[Any]]) -> None:
+        """Write what was added, and run the statements `also` after it; on PostgreSQL all of
+        it as one statement (foreign keys are checked at commit)."""
+        statements = [
+            _insert_sql(model, rows)
+            for model, rows in (
+                (FunctionRun, self.runs),
+                (QueueItem, self.items),
+                (Pause, self.pauses),
+            )
+            if rows
+        ]
+        statements += also
+        with _connection().cursor() as cursor:
+            if is_postgresql() and len(statements) > 1:
+                *first, (last, last_params) = statements
+                cursor.execute(
+                    "WITH "
+                    + ", ".join(f"w{index} AS ({sql})" for index, (sql, _) in enumerate(first))
+                    + f" {last}",
+                    [param for _, params in first for param in params] + last_params,
+                )
+            else:
+                for sql, params in statements:
+                    cursor.execute(sql, params)
+        self.created += [
+            run.id for run in self.runs if run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+        ]
         self.runs, self.items, self.pauses = [], [], []
         self.unwritten.clear()
+
+
+def _insert_sql(model: type[Model], rows: Sequence[Model]) -> tuple[str, list[Any]]:
+    """The INSERT that `bulk_create` would send for `rows` (ids set, or made by the database)."""
+    fields = [
+        field
+        for field in model._meta.concrete_fields
+        if not (field.primary_key and isinstance(field, AutoFieldMixin))
+    ]
+    query = InsertQuery(model)
+    query.insert_values(fields, list(rows))
+    [(sql, params)] = query.get_compiler(alias()).as_sql()
+    return sql, list(params)
 
 
 def _no_planner(function_id: str, event: Mapping[str, Any], event_id: str, batched: bool) -> None:

@@ -8,7 +8,7 @@ import contextlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django_inngest.core import ids
@@ -22,6 +22,7 @@ from django_inngest.store._sql import (
     RUN,
     _connection,
     _table,
+    _when,
     alias,
     atomic,
     is_postgresql,
@@ -29,7 +30,9 @@ from django_inngest.store._sql import (
 )
 from django_inngest.store.events import event_map, has_pending_events
 from django_inngest.store.flow import (
+    LeasedRun,
     Planner,
+    SelfLease,
     _add_to_batch,
     _apply_gcra,
     _debounce,
@@ -44,8 +47,12 @@ from django_inngest.store.runs import cancel_run
 class FanOut:
     events: int
     run_ids: tuple[str, ...] = ()
-    """The runs queued."""
+    """The runs queued (or leased)."""
     resumed: int = 0
+    leased: tuple[LeasedRun, ...] = ()
+    """The runs leased to the worker that fanned out, as they were created."""
+    backlog: bool = False
+    """Whether due runs were already waiting when it looked (it leases none then)."""
 
     @property
     def runs(self) -> int:
@@ -90,27 +97,51 @@ def fan_out_in_transaction(
     limit: int,
     pending: Callable[[str], bool] | None,
     planner: Planner | None,
+    lease: Lease | None = None,
 ) -> FanOut:
-    """`fan_out` inside the caller's transaction, which notifies workers of the runs queued."""
-    event, pause = _table(Event), _table(Pause)
-    lock = " FOR UPDATE OF e SKIP LOCKED" if is_postgresql() else ""
+    """`fan_out` inside the caller's transaction, which notifies workers of the runs queued.
+
+    With `lease`, when no run is already due, the new runs that could start now are leased to
+    `lease.worker_id` as they are created (up to `lease.slots`): a run created by an idle
+    worker starts there without being claimed.
+    """
+    event, pause, queue = _table(Event), _table(Pause), _table(QueueItem)
+    postgresql = is_postgresql()
+    lock = " FOR UPDATE OF e SKIP LOCKED" if postgresql else ""
+    params: list[Any] = []
+    extra = "NULL, false"
+    if lease is not None:
+        # The database's clock for the lease, and whether runs are already due, as the
+        # claim would see them.
+        horizon = now + timedelta(seconds=lease.priority_window)
+        extra = (
+            f"{'clock_timestamp()' if postgresql else 'NULL'}, EXISTS (SELECT 1 FROM {queue} "
+            f"WHERE lease_expires_at IS NULL AND parked_on IS NULL AND score <= %s "
+            f"AND available_at <= %s)"
+        )
+        params += [_when(horizon), _when(now)]
     with _connection().cursor() as cursor:
         # Whether runs wait for each event's name comes with it: one round trip, not one per name.
         cursor.execute(
             f"SELECT e.id, e.user_id, e.name, e.data, e.ts, EXISTS (SELECT 1 FROM {pause} p "
-            f"WHERE p.event_name = e.name) FROM {event} e WHERE e.pending "
+            f"WHERE p.event_name = e.name), {extra} FROM {event} e WHERE e.pending "
             f"ORDER BY e.id LIMIT %s{lock}",
-            [limit],
+            [*params, limit],
         )
         found = cursor.fetchall()
     if not found:
         return FanOut(events=0)
     rows = [
         {"id": id_, "user_id": user_id, "name": name, "data": json.loads(data), "ts": ts}
-        for id_, user_id, name, data, ts, _ in found
+        for id_, user_id, name, data, ts, *_ in found
     ]
     has_pauses = {row[2]: bool(row[5]) for row in found}
-    intake = _Intake(now, planner or _no_planner, pending)
+    db_now, backlog = found[0][6] or datetime.now(UTC), bool(found[0][7])
+    self_lease = None
+    if lease is not None and not backlog and lease.slots > 0:
+        expires_at = db_now + timedelta(seconds=lease.seconds)
+        self_lease = SelfLease(worker_id=lease.worker_id, slots=lease.slots, expires_at=expires_at)
+    intake = _Intake(now, planner or _no_planner, pending, self_lease)
     resumed = 0
     for row in rows:
         for plan in route(event_map(row), row["id"]):
@@ -120,9 +151,27 @@ def fan_out_in_transaction(
         if has_pauses[row["name"]]:
             intake.flush()  # listeners created above must be visible to this event
             resumed += _match_pauses(row, now, pending)
-    intake.flush()
-    Event.objects.using(alias()).filter(id__in=[row["id"] for row in rows]).update(pending=False)
-    return FanOut(events=len(rows), run_ids=tuple(intake.created), resumed=resumed)
+    seen = [row["id"] for row in rows]
+    intake.flush(
+        (f"UPDATE {event} SET pending = false WHERE id IN ({', '.join(['%s'] * len(seen))})", seen)
+    )
+    return FanOut(
+        events=len(rows),
+        run_ids=tuple(intake.created),
+        resumed=resumed,
+        leased=tuple(intake.leased),
+        backlog=backlog,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """What `pick_up` asks of the event match: lease new runs to this worker."""
+
+    worker_id: str
+    slots: int
+    seconds: float
+    priority_window: int
 
 
 def _take(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
