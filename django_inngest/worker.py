@@ -8,7 +8,6 @@ on a thread that runs an event loop). `record_outcome` is shared with `testing.d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -18,9 +17,9 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -48,15 +47,17 @@ from django_inngest.core.steps import invoke_async, invoke_sync
 from django_inngest.models import RunStatus
 from django_inngest.registry import registry
 from django_inngest.scheduler import CronScheduler
+from django_inngest.threads import (
+    GroupWriter,
+    close_connections_of,
+    hygienic,
+    run_branches_in_threads,
+)
 
 logger = logging.getLogger("django_inngest.worker")
 T = TypeVar("T")
-W = TypeVar("W")
-R = TypeVar("R")
 
 IO_THREADS = 4
-#: At most this many checkpoints (or ends) go in one statement.
-GROUP_SIZE = 50
 #: PostgreSQL workers wake on NOTIFY; this slow poll only covers a lost notification.
 POSTGRES_FALLBACK_POLL = 10.0
 #: Events fanned out per transaction.
@@ -256,126 +257,6 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
         return RunStatus.WAITING if outcome.waiting else RunStatus.SLEEPING
     logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
     return None
-
-
-def ensure_usable_connections() -> None:
-    """Close this thread's connections that failed, so the next query reconnects."""
-    for connection in connections.all(initialized_only=True):
-        if connection.connection is not None and (
-            connection.errors_occurred and not connection.is_usable()
-        ):
-            connection.close()
-
-
-def _hygienic(fn: Callable[[], T]) -> T:
-    ensure_usable_connections()
-    try:
-        return fn()
-    except DatabaseError:
-        ensure_usable_connections()
-        raise
-
-
-def close_connections_of(executor: ThreadPoolExecutor, threads: int) -> None:
-    """Close the database connections of every thread of `executor`: one task per thread,
-    held at a barrier so that no thread takes two."""
-    barrier = threading.Barrier(threads)
-
-    def close() -> None:
-        connections.close_all()
-        with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait(timeout=5)
-
-    for future in [executor.submit(close) for _ in range(threads)]:
-        future.result()
-
-
-def run_branches_in_threads(branches: Sequence[Callable[[], Any]]) -> list[Any]:
-    """Run the branches of a sync parallel group at once, one thread each."""
-    results: list[Any] = [None] * len(branches)
-
-    def target(index: int, branch: Callable[[], Any]) -> None:
-        try:
-            results[index] = branch()
-        finally:
-            connections.close_all()
-
-    threads = [
-        threading.Thread(target=target, args=(i, b), name=f"inngest-branch-{i}", daemon=True)
-        for i, b in enumerate(branches)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
-class GroupWriter(Generic[W, R]):
-    """Group commit: writes submitted by concurrent runs go to the database together. While
-    `groups` groups are being written, new writes wait and then go as the next group, so an
-    idle worker writes at once and a busy one makes one statement for many runs.
-
-    `write` takes a list of items and returns one result per item (a result may be an
-    exception instance, raised to that item's submitter). When a group fails, its items are
-    written one by one, so one bad item does not fail the others."""
-
-    def __init__(
-        self,
-        write: Callable[[list[W]], Sequence[R | BaseException]],
-        executor: ThreadPoolExecutor,
-        *,
-        groups: int = 1,
-    ) -> None:
-        self._write = write
-        self._executor = executor
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[W, Future[R]]] = []
-        self._free = groups
-
-    def submit(self, item: W) -> Future[R]:
-        """Queue `item`; the future resolves once its group is committed. Thread-safe."""
-        future: Future[R] = Future()
-        with self._lock:
-            self._waiting.append((item, future))
-            start = self._free > 0
-            if start:
-                self._free -= 1
-        if start:
-            self._executor.submit(self._write_next)
-        return future
-
-    def _write_next(self) -> None:
-        try:
-            # On SQLite, wait for the turn to write before picking the group: what arrives
-            # meanwhile goes in it.
-            with store.write_turn():
-                with self._lock:
-                    group = self._waiting[:GROUP_SIZE]
-                    del self._waiting[:GROUP_SIZE]
-                results = self._results(group)
-            for (_, future), result in zip(group, results, strict=True):
-                if not future.set_running_or_notify_cancel():
-                    continue  # its submitter stopped waiting (a task cancelled at shutdown)
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-        finally:
-            with self._lock:
-                more = bool(self._waiting)
-                if not more:
-                    self._free += 1
-        if more:  # at the back of the pool's queue: claims are not starved
-            self._executor.submit(self._write_next)
-
-    def _results(self, group: list[tuple[W, Future[R]]]) -> Sequence[R | BaseException]:
-        try:
-            return _hygienic(lambda: self._write([item for item, _ in group]))
-        except Exception as error:
-            if len(group) > 1:
-                return [result for one in group for result in self._results([one])]
-            return [error]
 
 
 class Worker:
@@ -620,7 +501,7 @@ class Worker:
         assert loop is not None
 
         async def offload(fn: Callable[[], Any]) -> Any:
-            return await loop.run_in_executor(self._io, _hygienic, fn)
+            return await loop.run_in_executor(self._io, hygienic, fn)
 
         async def offload_user(fn: Callable[[], Any]) -> Any:
             return await loop.run_in_executor(self._runners, fn)
@@ -643,13 +524,13 @@ class Worker:
     async def _in_runner(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._loop is not None
         return await self._loop.run_in_executor(
-            self._runners, _hygienic, functools.partial(fn, *args)
+            self._runners, hygienic, functools.partial(fn, *args)
         )
 
     async def _io_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self._loop is not None
         return await self._loop.run_in_executor(
-            self._io, _hygienic, functools.partial(fn, *args, **kwargs)
+            self._io, hygienic, functools.partial(fn, *args, **kwargs)
         )
 
     async def _finish_inflight(self) -> None:
