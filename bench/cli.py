@@ -195,11 +195,12 @@ def main() -> None:
                     store.setdefault(workload, {}).setdefault(system, []).append(result)
                     save()
         if "W6" in workloads:
-            for system in names:
-                built = run_driver(system, backend, "backlog", plan, "b")
-                store.setdefault("backlog", {}).setdefault(system, []).append(built)
             for repeat in range(repeats):
                 for system in names:
+                    # Each repeat starts as W1's do, from a fresh database, here with the
+                    # backlog in it (not with the earlier repeats' runs and dead rows).
+                    built = run_driver(system, backend, "backlog", plan, f"b{repeat}")
+                    store.setdefault("backlog", {}).setdefault(system, []).append(built)
                     result = run_driver(system, backend, "W6", plan, f"r{repeat}")
                     store.setdefault("W6", {}).setdefault(system, []).append(result)
                     save()
