@@ -29,8 +29,8 @@ from django_inngest.store._sql import (
 from django_inngest.store.checkpoints import load_memos
 from django_inngest.store.concurrency import _admit, _free_slots
 from django_inngest.store.events import event_value
-from django_inngest.store.flow import Planner, _fire_timers, _Intake, _no_planner
-from django_inngest.store.matching import FanOut, Lease, Route, fan_out_in_transaction
+from django_inngest.store.flow import Lease, Planner, _fire_timers, _Intake, _no_planner
+from django_inngest.store.matching import FanOut, Route, fan_out_in_transaction
 
 # --- claiming ---------------------------------------------------------------------------------
 
@@ -100,15 +100,23 @@ def pick_up(
     """`fan_out` then `claim`, in one transaction. When no run was already due, the runs the
     match creates and this worker has slots for are leased to it as they are created; the
     other workers are woken only for runs left queued."""
-    with atomic():
+    # A full worker leases nothing, so its event match need not look for runs already due.
+    lease = None
+    if limit > 0:
         lease = Lease(
             worker_id=worker_id,
             slots=limit,
             seconds=lease_seconds,
             priority_window=priority_window,
         )
+    with atomic():
         fanned = fan_out_in_transaction(
-            route, now=now, limit=fan_out_limit, pending=pending, planner=planner, lease=lease
+            route,
+            now=now,
+            limit=fan_out_limit,
+            pending=pending,
+            planner=planner,
+            lease=lease,
         )
         leased = {leased.run.id for leased in fanned.leased}
         queued = set(fanned.run_ids) - leased

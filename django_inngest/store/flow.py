@@ -46,12 +46,14 @@ Planner = Callable[[str, Mapping[str, Any], str, bool], RunPlan | None]
 
 
 @dataclass(frozen=True, kw_only=True)
-class SelfLease:
-    """Up to `slots` new runs are leased, as they are created, to the worker creating them."""
+class Lease:
+    """Up to `slots` new runs that can start now are leased, as they are created, to the
+    worker creating them (`pick_up`)."""
 
     worker_id: str
     slots: int
-    expires_at: datetime
+    seconds: float
+    priority_window: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,12 +71,14 @@ class _Intake:
         now: datetime,
         planner: Planner,
         pending: Callable[[str], bool] | None,
-        lease: SelfLease | None = None,
+        lease: Lease | None = None,
+        lease_expires_at: datetime | None = None,
     ) -> None:
         self.now = now
         self.planner = planner
         self.pending = pending
         self.lease = lease
+        self.lease_expires_at = lease_expires_at
         self.leased: list[LeasedRun] = []
         self.runs: list[FunctionRun] = []
         self.items: list[QueueItem] = []
@@ -157,7 +161,7 @@ class _Intake:
             and not plan.concurrency  # a key's slots are counted when claiming
         ):
             run.status, run.started_at = RunStatus.RUNNING, now
-            item.lease_owner, item.lease_expires_at = lease.worker_id, lease.expires_at
+            item.lease_owner, item.lease_expires_at = lease.worker_id, self.lease_expires_at
             if plan.finish_timeout is not None:
                 due = now + plan.finish_timeout
                 self.items.append(

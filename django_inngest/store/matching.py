@@ -30,9 +30,9 @@ from django_inngest.store._sql import (
 )
 from django_inngest.store.events import event_map, has_pending_events
 from django_inngest.store.flow import (
+    Lease,
     LeasedRun,
     Planner,
-    SelfLease,
     _add_to_batch,
     _apply_gcra,
     _debounce,
@@ -137,11 +137,11 @@ def fan_out_in_transaction(
     ]
     has_pauses = {row[2]: bool(row[5]) for row in found}
     db_now, backlog = found[0][6] or datetime.now(UTC), bool(found[0][7])
-    self_lease = None
-    if lease is not None and not backlog and lease.slots > 0:
+    if lease is None or backlog:
+        intake = _Intake(now, planner or _no_planner, pending)
+    else:
         expires_at = db_now + timedelta(seconds=lease.seconds)
-        self_lease = SelfLease(worker_id=lease.worker_id, slots=lease.slots, expires_at=expires_at)
-    intake = _Intake(now, planner or _no_planner, pending, self_lease)
+        intake = _Intake(now, planner or _no_planner, pending, lease, expires_at)
     resumed = 0
     for row in rows:
         for plan in route(event_map(row), row["id"]):
@@ -162,16 +162,6 @@ def fan_out_in_transaction(
         leased=tuple(intake.leased),
         backlog=backlog,
     )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Lease:
-    """What `pick_up` asks of the event match: lease new runs to this worker."""
-
-    worker_id: str
-    slots: int
-    seconds: float
-    priority_window: int
 
 
 def _take(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
