@@ -44,6 +44,7 @@ from django_inngest.core.events import PreparedEvent, run_ended_events
 from django_inngest.core.flow import RunPlan, plan_run
 from django_inngest.core.function import Function
 from django_inngest.core.steps import invoke_async, invoke_sync
+from django_inngest.listener import PostgresListener
 from django_inngest.models import RunStatus
 from django_inngest.registry import registry
 from django_inngest.scheduler import CronScheduler
@@ -293,6 +294,12 @@ class Worker:
         not look for events after every run; on SQLite it stays set."""
         self._events_notified = False
         """Set by a notification about events (or a reconnected listener)."""
+        self._taking = threading.Lock()
+        """Held while runs are picked up or claimed, on the loop's I/O thread or the listener's,
+        so that the slots counted free are not being filled by the other meanwhile."""
+        self._slots = threading.Lock()
+        self._promised = 0
+        """Runs claimed that the loop has not started yet (guarded by `_slots`)."""
         self._signals = 0
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
@@ -344,14 +351,17 @@ class Worker:
             asyncio.create_task(self._every(PARKED_CHECK_SECONDS, self._release_parked)),
             asyncio.create_task(self._schedule_cron()),
         ]
-        listener: _PostgresListener | None = None
+        listener: PostgresListener | None = None
         if self._postgresql:
-            listener = _PostgresListener(store.alias(), self._notified)
+            listener = PostgresListener(store.alias(), self._notified)
             listener.start()
         else:
             background.append(asyncio.create_task(self._watch_sqlite_files()))
         try:
             await self._claim_loop()
+            if listener is not None:  # what it picked up meanwhile is started, then finished
+                listener.stop()
+                await asyncio.to_thread(listener.join, 5.0)
             await self._finish_inflight()
         finally:
             for task in background:
@@ -368,45 +378,20 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None
-        settings = conf.get()
         failures = 0
         while not self._stopping.is_set():
             self._wake.clear()
             progressed = False
             try:
-                free = self.concurrency - len(self._inflight)
-                claimed: list[store.ClaimedRun] = []
-                if await self._events_waiting():
-                    picked = await self._io_call(
-                        store.pick_up,
-                        route,
-                        self.worker_id,
-                        limit=free,
-                        now=clock.now(),
-                        lease_seconds=settings.LEASE_SECONDS,
-                        fan_out_limit=FAN_OUT_LIMIT,
-                        planner=planner,
-                        pending=registry.listens_to,
-                        priority_window=priority_window(),
-                    )
-                    claimed = picked.claimed
-                    progressed = picked.fanned.events > 0
-                    if picked.fanned.events >= FAN_OUT_LIMIT:
+                events = await self._events_waiting()
+                if events or self._free() > 0:
+                    taken = await self._io_call(self._take, events)
+                    assert taken is not None  # the loop waits its turn
+                    claimed, fanned = taken
+                    self._adopt(claimed)
+                    progressed = fanned > 0 or bool(claimed)
+                    if fanned >= FAN_OUT_LIMIT:
                         self._events_due = True  # more are waiting
-                elif free > 0:
-                    claimed = await self._io_call(
-                        store.claim,
-                        self.worker_id,
-                        limit=free,
-                        now=clock.now(),
-                        lease_seconds=settings.LEASE_SECONDS,
-                        planner=planner,
-                        pending=registry.listens_to,
-                        priority_window=priority_window(),
-                    )
-                for run in claimed:
-                    self._start(run)
-                progressed = progressed or bool(claimed)
                 failures = 0
             except DatabaseError:
                 self._events_due = True
@@ -415,12 +400,55 @@ class Worker:
                 logger.exception("worker cannot reach the database; retrying in %.1fs", delay)
                 await self._sleep(delay)
                 continue
-            if self.burst and not progressed and not self._inflight:
+            if self.burst and not progressed and not self._inflight and not self._promised:
                 return
             full = len(self._inflight) >= self.concurrency
             if progressed and not full:
                 continue
             await self._sleep(await self._idle_timeout(full))
+
+    def _free(self) -> int:
+        with self._slots:
+            return self.concurrency - len(self._inflight) - self._promised
+
+    def _take(self, events: bool, wait: bool = True) -> tuple[list[store.ClaimedRun], int] | None:
+        """Pick up pending events (with `events`) and claim runs for the free slots, on a
+        thread that may query. Returns the runs claimed, which count as taken slots until
+        `_adopt` starts them, and how many events were matched; None when another thread is
+        taking runs and `wait` is false."""
+        if not self._taking.acquire(blocking=wait):
+            return None
+        try:
+            free = self._free()
+            settings = conf.get()
+            common: dict[str, Any] = {
+                "now": clock.now(),
+                "lease_seconds": settings.LEASE_SECONDS,
+                "planner": planner,
+                "pending": registry.listens_to,
+                "priority_window": priority_window(),
+            }
+            if events:
+                picked = store.pick_up(
+                    route, self.worker_id, limit=free, fan_out_limit=FAN_OUT_LIMIT, **common
+                )
+                claimed, fanned = picked.claimed, picked.fanned.events
+            elif free > 0:
+                claimed, fanned = store.claim(self.worker_id, limit=free, **common), 0
+            else:
+                claimed, fanned = [], 0
+            with self._slots:
+                self._promised += len(claimed)
+            return claimed, fanned
+        finally:
+            self._taking.release()
+
+    def _adopt(self, claimed: Sequence[store.ClaimedRun]) -> None:
+        """Start runs `_take` claimed (on the loop)."""
+        with self._slots:
+            self._promised -= len(claimed)
+            for run in claimed:
+                self._start(run)
 
     async def _events_waiting(self) -> bool:
         """Whether to fan out now. A notification about events is taken at its word; otherwise
@@ -627,10 +655,34 @@ class Worker:
     # -- signals ---------------------------------------------------------------------------
 
     def _notified(self, about: str | None) -> None:
-        """A notification (None: the listener (re)connected and may have missed some)."""
+        """A notification, on the listener's thread (None: it (re)connected and may have
+        missed some). Events are picked up right here when the worker has free slots and is
+        not already taking runs: two thread hand-offs fewer between a send and its run."""
+        if about == store.EVENTS and self._picked_up_here():
+            return
         if about != store.QUEUE:
             self._events_due = self._events_notified = True
         self._poke()
+
+    def _picked_up_here(self) -> bool:
+        """Whether `_take` ran here and matched every pending event; otherwise (busy, full,
+        stopping, more events than one pass takes, or an error) the loop takes over."""
+        loop = self._loop
+        if loop is None or self._stopping.is_set() or self._free() <= 0:
+            return False
+        try:
+            taken = hygienic(functools.partial(self._take, True, wait=False))
+        except Exception:
+            logger.warning("picking up events on the listener failed; retrying", exc_info=True)
+            return False
+        if taken is None:
+            return False
+        claimed, fanned = taken
+        try:
+            loop.call_soon_threadsafe(self._adopt, claimed)
+        except RuntimeError:  # the loop has closed: the runs' leases are released or expire
+            return True
+        return fanned < FAN_OUT_LIMIT
 
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake
@@ -644,49 +696,3 @@ class Worker:
             os._exit(1)
         logger.info("signal %s: finishing current runs; send it again to exit now", signum)
         self.stop()
-
-
-class _PostgresListener(threading.Thread):
-    """LISTEN on a connection of its own; every notification wakes the worker."""
-
-    _KEYS = (
-        "dbname",
-        "user",
-        "password",
-        "host",
-        "port",
-        "sslmode",
-        "sslrootcert",
-        "sslcert",
-        "sslkey",
-        "application_name",
-        "options",
-        "service",
-        "passfile",
-        "connect_timeout",
-    )
-
-    def __init__(self, db_alias: str, on_notify: Callable[[str | None], None]) -> None:
-        super().__init__(name="inngest-listen", daemon=True)
-        params = connections[db_alias].get_connection_params()
-        self._params = {k: params[k] for k in self._KEYS if params.get(k) not in (None, "")}
-        self._on_notify = on_notify
-        self._stopped = threading.Event()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def run(self) -> None:
-        import psycopg
-
-        while not self._stopped.is_set():
-            try:
-                with psycopg.connect(**self._params, autocommit=True) as connection:
-                    connection.execute(f"LISTEN {store.CHANNEL}")
-                    self._on_notify(None)  # anything sent while we were not listening
-                    while not self._stopped.is_set():
-                        for notification in connection.notifies(timeout=0.5, stop_after=1):
-                            self._on_notify(notification.payload)
-            except psycopg.Error:
-                logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
-                self._stopped.wait(1.0)

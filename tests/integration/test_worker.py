@@ -154,3 +154,54 @@ def test_a_sleeping_run_is_woken_by_a_running_worker(inngest_client: inngest.Inn
     assert run.output == "awake"
     nap = RunStep.objects.get(step_id="nap")
     assert nap.ended_at and nap.wake_at and nap.ended_at >= nap.wake_at
+
+
+@pytest.mark.postgres
+def test_an_idle_worker_picks_up_events_on_its_listener_thread_within_its_slots(
+    inngest_client: inngest.Inngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_inngest import store
+
+    running = {"now": 0, "max": 0}
+    lock = threading.Lock()
+    threads: list[str] = []
+    pick_up = store.pick_up
+
+    def watched_pick_up(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return pick_up(*args, **kwargs)
+
+    monkeypatch.setattr(store, "pick_up", watched_pick_up)
+
+    async def body() -> None:  # on the loop: only the worker's slots bound how many at once
+        with lock:
+            running["now"] += 1
+            running["max"] = max(running["max"], running["now"])
+        await asyncio.sleep(0.05)
+        with lock:
+            running["now"] -= 1
+
+    @inngest_client.create_function(fn_id="one", trigger=inngest.TriggerEvent(event="t"))
+    async def one(ctx: inngest.Context, step: inngest.Step) -> None:
+        await step.run("work", body)
+
+    worker = Worker(concurrency=2)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(0.5)  # listening
+        for _ in range(8):
+            inngest_client.send_sync(inngest.Event(name="t"))
+            time.sleep(0.02)
+        deadline = time.monotonic() + 20
+        while (
+            time.monotonic() < deadline
+            and FunctionRun.objects.filter(status="COMPLETED").count() < 8
+        ):
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert FunctionRun.objects.filter(status="COMPLETED").count() == 8
+    assert "inngest-listen" in threads
+    assert running["max"] == 2
