@@ -411,11 +411,14 @@ class Worker:
         with self._slots:
             return self.concurrency - len(self._inflight) - self._promised
 
-    def _take(self, events: bool, wait: bool = True) -> tuple[list[store.ClaimedRun], int] | None:
-        """Pick up pending events (with `events`) and claim runs for the free slots, on a
-        thread that may query. Returns the runs claimed, which count as taken slots until
-        `_adopt` starts them, and how many events were matched; None when another thread is
-        taking runs and `wait` is false."""
+    def _take(
+        self, events: bool, wait: bool = True, event: Mapping[str, Any] | None = None
+    ) -> tuple[list[store.ClaimedRun], int] | None:
+        """Pick up pending events (with `events`; first `event`, known from its notification,
+        in one statement when it can be) and claim runs for the free slots, on a thread that
+        may query. Returns the runs claimed, which count as taken slots until `_adopt` starts
+        them, and how many events were matched; None when another thread is taking runs and
+        `wait` is false."""
         if not self._taking.acquire(blocking=wait):
             return None
         try:
@@ -428,15 +431,19 @@ class Worker:
                 "pending": registry.listens_to,
                 "priority_window": priority_window(),
             }
-            if events:
+            claimed = None
+            if event is not None:
+                claimed = store.pick_up_event(event, route, self.worker_id, limit=free, **common)
+            if claimed is not None:
+                fanned = 1
+            elif events:
                 picked = store.pick_up(
                     route, self.worker_id, limit=free, fan_out_limit=FAN_OUT_LIMIT, **common
                 )
                 claimed, fanned = picked.claimed, picked.fanned.events
-            elif free > 0:
-                claimed, fanned = store.claim(self.worker_id, limit=free, **common), 0
             else:
-                claimed, fanned = [], 0
+                claimed = store.claim(self.worker_id, limit=free, **common) if free > 0 else []
+                fanned = 0
             with self._slots:
                 self._promised += len(claimed)
             return claimed, fanned
@@ -657,21 +664,23 @@ class Worker:
     def _notified(self, about: str | None) -> None:
         """A notification, on the listener's thread (None: it (re)connected and may have
         missed some). Events are picked up right here when the worker has free slots and is
-        not already taking runs: two thread hand-offs fewer between a send and its run."""
-        if about == store.EVENTS and self._picked_up_here():
+        not already taking runs: two thread hand-offs fewer between a send and its run, and
+        an event the notification describes is taken in one statement when it can be."""
+        if about is not None and about.startswith(store.EVENTS) and self._picked_up_here(about):
             return
         if about != store.QUEUE:
             self._events_due = self._events_notified = True
         self._poke()
 
-    def _picked_up_here(self) -> bool:
-        """Whether `_take` ran here and matched every pending event; otherwise (busy, full,
+    def _picked_up_here(self, about: str) -> bool:
+        """Whether `_take` ran here and took what was notified; otherwise (busy, full,
         stopping, more events than one pass takes, or an error) the loop takes over."""
         loop = self._loop
         if loop is None or self._stopping.is_set() or self._free() <= 0:
             return False
         try:
-            taken = hygienic(functools.partial(self._take, True, wait=False))
+            event = store.described_event(about)
+            taken = hygienic(functools.partial(self._take, True, wait=False, event=event))
         except Exception:
             logger.warning("picking up events on the listener failed; retrying", exc_info=True)
             return False

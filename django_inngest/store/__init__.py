@@ -28,6 +28,7 @@ from django_inngest.store.claim import (
     heartbeat,
     next_due_at,
     pick_up,
+    pick_up_event,
     release,
     return_expired_leases,
 )
@@ -40,7 +41,13 @@ from django_inngest.store.cron import (
     fire_cron_tick,
     sync_cron_schedules,
 )
-from django_inngest.store.events import event_map, event_value, has_pending_events, insert_events
+from django_inngest.store.events import (
+    described_event,
+    event_map,
+    event_value,
+    has_pending_events,
+    insert_events,
+)
 from django_inngest.store.flow import Planner
 from django_inngest.store.matching import FanOut, Route, fan_out
 from django_inngest.store.runs import (
@@ -83,6 +90,7 @@ __all__ = [
     "cancel_run",
     "claim",
     "cron_schedule_states",
+    "described_event",
     "end_run",
     "end_runs",
     "ended_pending",
@@ -99,6 +107,7 @@ __all__ = [
     "next_due_at",
     "notify",
     "pick_up",
+    "pick_up_event",
     "prune",
     "record_cancellation",
     "release",

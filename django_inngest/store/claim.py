@@ -5,7 +5,7 @@ key is full), and the leases themselves: heartbeats, expiry and release.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +14,8 @@ from django.db.models import Min
 
 from django_inngest.core.engine import Memo
 from django_inngest.core.events import Event as EventValue
-from django_inngest.models import ENDED_STATUSES, Event, FunctionRun, QueueItem, RunStatus
+from django_inngest.core.flow import RunPlan
+from django_inngest.models import ENDED_STATUSES, Event, FunctionRun, Pause, QueueItem, RunStatus
 from django_inngest.store._sql import (
     _connection,
     _db_now_sql,
@@ -23,12 +24,13 @@ from django_inngest.store._sql import (
     _when,
     alias,
     atomic,
+    from_ms,
     is_postgresql,
     notify,
 )
 from django_inngest.store.checkpoints import load_memos
 from django_inngest.store.concurrency import _admit, _free_slots
-from django_inngest.store.events import event_value
+from django_inngest.store.events import event_map, event_value
 from django_inngest.store.flow import Lease, Planner, _fire_timers, _Intake, _no_planner
 from django_inngest.store.matching import FanOut, Route, fan_out_in_transaction
 
@@ -146,6 +148,82 @@ def pick_up(
         for leased in fanned.leased
     ]
     return PickUp(fanned=fanned, claimed=claimed + _claimed(started))
+
+
+def pick_up_event(
+    event: Mapping[str, Any],
+    route: Route,
+    worker_id: str,
+    *,
+    limit: int,
+    now: datetime,
+    lease_seconds: float,
+    planner: Planner | None = None,
+    pending: Callable[[str], bool] | None = None,
+    priority_window: int = 0,
+) -> list[ClaimedRun] | None:
+    """`pick_up` of one event known from its notification (`described_event`), in one
+    statement on PostgreSQL: the event is taken and its runs created and leased to
+    `worker_id` together, without reading it first.
+
+    Only when that is all `pick_up` would do: each run it starts can start now, without flow
+    control before or at the start (batch, rate limit, debounce, a sender's event id,
+    singleton, throttle, concurrency), within `limit`; no run waits for an event of its name;
+    no run is already due. None otherwise, or when another worker took the event first:
+    nothing was written and `pick_up` does the rest.
+    """
+    plans = list(route(event_map(event), event["id"]))
+    if (
+        not is_postgresql()
+        or len(plans) > limit
+        or from_ms(event["ts"]) > now
+        or any(not _starts_at_once(plan, event) for plan in plans)
+    ):
+        return None
+    lease = Lease(
+        worker_id=worker_id, slots=limit, seconds=lease_seconds, priority_window=priority_window
+    )
+    intake = _Intake(now, planner or _no_planner, pending, lease)
+    for plan in plans:
+        intake.start(plan, [event])
+    horizon = now + timedelta(seconds=priority_window)
+    queue, pause = _table(QueueItem), _table(Pause)
+    claimed = intake.write_claiming(
+        f"UPDATE {_table(Event)} SET pending = false WHERE id = %s AND pending "
+        f"AND NOT EXISTS (SELECT 1 FROM {pause} WHERE event_name = %s) "
+        f"AND NOT EXISTS (SELECT 1 FROM {queue} WHERE lease_expires_at IS NULL "
+        f"AND parked_on IS NULL AND score <= %s AND available_at <= %s) RETURNING data",
+        [event["id"], event["name"], _when(horizon), _when(now)],
+    )
+    if claimed is None:
+        return None
+    # The event as stored (key order as a stored event's), as `pick_up` would read it.
+    stored = {**event, "data": json.loads(claimed[0])}
+    return [
+        ClaimedRun(
+            run_id=leased.run.id,
+            function_id=leased.run.function_id,
+            attempt=leased.run.attempt,
+            events=[event_value(stored)],
+            event_rows=[stored],
+            memos={},
+            priority=leased.priority,
+        )
+        for leased in intake.leased
+    ]
+
+
+def _starts_at_once(plan: RunPlan, event: Mapping[str, Any]) -> bool:
+    return (
+        plan.batch is None
+        and plan.rate_limit is None
+        and plan.debounce is None
+        and not (plan.dedupe and event["user_id"])
+        and plan.singleton is None
+        and plan.throttle is None
+        and not plan.concurrency
+        and all(spec.event_name != event["name"] for spec in plan.pauses)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ back as the `Event` a handler sees or the `event` an expression sees.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -85,11 +86,35 @@ def _insert_events_in_one_statement(
     )
     with _connection().cursor() as cursor:
         if wake and postgresql:
+            about = EVENTS
+            if len(rows) == 1 and not ignore_existing:
+                about = _described(rows[0])
             cursor.execute(
-                f"WITH stored AS ({insert}) SELECT pg_notify('{CHANNEL}', '{EVENTS}')", params
+                f"WITH stored AS ({insert}) SELECT pg_notify('{CHANNEL}', %s)", [*params, about]
             )
         else:
             cursor.execute(insert, params)
+
+
+#: Notification payloads stay below PostgreSQL's limit (8,000 bytes).
+_PAYLOAD_BYTES = 7_000
+
+
+def _described(row: Event) -> str:
+    """The notification about one event: "events:" and the event, so that an idle worker can
+    match it without reading it first (`pick_up_event`); "events" alone when it is too big."""
+    event = {"id": row.id, "user_id": row.user_id, "name": row.name, "data": row.data, "ts": row.ts}
+    described = f"{EVENTS}:{json.dumps(event, separators=(',', ':'))}"
+    return described if len(described.encode()) <= _PAYLOAD_BYTES else EVENTS
+
+
+def described_event(about: str) -> dict[str, Any] | None:
+    """The event a notification describes (see `_described`), None when it describes none."""
+    prefix = f"{EVENTS}:"
+    if not about.startswith(prefix):
+        return None
+    event: dict[str, Any] = json.loads(about[len(prefix) :])
+    return event
 
 
 def event_value(row: Mapping[str, Any]) -> EventValue:

@@ -213,6 +213,48 @@ class _Intake:
         self.runs, self.items, self.pauses = [], [], []
         self.unwritten.clear()
 
+    def write_claiming(self, claim: str, params: list[Any]) -> tuple[Any, ...] | None:
+        """PostgreSQL, as one statement in autocommit: `claim`, an UPDATE of at most one row
+        with RETURNING, and what was added, written only when `claim` took its row. Returns
+        what `claim` returned, None when it took nothing (and nothing was written). Leased runs'
+        leases expire on the database's clock (`lease.seconds` from now)."""
+        assert self.lease is not None
+        statements = [
+            _insert_once_sql(row, "claimed", self.lease.seconds)
+            for row in [*self.runs, *self.items, *self.pauses]
+        ]
+        with _connection().cursor() as cursor:
+            ctes = [f"w{index} AS ({sql})" for index, (sql, _) in enumerate(statements)]
+            cursor.execute(
+                f"WITH {', '.join([f'claimed AS ({claim})', *ctes])} SELECT * FROM claimed",
+                [*params, *(param for _, values in statements for param in values)],
+            )
+            claimed: tuple[Any, ...] | None = cursor.fetchone()
+        return claimed
+
+
+def _insert_once_sql(row: Model, source: str, lease_seconds: float) -> tuple[str, list[Any]]:
+    """INSERT `row` once for each row of `source`; a leased queue item's lease expires
+    `lease_seconds` from now on the database's clock."""
+    connection = _connection()
+    model = type(row)
+    columns, values, params = [], [], []
+    for field in model._meta.concrete_fields:
+        if field.primary_key and isinstance(field, AutoFieldMixin):
+            continue
+        columns.append(connection.ops.quote_name(str(field.column)))
+        if isinstance(row, QueueItem) and field.attname == "lease_expires_at" and row.lease_owner:
+            values.append("clock_timestamp() + %s * interval '1 second'")
+            params.append(lease_seconds)
+        else:
+            values.append("%s")
+            params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection))
+    return (
+        f"INSERT INTO {_table(model)} ({', '.join(columns)}) "
+        f"SELECT {', '.join(values)} FROM {source}",
+        params,
+    )
+
 
 def _insert_sql(model: type[Model], rows: Sequence[Model]) -> tuple[str, list[Any]]:
     """The INSERT that `bulk_create` would send for `rows` (ids set, or made by the database)."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock
-from django_inngest.models import FunctionRun, QueueItem
+from django_inngest.models import Event, FunctionRun, QueueItem
 from django_inngest.worker import planner, route
 
 pytestmark = pytest.mark.django_db
@@ -115,3 +117,139 @@ def test_an_idle_worker_picks_up_an_event_without_a_claim(
         assert len(pick_up("me").claimed) == 1
     statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
     assert len(statements) == (2 if store.is_postgresql() else 4), statements
+
+
+# --- pick_up_event: one event known from its notification, on PostgreSQL --------------------
+
+SEED = "1790000000000,AAECAwQFBgcICQ=="
+
+
+def notification_of(send: Callable[[], object]) -> str:
+    """The payload of the notification `send` makes, as a worker's listener receives it."""
+    import psycopg
+
+    params = connections[store.alias()].get_connection_params()
+    keys = ("dbname", "user", "password", "host", "port")
+    with psycopg.connect(**{k: params[k] for k in keys if params.get(k)}, autocommit=True) as db:
+        db.execute(f"LISTEN {store.CHANNEL}")
+        send()
+        [notification] = db.notifies(timeout=5, stop_after=1)
+    return notification.payload
+
+
+def pick_up_event(payload: str, worker_id: str, limit: int = 10) -> list[store.ClaimedRun] | None:
+    event = store.described_event(payload)
+    assert event is not None, payload
+    return store.pick_up_event(
+        event, route, worker_id, limit=limit, now=clock.now(), lease_seconds=30, planner=planner
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_event_described_by_its_notification_is_taken_with_its_run_in_one_statement(
+    inngest_client: inngest.Inngest,
+) -> None:
+    function(inngest_client, "f", "t")
+    payload = notification_of(
+        lambda: inngest_client.send_sync(inngest.Event(name="t", data={"bb": 1, "a": [2]}))
+    )
+    with CaptureQueriesContext(connections[store.alias()]) as captured:
+        claimed = pick_up_event(payload, "me")
+    assert len(captured.captured_queries) == 1
+    run = FunctionRun.objects.get()
+    assert claimed is not None
+    assert [(c.run_id, c.function_id, c.memos) for c in claimed] == [(run.id, "tests-f", {})]
+    stored = Event.objects.get()
+    assert claimed[0].events[0].data == stored.data == {"a": [2], "bb": 1}
+    assert claimed[0].events[0].id == stored.id and not stored.pending
+    assert run.status == "RUNNING" and run.event_id == stored.id
+    item = QueueItem.objects.get(run_id=run.id)
+    assert item.lease_owner == "me" and item.lease_expires_at is not None
+    assert timedelta(seconds=25) < item.lease_expires_at - timezone.now() <= timedelta(seconds=30)
+    assert pick_up_event(payload, "other") is None  # taken: the other worker writes nothing
+    assert FunctionRun.objects.count() == 1
+    assert pick_up("other").claimed == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_event_that_starts_nothing_is_taken_alone(inngest_client: inngest.Inngest) -> None:
+    inngest_client.create_function(
+        fn_id="f", trigger=inngest.TriggerEvent(event="t", expression="event.data.go == true")
+    )(lambda ctx: None)
+    payload = notification_of(
+        lambda: inngest_client.send_sync(inngest.Event(name="t", data={"go": False}))
+    )
+    assert pick_up_event(payload, "me") == []
+    assert not Event.objects.get().pending
+    assert not FunctionRun.objects.exists()
+
+
+def due_run_waiting(client: inngest.Inngest) -> None:
+    function(client, "older", "old")
+    client.send_sync(inngest.Event(name="old"))
+    store.fan_out(route, now=clock.now())
+
+
+def run_waiting_for_t(client: inngest.Inngest) -> None:
+    client.create_function(
+        fn_id="waits",
+        trigger=inngest.TriggerEvent(event="w"),
+        cancel=[inngest.Cancel(event="t")],
+    )(lambda ctx: None)
+    client.send_sync(inngest.Event(name="w"))
+    pick_up("elsewhere")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("options", "before", "limit"),
+    [
+        ({"concurrency": [inngest.Concurrency(limit=1)]}, None, 10),
+        ({"throttle": inngest.Throttle(limit=1, period=timedelta(seconds=5))}, None, 10),
+        ({"debounce": inngest.Debounce(period=timedelta(seconds=5))}, None, 10),
+        ({"singleton": inngest.Singleton(mode="skip")}, None, 10),
+        ({}, due_run_waiting, 10),
+        ({}, run_waiting_for_t, 10),
+        ({}, None, 0),
+    ],
+    ids=["concurrency", "throttle", "debounce", "singleton", "runs-due", "waiting", "no-slot"],
+)
+def test_what_one_statement_cannot_do_is_left_to_pick_up(
+    inngest_client: inngest.Inngest,
+    options: dict[str, object],
+    before: Callable[[inngest.Inngest], None] | None,
+    limit: int,
+) -> None:
+    if before is not None:
+        before(inngest_client)
+    function(inngest_client, "f", "t", **options)
+    runs = set(FunctionRun.objects.values_list("id", flat=True))
+    payload = notification_of(lambda: inngest_client.send_sync(inngest.Event(name="t")))
+    assert pick_up_event(payload, "me", limit=limit) is None
+    assert set(FunctionRun.objects.values_list("id", flat=True)) == runs
+    assert Event.objects.get(name="t").pending
+    pick_up("me", limit=limit)
+    assert not Event.objects.get(name="t").pending
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_notification_describes_only_a_single_small_event_sent_without_a_seed(
+    inngest_client: inngest.Inngest,
+) -> None:
+    function(inngest_client, "f", "t")
+
+    def described(send: Callable[[], object]) -> bool:
+        return store.described_event(notification_of(send)) is not None
+
+    assert described(lambda: inngest_client.send_sync(inngest.Event(name="t", data={"k": 1})))
+    assert not described(
+        lambda: inngest_client.send_sync([inngest.Event(name="t"), inngest.Event(name="t")])
+    )
+    assert not described(
+        lambda: inngest_client.send_sync(inngest.Event(name="t", data={"k": "x" * 8000}))
+    )
+    assert not described(lambda: inngest_client.send_sync(inngest.Event(name="t"), id_seed=SEED))

@@ -157,7 +157,7 @@ def test_a_sleeping_run_is_woken_by_a_running_worker(inngest_client: inngest.Inn
 
 
 @pytest.mark.postgres
-def test_an_idle_worker_picks_up_events_on_its_listener_thread_within_its_slots(
+def test_an_idle_worker_takes_events_as_notified_on_its_listener_thread_within_its_slots(
     inngest_client: inngest.Inngest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from django_inngest import store
@@ -165,13 +165,15 @@ def test_an_idle_worker_picks_up_events_on_its_listener_thread_within_its_slots(
     running = {"now": 0, "max": 0}
     lock = threading.Lock()
     threads: list[str] = []
-    pick_up = store.pick_up
+    pick_up_event = store.pick_up_event
 
-    def watched_pick_up(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return pick_up(*args, **kwargs)
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        taken = pick_up_event(*args, **kwargs)
+        if taken:
+            threads.append(threading.current_thread().name)
+        return taken
 
-    monkeypatch.setattr(store, "pick_up", watched_pick_up)
+    monkeypatch.setattr(store, "pick_up_event", watched)
 
     async def body() -> None:  # on the loop: only the worker's slots bound how many at once
         with lock:
@@ -203,5 +205,5 @@ def test_an_idle_worker_picks_up_events_on_its_listener_thread_within_its_slots(
         worker.stop()
         thread.join(10)
     assert FunctionRun.objects.filter(status="COMPLETED").count() == 8
-    assert "inngest-listen" in threads
+    assert threads and set(threads) == {"inngest-listen"}
     assert running["max"] == 2
