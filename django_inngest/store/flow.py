@@ -31,6 +31,7 @@ from django_inngest.models import (
 from django_inngest.store._sql import (
     EVENT_ID_TTL,
     _connection,
+    _prepared_cursor,
     _table,
     _when,
     alias,
@@ -223,7 +224,7 @@ class _Intake:
             _insert_once_sql(row, "claimed", self.lease.seconds)
             for row in [*self.runs, *self.items, *self.pauses]
         ]
-        with _connection().cursor() as cursor:
+        with _prepared_cursor() as cursor:
             ctes = [f"w{index} AS ({sql})" for index, (sql, _) in enumerate(statements)]
             cursor.execute(
                 f"WITH {', '.join([f'claimed AS ({claim})', *ctes])} SELECT * FROM claimed",

@@ -253,3 +253,30 @@ def test_a_notification_describes_only_a_single_small_event_sent_without_a_seed(
         lambda: inngest_client.send_sync(inngest.Event(name="t", data={"k": "x" * 8000}))
     )
     assert not described(lambda: inngest_client.send_sync(inngest.Event(name="t"), id_seed=SEED))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("turned_off", [False, True], ids=["default", "prepare_threshold-None"])
+def test_the_statement_that_takes_an_event_is_prepared_unless_turned_off(
+    inngest_client: inngest.Inngest, turned_off: bool
+) -> None:
+    connection = connections[store.alias()]
+    options = connection.settings_dict["OPTIONS"]
+    if turned_off:
+        options["prepare_threshold"] = None
+        connection.close()
+    try:
+        function(inngest_client, "f", "t")
+        for _ in range(3):
+            payload = notification_of(lambda: inngest_client.send_sync(inngest.Event(name="t")))
+            assert pick_up_event(payload, "me")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ["WITH claimed AS (UPDATE %"],
+            )
+            assert cursor.fetchone() == (0 if turned_off else 1,)
+    finally:
+        options.pop("prepare_threshold", None)
+        connection.close()
