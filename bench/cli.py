@@ -77,8 +77,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--results",
-        default=str(DATA / "results.json"),
-        help="where the raw results go (default bench/.data/results.json)",
+        default=str(ROOT / "bench" / "RESULTS.json"),
+        help="where the raw results go (default bench/RESULTS.json, committed with RESULTS.md "
+        "so that --append works on a fresh checkout)",
     )
     parser.add_argument(
         "--merge",
@@ -90,7 +91,7 @@ def main() -> None:
     parser.add_argument(
         "--append",
         action="store_true",
-        help="keep the other backends' results from bench/.data/results.json in the table",
+        help="keep the results of what is not rerun from --results in the table",
     )
     parser.add_argument(
         "--set",
