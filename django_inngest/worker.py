@@ -2,7 +2,9 @@
 
 The event loop claims and schedules; async handlers run on it, sync handlers in a thread pool,
 and every database call from the loop goes through a small I/O pool (Django refuses ORM calls
-on a thread that runs an event loop). `record_outcome` is shared with `testing.drain()`.
+on a thread that runs an event loop). On PostgreSQL, an idle worker picks up notified events
+on its LISTEN thread (`listener.py`) and hands the runs to the loop. `record_outcome` is
+shared with `testing.drain()`.
 """
 
 from __future__ import annotations

@@ -31,7 +31,14 @@ from django_inngest.store._sql import (
 from django_inngest.store.checkpoints import load_memos
 from django_inngest.store.concurrency import _admit, _free_slots
 from django_inngest.store.events import event_map, event_value
-from django_inngest.store.flow import Lease, Planner, _fire_timers, _Intake, _no_planner
+from django_inngest.store.flow import (
+    Lease,
+    LeasedRun,
+    Planner,
+    _fire_timers,
+    _Intake,
+    _no_planner,
+)
 from django_inngest.store.matching import FanOut, Route, fan_out_in_transaction
 
 # --- claiming ---------------------------------------------------------------------------------
@@ -135,19 +142,21 @@ def pick_up(
             )
         if fanned.resumed or queued - set(started.run_ids):
             notify()
-    claimed = [
-        ClaimedRun(
-            run_id=leased.run.id,
-            function_id=leased.run.function_id,
-            attempt=leased.run.attempt,
-            events=[event_value(row) for row in leased.event_rows],
-            event_rows=leased.event_rows,
-            memos={},
-            priority=leased.priority,
-        )
-        for leased in fanned.leased
-    ]
+    claimed = [_created(leased, leased.event_rows) for leased in fanned.leased]
     return PickUp(fanned=fanned, claimed=claimed + _claimed(started))
+
+
+def _created(leased: LeasedRun, rows: list[dict[str, Any]]) -> ClaimedRun:
+    """A run leased as it was created, with its events `rows`: it has no steps yet."""
+    return ClaimedRun(
+        run_id=leased.run.id,
+        function_id=leased.run.function_id,
+        attempt=leased.run.attempt,
+        events=[event_value(row) for row in rows],
+        event_rows=rows,
+        memos={},
+        priority=leased.priority,
+    )
 
 
 def pick_up_event(
@@ -199,18 +208,7 @@ def pick_up_event(
         return None
     # The event as stored (key order as a stored event's), as `pick_up` would read it.
     stored = {**event, "data": json.loads(claimed[0])}
-    return [
-        ClaimedRun(
-            run_id=leased.run.id,
-            function_id=leased.run.function_id,
-            attempt=leased.run.attempt,
-            events=[event_value(stored)],
-            event_rows=[stored],
-            memos={},
-            priority=leased.priority,
-        )
-        for leased in intake.leased
-    ]
+    return [_created(leased, [stored]) for leased in intake.leased]
 
 
 def _starts_at_once(plan: RunPlan, event: Mapping[str, Any]) -> bool:

@@ -106,3 +106,26 @@ def test_a_worker_survives_its_database_connections_being_dropped(
     wait_until(lambda: FunctionRun.objects.filter(status="COMPLETED").count() == 2, timeout=60)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+def test_idle_workers_told_of_each_event_start_exactly_one_run_for_it(
+    start_worker: StartWorker,
+) -> None:
+    """Every notification reaches both workers; each tries to take the event it describes in
+    one statement, and the one that loses writes nothing."""
+    workers = [start_worker("--concurrency", "5") for _ in range(2)]
+    client.send_sync(inngest.Event(name="e2e/echo", data={"n": -1}))
+    wait_until(lambda: FunctionRun.objects.filter(status="COMPLETED").exists(), timeout=30)
+    time.sleep(1.0)  # both workers listening
+    for n in range(40):
+        client.send_sync(inngest.Event(name="e2e/echo", data={"n": n}))
+        time.sleep(0.01)
+    wait_until(lambda: FunctionRun.objects.filter(status="COMPLETED").count() == 41, timeout=60)
+    time.sleep(0.5)  # a duplicate would show up by now
+    runs = FunctionRun.objects.all()
+    assert sorted(run.output["n"] for run in runs) == list(range(-1, 40))
+    per_event = runs.values("event_id").annotate(n=Count("id")).values_list("n", flat=True)
+    assert set(per_event) == {1}
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
