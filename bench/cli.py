@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--systems", default=None, help="comma-separated subset")
+    parser.add_argument(
+        "--w6-systems",
+        default=None,
+        help="comma-separated: the systems W6 runs for (default: all that run; the peers take "
+        "long with the backlog)",
+    )
     parser.add_argument("--backends", default="postgresql,sqlite")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--upgrade", action="store_true", help="reinstall peers from PyPI")
@@ -112,6 +119,7 @@ def main() -> None:
         plan = dataclasses.replace(plan, **{k: fields[k](v) for k, v in changes.items()})
     repeats = options.repeats or plan.repeats
     wanted = set(options.systems.split(",")) if options.systems else None
+    w6_wanted = set(options.w6_systems.split(",")) if options.w6_systems else None
     backends = [b for b in options.backends.split(",") if b]
     workloads = [w for w in options.workloads.split(",") if w]
     DATA.mkdir(parents=True, exist_ok=True)
@@ -188,6 +196,7 @@ def main() -> None:
     for backend in backends:
         names = [s for s in lineup[backend] if s in systems]
         store = results.setdefault(backend, {})
+        w6_names = [s for s in names if w6_wanted is None or s in w6_wanted]
         for workload in [w for w in workloads if w != "W6"]:
             for repeat in range(repeats):
                 # Systems take turns within each repeat, so background noise hits all alike.
@@ -195,19 +204,34 @@ def main() -> None:
                     result = run_driver(system, backend, workload, plan, f"r{repeat}")
                     store.setdefault(workload, {}).setdefault(system, []).append(result)
                     save()
-        if "W6" in workloads:
+                if workload == "W1" and "W6" in workloads:
+                    # W6 is read as a fraction of W1: each of its repeats follows W1's, so
+                    # that both see the machine in the same state.
+                    run_w6(w6_names, backend, plan, repeat, store, save)
+        if "W6" in workloads and "W1" not in workloads:
             for repeat in range(repeats):
-                for system in names:
-                    # Each repeat starts as W1's do, from a fresh database, here with the
-                    # backlog in it (not with the earlier repeats' runs and dead rows).
-                    built = run_driver(system, backend, "backlog", plan, f"b{repeat}")
-                    store.setdefault("backlog", {}).setdefault(system, []).append(built)
-                    result = run_driver(system, backend, "W6", plan, f"r{repeat}")
-                    store.setdefault("W6", {}).setdefault(system, []).append(result)
-                    save()
+                run_w6(w6_names, backend, plan, repeat, store, save)
 
     save(final=True)
     print(f"wrote {options.output}", flush=True)
+
+
+def run_w6(
+    systems: list[str],
+    backend: str,
+    plan: Plan,
+    repeat: int,
+    store: dict[str, dict[str, list[dict[str, Any]]]],
+    save: Callable[[], None],
+) -> None:
+    """One repeat of W6 for each system. Each starts as W1's repeats do, from a fresh database,
+    here with the backlog in it (not with the earlier repeats' runs and dead rows)."""
+    for system in systems:
+        built = run_driver(system, backend, "backlog", plan, f"b{repeat}")
+        store.setdefault("backlog", {}).setdefault(system, []).append(built)
+        result = run_driver(system, backend, "W6", plan, f"r{repeat}")
+        store.setdefault("W6", {}).setdefault(system, []).append(result)
+        save()
 
 
 def merge(paths: list[str], output: Path) -> None:
