@@ -218,8 +218,8 @@ def test_a_run_that_cannot_start_in_time_is_cancelled_without_executing(
 
 
 def drain_fan_out() -> None:
+    from django_inngest.execution import planner, route
     from django_inngest.registry import registry
-    from django_inngest.worker import planner, route
 
     store.fan_out(route, now=engine_clock.now(), pending=registry.listens_to, planner=planner)
 
