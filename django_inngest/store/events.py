@@ -88,7 +88,7 @@ def _insert_events_in_one_statement(
         if wake and postgresql:
             about = EVENTS
             if len(rows) == 1 and not ignore_existing:
-                about = _described(rows[0])
+                about = _described(rows[0], params[3])
             cursor.execute(
                 f"WITH stored AS ({insert}) SELECT pg_notify('{CHANNEL}', %s)", [*params, about]
             )
@@ -100,9 +100,13 @@ def _insert_events_in_one_statement(
 _PAYLOAD_BYTES = 7_000
 
 
-def _described(row: Event) -> str:
+def _described(row: Event, data: str) -> str:
     """The notification about one event: "events:" and the event, so that an idle worker can
-    match it without reading it first (`pick_up_event`); "events" alone when it is too big."""
+    match it without reading it first (`pick_up_event`); "events" alone when it is too big.
+    `data` is the event's data as JSON, already made for the INSERT: a large event is not
+    turned into JSON a second time only to find it too big."""
+    if len(data) > _PAYLOAD_BYTES:
+        return EVENTS
     event = {"id": row.id, "user_id": row.user_id, "name": row.name, "data": row.data, "ts": row.ts}
     described = f"{EVENTS}:{json.dumps(event, separators=(',', ':'))}"
     return described if len(described.encode()) <= _PAYLOAD_BYTES else EVENTS
