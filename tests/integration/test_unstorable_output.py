@@ -140,3 +140,18 @@ def test_the_run_page_shows_the_failed_step_and_offers_retry_from_it(
     assert response.status_code == 302
     retried = FunctionRun.objects.get(original_run=run)
     assert list(retried.steps.values_list("step_id", flat=True)) == ["before"]
+
+
+def test_an_output_too_large_for_its_finished_event_fails_the_run_saying_so(
+    inngest_client: inngest.Inngest,
+) -> None:
+    """32 MiB is the limit of the events the engine emits: the run ends rather than looping."""
+    big = "x" * (32 * 1024 * 1024)
+    run = run_once(inngest_client, lambda ctx: big)
+    assert run.status == "FAILED"
+    assert run.output["code"] == "output_unserializable"
+    assert run.output["message"].startswith(
+        'function "tests-f" ended with data that cannot be sent in its '
+        "inngest/function.finished event: event 0: event 'inngest/function.finished' is "
+    )
+    assert "over the limit of 33554432 bytes" in run.output["message"]
