@@ -155,3 +155,40 @@ def test_an_output_too_large_for_its_finished_event_fails_the_run_saying_so(
         "inngest/function.finished event: event 0: event 'inngest/function.finished' is "
     )
     assert "over the limit of 33554432 bytes" in run.output["message"]
+
+
+def test_an_async_step_returning_a_set_fails_the_same_way(inngest_client: inngest.Inngest) -> None:
+    async def handler(ctx: inngest.Context) -> Any:
+        return await ctx.step.run("tags", lambda: {"tags": [{"a", "b"}]})
+
+    run = run_once(inngest_client, handler)
+    assert run.output["message"] == (
+        'step "tags" returned data that cannot be stored: output["tags"][0] is a set'
+    )
+    assert RunStep.objects.get().status == "FAILED"
+
+
+def test_an_invoked_function_returning_a_huge_number_fails_and_its_parent_step_says_why(
+    inngest_client: inngest.Inngest,
+) -> None:
+    """Issue 15 point 1: an invoked function returning such a number crashed the worker."""
+    child = inngest_client.create_function(
+        fn_id="child", trigger=inngest.TriggerEvent(event="c"), retries=0
+    )(lambda ctx: {"n": 10**400})
+
+    @inngest_client.create_function(
+        fn_id="parent", trigger=inngest.TriggerEvent(event="p"), retries=0
+    )
+    def parent(ctx: inngest.ContextSync) -> Any:
+        return ctx.step.invoke("call", function=child)
+
+    inngest_client.send_sync(inngest.Event(name="p"))
+    drain()
+    runs = dict(FunctionRun.objects.values_list("function_id", "status"))
+    assert runs == {"tests-parent": "FAILED", "tests-child": "FAILED"}
+    parent_run = FunctionRun.objects.get(function_id="tests-parent")
+    assert parent_run.output["message"] == (
+        'function "tests-child" returned data that cannot be stored: '
+        'output["n"] is an integer of 401 digits, outside the range of a 64-bit float '
+        "(about ±1.8e308)"
+    )
