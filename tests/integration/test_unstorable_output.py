@@ -192,3 +192,33 @@ def test_an_invoked_function_returning_a_huge_number_fails_and_its_parent_step_s
         'output["n"] is an integer of 401 digits, outside the range of a 64-bit float '
         "(about ±1.8e308)"
     )
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda step: step.run("load\x00user", lambda: 1),
+            "step id 'load\\x00user' contains a NUL character (\\u0000): it cannot be stored",
+        ),
+        (
+            lambda step: step.wait_for_event("w", event="t\ud800", timeout=1000),
+            "step 'w': wait_for_event event name contains a lone surrogate (\"\\ud800\")",
+        ),
+        (
+            lambda step: step.wait_for_event(
+                "w", event="t.done", if_exp="async.data.x == 'a\x00'", timeout=1000
+            ),
+            "step 'w': wait_for_event if_exp contains a NUL character",
+        ),
+    ],
+    ids=["step id", "wait event name", "wait if_exp"],
+)
+def test_text_the_store_cannot_hold_in_step_ids_and_waits_fails_the_attempt_in_the_handler(
+    inngest_client: inngest.Inngest, call: Any, message: str
+) -> None:
+    run = run_once(inngest_client, lambda ctx: call(ctx.step))
+    assert run.status == "FAILED"
+    assert run.output["name"] == "ValueError"
+    assert run.output["message"].startswith(message)
+    assert not RunStep.objects.exists()
