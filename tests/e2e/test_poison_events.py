@@ -64,3 +64,22 @@ def test_a_poison_event_before_and_among_200_good_ones_stops_no_worker_and_no_go
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
+
+
+def test_a_nul_in_a_step_error_or_in_a_return_ends_the_run_failed_once(
+    start_worker: StartWorker,
+) -> None:
+    """Issue 15 point 2: on PostgreSQL these runs were executed again after every lease."""
+    worker = start_worker("--concurrency", "2")
+    client.send_sync(inngest.Event(name="e2e/nul"))
+    wait_until(lambda: FunctionRun.objects.filter(status="FAILED").count() == 2, timeout=60)
+    outputs = dict(FunctionRun.objects.values_list("function_id", "output"))
+    assert outputs["e2e-nul-error"]["message"] == "bad \ufffd value"
+    assert outputs["e2e-nul-return"]["message"] == (
+        'function "e2e-nul-return" returned data that cannot be stored: '
+        'output["x"] contains a NUL character (\\u0000)'
+    )
+    assert set(FunctionRun.objects.values_list("attempt", flat=True)) == {0}
+    assert worker.poll() is None
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0

@@ -106,6 +106,22 @@ def mixed_plain(ctx: inngest.ContextSync) -> str:
     return "plain"
 
 
+# Issue 15 point 2: text PostgreSQL's jsonb refuses, from a step's error and from a return.
+@client.create_function(fn_id="nul-error", trigger=inngest.TriggerEvent(event="e2e/nul"), retries=0)
+def nul_error(ctx: inngest.ContextSync) -> None:
+    def fail() -> None:
+        raise ValueError("bad \x00 value")
+
+    ctx.step.run("fail", fail)
+
+
+@client.create_function(
+    fn_id="nul-return", trigger=inngest.TriggerEvent(event="e2e/nul"), retries=0
+)
+def nul_return(ctx: inngest.ContextSync) -> object:
+    return {"x": "a\x00b"}
+
+
 # Declared only in worker processes started with TESTAPP_CRON (its value is the schedule), so
 # that other tests' workers never fire it.
 if os.environ.get("TESTAPP_CRON"):
