@@ -150,3 +150,20 @@ def test_the_admin_invoke_form_refuses_it_with_a_form_error(
     )
     assert error in invoke(admin_client, data)
     assert not Event.objects.exists()
+
+
+def test_sending_again_an_event_stored_before_the_rule_is_refused_with_a_message(
+    admin_client: Client,
+) -> None:
+    """Data that got in before entry refused it is not sent on by the admin's Send again."""
+    from django_inngest.core import clock, ids
+
+    event_id = ids.ulid()
+    Event.objects.create(
+        id=event_id, name="t", data={"n": HUGE}, ts=clock.now_ms(), received_at=clock.now()
+    )
+    response = admin_client.post(f"/admin/django_inngest/event/{event_id}/send-again/", follow=True)
+    assert response.status_code == 200
+    [message] = [str(m) for m in response.context["messages"]]
+    assert message.startswith(f"event {event_id}: event 0: {TOO_BIG}")
+    assert Event.objects.count() == 1
