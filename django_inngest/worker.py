@@ -227,6 +227,13 @@ class Worker:
                 self._outage.failed("claiming runs", error)
                 await self._sleep(delay)
                 continue
+            except Exception:  # a bug, not data (contained in routing): never exit for it
+                self._events_due = True
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                logger.exception("worker error while taking work; retrying in %.1fs", delay)
+                await self._sleep(delay)
+                continue
             if (
                 self.burst
                 and not progressed

@@ -115,7 +115,10 @@ def test_sent_events_start_their_functions(client: Client, inngest_client: innge
         ({"name": "a", "ts": "now"}, "event 2: event 'ts' must be an integer of milliseconds"),
         ({"name": "a", "id": 3}, "event 2: event 'id' must be a string, got 3"),
         ({"name": "x" * 513}, "event 2: event name is 513 characters, over the limit of 512"),
-        ({"name": "a", "data": {"k": "\x00"}}, "event 2: data of event 'a' contains a NUL"),
+        (
+            {"name": "a", "data": {"k": "\x00"}},
+            """event 2: data of event 'a' cannot be stored: data["k"] contains a NUL character""",
+        ),
         ("text", "event 2: an event must be a JSON object, not 'text'"),
         (None, "event 2: an event must be a JSON object, not None"),
     ],
