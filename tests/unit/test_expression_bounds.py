@@ -1,0 +1,261 @@
+"""Expressions are bounded and never crash on data: typed errors naming the expression, RE2,
+a cost budget, limits on length and depth, and syntax errors that say what and where."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from django_inngest.core import expressions
+from django_inngest.core.expression_syntax import MAX_DEPTH, MAX_LENGTH
+from django_inngest.core.expressions import (
+    EvaluationError,
+    Expression,
+    ExpressionError,
+    compile_expression,
+    event_index_keys,
+)
+
+HUGE = 10**400
+
+
+def ev(**data: Any) -> dict[str, Any]:
+    return {"name": "t", "data": data, "id": "01H", "ts": 1, "user": {}}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "event.data.n == 1",
+        "timestamp(event.data.n) > now()",
+        "duration(string(event.data.n) + 's') > duration('1s')",
+        "double(event.data.n) > 1.0",
+        "event.data.n + 1.5 > 0",
+        "int(event.data.f) > 0",
+        "event.data.l[event.data.n] == 1",
+        "event.data.n / 7 == 3",
+        "now_plus(string(event.data.n) + 'h') > now()",
+    ],
+)
+def test_numbers_out_of_range_give_no_match_or_an_evaluation_error_naming_the_expression(
+    source: str,
+) -> None:
+    event = ev(n=HUGE, f=float("inf"), l=[1, 2])
+    expression = compile_expression(source)
+    assert expression.matches(event) in (True, False)
+    try:
+        expression.evaluate(event)
+    except EvaluationError as error:
+        assert error.expression == source
+        assert source in str(error)
+
+
+def test_a_huge_int_compares_exactly_and_has_an_index_key() -> None:
+    assert compile_expression("event.data.n == event.data.m").evaluate(ev(n=HUGE, m=HUGE))
+    assert compile_expression("event.data.n == 1.0").evaluate(ev(n=HUGE)) is False
+    assert compile_expression("event.data.n").key(ev(n=HUGE)) == str(HUGE)
+    assert event_index_keys(ev(n=HUGE))
+    key = compile_expression("async.data.n == event.data.n").index_key(ev(n=HUGE))
+    assert key in event_index_keys({"data": {"n": HUGE}})
+
+
+def test_data_nested_too_deep_for_the_stack_is_an_evaluation_error() -> None:
+    deep: Any = 1
+    for _ in range(sys.getrecursionlimit() + 100):
+        deep = [deep]
+    expression = compile_expression("event.data.a == event.data.b")
+    with pytest.raises(EvaluationError, match="RecursionError"):
+        expression.evaluate(ev(a=deep, b=deep))
+    assert expression.matches(ev(a=deep, b=deep)) is False
+
+
+def test_key_places_raise_evaluation_error_not_recursion_error() -> None:
+    deep: Any = {}
+    for _ in range(sys.getrecursionlimit() + 100):
+        deep = {"a": deep}
+    with pytest.raises(EvaluationError):
+        compile_expression("event.data.d").key(ev(d=deep))
+
+
+# --- RE2 ----------------------------------------------------------------------------------
+
+
+def test_matches_uses_re2_in_linear_time() -> None:
+    """`^(a+)+$` over 'a' * 31 + 'b' took about a minute with Python's re."""
+    expression = compile_expression("event.data.s.matches('^(a+)+$')")
+    started = time.process_time()
+    assert expression.matches(ev(s="a" * 31 + "b")) is False
+    assert expression.matches(ev(s="a" * 20_000 + "b")) is False
+    assert time.process_time() - started < 0.5
+
+
+def test_matches_speaks_re2s_dialect() -> None:
+    """Look-behind and back-references are not RE2; `\\pL` classes are."""
+    with pytest.raises(EvaluationError, match=r"invalid regular expression.*RE2"):
+        compile_expression("event.data.s.matches('(?<=a)b')").evaluate(ev(s="ab"))
+    assert compile_expression("event.data.s.matches('^\\\\pL+$')").evaluate(ev(s="été"))
+
+
+# --- cost budget --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "event.data.l.exists(x, event.data.l.exists(y, x == y + 5000))",
+        "event.data.l.map(x, x * 2).filter(y, y < 0).size() > 0",
+        "event.data.l.all(x, x >= 0) && event.data.l.exists_one(x, x == -1)",
+        "event.data.l == event.data.l",
+        "-1 in event.data.l",
+        "string(event.data.l) == ''",
+        "event.data.l.exists(x, (event.data.s + event.data.s).size() == 0)",
+        "event.data.s.matches('(.{0,30}a){10}z')",
+    ],
+)
+def test_evaluation_past_the_cost_budget_fails_naming_the_expression(source: str) -> None:
+    event = ev(l=list(range(100_000)), s="ab" * 250_000)
+    with pytest.raises(EvaluationError, match="cost budget") as raised:
+        compile_expression(source).evaluate(event)
+    assert raised.value.expression == source
+    assert compile_expression(source).matches(event) is False
+
+
+def test_the_budget_allows_a_macro_over_a_few_thousand_items() -> None:
+    assert compile_expression("event.data.l.exists(x, x == 2999)").evaluate(
+        ev(l=list(range(3000)))
+    )
+
+
+def test_the_budget_is_per_evaluation() -> None:
+    expression = compile_expression("event.data.l.exists(x, x == -1)")
+    event = ev(l=list(range(3000)))
+    for _ in range(5):
+        assert expression.evaluate(event) is False
+
+
+def test_a_hostile_expression_costs_little_cpu() -> None:
+    """The budget stops it: generous bound for a loaded machine (measured: under 10 ms)."""
+    expression = compile_expression(
+        "event.data.l.exists(x, event.data.l.exists(y, event.data.s.contains(string(x + y))))"
+    )
+    event = ev(l=list(range(3000)), s="a" * 500_000)
+    started = time.process_time()
+    assert expression.matches(event) is False
+    assert time.process_time() - started < 0.25
+
+
+# --- limits at compile time ---------------------------------------------------------------
+
+
+def test_an_expression_longer_than_the_limit_is_refused() -> None:
+    source = "event.data.a == '" + "x" * MAX_LENGTH + "'"
+    with pytest.raises(ExpressionError, match=f"more than the {MAX_LENGTH} allowed"):
+        compile_expression(source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "(" * 500 + "1" + ")" * 500,
+        " || ".join(["a == 1"] * 100),
+        "!" * 300 + "true",
+        "[" * 100 + "]" * 100,
+    ],
+)
+def test_an_expression_nested_deeper_than_the_limit_is_refused(source: str) -> None:
+    with pytest.raises(ExpressionError, match=f"more than the {MAX_DEPTH} allowed"):
+        compile_expression(source)
+
+
+def test_an_expression_at_the_depth_limit_evaluates_deep_in_the_stack() -> None:
+    """Compiling and evaluating the deepest accepted expression fits in a stack already
+    500 frames deep (a worker's)."""
+    source = " || ".join(["event.data.a == 1"] * (MAX_DEPTH // 2)) + " || event.data.a == 2"
+    expression = Expression(source)
+
+    def nested(depth: int) -> bool:
+        if depth:
+            return nested(depth - 1)
+        return Expression(source).matches(ev(a=2)) and expression.matches(ev(a=2))
+
+    assert nested(500)
+
+
+# --- literals -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("'\\x'", r"invalid escape '\\\\x'"),
+        ("'\\N{foo}'", r"invalid escape '\\\\N'"),
+        ("'\\q'", r"invalid escape '\\\\q'"),
+        ("'\\uD800'", "invalid code point"),
+        ("1" * 400, "int literal .* out of range"),
+        ("18446744073709551616u", "uint literal .* out of range"),
+        ("1e999", "double literal .* out of range"),
+    ],
+)
+def test_literals_cel_refuses_are_expression_errors(source: str, reason: str) -> None:
+    with pytest.raises(ExpressionError, match=reason):
+        compile_expression(source)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("'\\u00e9\\101\\x41\\n'", "éAA\n"),
+        ("r'\\d+'", "\\d+"),
+        ("'''a\nb'''", "a\nb"),
+        ("b'\\xff\\000'", b"\xff\x00"),
+        ("\"it's\"", "it's"),
+        ("'\\`\\?'", "`?"),
+        ("-9223372036854775808", -(2**63)),
+        ("18446744073709551615u", 2**64 - 1),
+    ],
+)
+def test_cel_literals_are_read_as_cel_reads_them(source: str, expected: Any) -> None:
+    assert compile_expression(source).evaluate(ev()) == expected
+
+
+# --- syntax errors ------------------------------------------------------------------------
+
+
+def test_a_single_equals_sign_says_what_is_wrong_and_where() -> None:
+    with pytest.raises(ExpressionError) as raised:
+        compile_expression("event.data.plan = 'pro'")
+    error = raised.value
+    assert error.reason == "= is not an operator; did you mean ==? at column 17"
+    assert error.column == 17
+    assert str(error).splitlines() == [
+        "invalid expression \"event.data.plan = 'pro'\": = is not an operator; did you mean ==? "
+        "at column 17",
+        "    event.data.plan = 'pro'",
+        "                    ^",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("event.data.x === 1", "=== is not an operator; did you mean ==\\? at column 16"),
+        ("a && (b", "missing \\) at column 8"),
+        ("a[1", "missing \\] at column 4"),
+        ("a & b", "& is not an operator; did you mean &&\\? at column 3"),
+        ("a and b", "and is not an operator; did you mean &&\\? at column 3"),
+        ("event.data.x ==", "the expression ends too early at column 16"),
+        ("a == 1 2", "unexpected '2' at column 8"),
+        ("'abc", "unterminated string"),
+        ("a # b", "unexpected character '#' at column 3"),
+    ],
+)
+def test_syntax_errors_give_the_reason_and_the_column(source: str, reason: str) -> None:
+    with pytest.raises(ExpressionError, match=reason):
+        compile_expression(source)
+
+
+def test_the_cost_constants_are_documented() -> None:
+    assert expressions.MAX_COST > 0
