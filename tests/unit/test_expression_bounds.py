@@ -46,11 +46,12 @@ def test_numbers_out_of_range_give_no_match_or_an_evaluation_error_naming_the_ex
     event = ev(n=HUGE, f=float("inf"), l=[1, 2])
     expression = compile_expression(source)
     assert expression.matches(event) in (True, False)
+    errors: list[EvaluationError] = []
     try:
         expression.evaluate(event)
     except EvaluationError as error:
-        assert error.expression == source
-        assert source in str(error)
+        errors.append(error)
+    assert all(error.expression == source and source in str(error) for error in errors)
 
 
 def test_a_huge_int_compares_exactly_and_has_an_index_key() -> None:
@@ -124,9 +125,7 @@ def test_evaluation_past_the_cost_budget_fails_naming_the_expression(source: str
 
 
 def test_the_budget_allows_a_macro_over_a_few_thousand_items() -> None:
-    assert compile_expression("event.data.l.exists(x, x == 2999)").evaluate(
-        ev(l=list(range(3000)))
-    )
+    assert compile_expression("event.data.l.exists(x, x == 2999)").evaluate(ev(l=list(range(3000))))
 
 
 def test_the_budget_is_per_evaluation() -> None:
@@ -211,7 +210,7 @@ def test_literals_cel_refuses_are_expression_errors(source: str, reason: str) ->
         ("r'\\d+'", "\\d+"),
         ("'''a\nb'''", "a\nb"),
         ("b'\\xff\\000'", b"\xff\x00"),
-        ("\"it's\"", "it's"),
+        ('"it\'s"', "it's"),
         ("'\\`\\?'", "`?"),
         ("-9223372036854775808", -(2**63)),
         ("18446744073709551615u", 2**64 - 1),
