@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import re2
 from celpy.celparser import CELParseError, CELParser
@@ -124,6 +124,28 @@ class _Budget:
 _budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
     "expression_budget", default=None
 )
+
+
+_shared: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "expression_shared_budget", default=None
+)
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def sharing_one_budget(function: _Function) -> _Function:
+    """Run `function` with one budget of `MAX_COST` for all the evaluations it makes (and not
+    one each): what planning one run of one function for one event may spend in total."""
+
+    @functools.wraps(function)
+    def shared(*args: Any, **kwargs: Any) -> Any:
+        token = _shared.set(_Budget(MAX_COST))
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _shared.reset(token)
+
+    return shared  # type: ignore[return-value]
 
 
 def _spend(units: int) -> None:
@@ -869,7 +891,7 @@ class Expression:
         return self._guarded(lambda: self._program(env))
 
     def _guarded(self, work: Callable[[], Any]) -> Any:
-        token = _budget.set(_Budget(MAX_COST))
+        token = _budget.set(_shared.get() or _Budget(MAX_COST))
         try:
             return work()
         except EvaluationError as error:

@@ -15,7 +15,11 @@ from typing import Any
 
 from django_inngest.core.config import to_timedelta
 from django_inngest.core.engine import PauseSpec, cancellation_pauses
-from django_inngest.core.expressions import EvaluationError, compile_expression
+from django_inngest.core.expressions import (
+    EvaluationError,
+    compile_expression,
+    sharing_one_budget,
+)
 from django_inngest.core.function import Function
 
 DEFAULT_PRIORITY_RANGE = 600
@@ -113,6 +117,7 @@ def priority_factor(function: Function, event: Mapping[str, Any], bound: int) ->
     return max(-bound, min(bound, int(value)))
 
 
+@sharing_one_budget  # every key of one run of one function, for one event, in one budget
 def plan_run(
     function: Function,
     event: Mapping[str, Any],

@@ -258,3 +258,20 @@ def test_syntax_errors_give_the_reason_and_the_column(source: str, reason: str) 
 
 def test_the_cost_constants_are_documented() -> None:
     assert expressions.MAX_COST > 0
+
+
+def test_evaluations_inside_sharing_one_budget_share_it() -> None:
+    """What planning one run for one event evaluates (its keys) spends one budget in all."""
+    expression = compile_expression("event.data.l.exists(x, x == -1)")
+    event = ev(l=list(range(int(0.6 * expressions.MAX_COST / 7))))
+    assert expression.evaluate(event) is False
+    assert expression.evaluate(event) is False  # each alone has its own budget
+
+    @expressions.sharing_one_budget
+    def plan() -> None:
+        assert expression.evaluate(event) is False
+        with pytest.raises(EvaluationError, match="cost budget"):
+            expression.evaluate(event)
+
+    plan()
+    assert expression.evaluate(event) is False  # and outside, the budget is fresh again
