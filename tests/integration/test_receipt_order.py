@@ -135,3 +135,36 @@ def test_events_are_numbered_in_the_order_received_whatever_their_ids() -> None:
     assert received == sorted(received)
     assert len(set(received)) == 4
     assert None not in received
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_run_an_idle_worker_takes_from_a_notification_listens_after_its_own_event(
+    inngest_client: inngest.Inngest,
+) -> None:
+    """`pick_up_event` writes the run and its cancel listener in the statement that takes
+    the event: the listener's order of receipt is the event's, read by that statement."""
+    from django_inngest import store
+    from django_inngest.execution import planner, route
+    from tests.integration.test_pick_up import notification_of
+
+    inngest_client.create_function(
+        fn_id="cancellable",
+        trigger=inngest.TriggerEvent(event="order"),
+        cancel=[inngest.Cancel(event="order.cancelled")],
+    )(lambda ctx: None)
+    payload = notification_of(lambda: inngest_client.send_sync(inngest.Event(name="order")))
+    event = store.described_event(payload)
+    assert event is not None
+    claimed = store.pick_up_event(
+        event, route, "me", limit=10, now=clock_now(), lease_seconds=30, planner=planner
+    )
+    assert claimed is not None and len(claimed) == 1
+    listener = Pause.objects.get()
+    assert listener.after_receipt == Event.objects.get(name="order").receipt_order
+
+
+def clock_now() -> Any:
+    from django_inngest.core import clock
+
+    return clock.now()
