@@ -112,7 +112,8 @@ def nesting_depth(tree: Any) -> int:
 
 def int_literal(text: str, *, unsigned: bool) -> int:
     """An int (or uint, without its `u`) literal within CEL's 64 bits."""
-    value = int(text, 0)
+    hexadecimal = text.lstrip("-")[:2].lower() == "0x"
+    value = int(text, 16 if hexadecimal else 10)  # base 10 reads "01" as 1, as CEL does
     if unsigned and not 0 <= value <= UINT_MAX:
         raise LiteralError(f"uint literal {_short(text)} is out of range (0 to 2^64-1)")
     # 2^63 is accepted because `-9223372036854775808` is read as minus 9223372036854775808.

@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from django_inngest.core import expressions
 from django_inngest.core.expression_syntax import MAX_DEPTH, MAX_LENGTH
@@ -275,3 +277,77 @@ def test_evaluations_inside_sharing_one_budget_share_it() -> None:
 
     plan()
     assert expression.evaluate(event) is False  # and outside, the budget is fresh again
+
+
+# --- anything in, typed errors out ---------------------------------------------------------
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=50)
+    | st.sampled_from(["1h", "-3.5ms", "2030-01-01T00:00:00Z", "[1, 2]", "YWJj", "a" * 300]),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+EVERY_FUNCTION = [
+    "event.data.v == 1 && event.data.v != 'x' || event.data.v < 2.5",
+    "event.data.v + event.data.v",
+    "event.data.v - 1",
+    "event.data.v * event.data.v / 3 % 2",
+    "-event.data.v",
+    "!event.data.v",
+    "event.data.v ? 1 : 2",
+    "event.data.v in event.data.v",
+    "event.data.v[event.data.v]",
+    "size(event.data.v) + event.data.v.size()",
+    "int(event.data.v) + uint(event.data.v) + double(event.data.v)",
+    "string(event.data.v) + bool(event.data.v) + bytes(event.data.v)",
+    "timestamp(event.data.v) < now() && date(event.data.v) > now()",
+    "duration(event.data.v) > duration('1s') && now_plus(event.data.v) > now_minus(event.data.v)",
+    "lowercase(event.data.v) + uppercase(event.data.v) + event.data.v.lowerAscii()",
+    "b64decode(event.data.v) + json_parse(event.data.v)",
+    "event.data.v.matches(event.data.v) || matches(event.data.v, '^a+$')",
+    "event.data.v.contains(event.data.v) || event.data.v.startsWith('a') || event.data.v.endsWith('a')",
+    "event.data.v.exists(x, x == event.data.v) && event.data.v.all(x, x != null)",
+    "event.data.v.map(x, [x, {'k': x}]).filter(y, size(y) > 0).exists_one(z, z == z)",
+    "has(event.data.v.k) && type(event.data.v) == 'int'",
+    "{'a': event.data.v, event.data.v: 1}",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON)
+def test_whatever_the_data_every_function_raises_only_evaluation_error(value: Any) -> None:
+    event = ev(v=value)
+    named: list[bool] = []
+    for source in EVERY_FUNCTION:
+        expression = compile_expression(source)
+        assert expression.matches(event) in (True, False)
+        for place in (expression.evaluate, expression.key):
+            try:
+                place(event)
+            except EvaluationError as error:
+                named.append(error.expression == source)
+        event_index_keys(event)
+        compile_expression("async.data.v == event.data.v").index_key(event)
+    assert all(named)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    source=st.text(
+        alphabet=st.sampled_from(list("ab.()[]{}'\"\\=!&|<>+-*/%?:,0129xNu e")), max_size=60
+    )
+)
+def test_whatever_the_text_compiling_raises_only_expression_error(source: str) -> None:
+    reasons: list[str] = []
+    try:
+        compile_expression(source)
+    except ExpressionError as error:
+        reasons.append(error.reason)
+    assert all(reasons)
