@@ -1010,6 +1010,8 @@ def event_index_keys(event: Mapping[str, Any], *, limit: int = 256) -> list[str]
             return
         if isinstance(value, Mapping):
             for name, item in value.items():
+                if len(keys) >= limit:
+                    return  # a map of 100,000 keys is not walked to its end for nothing
                 walk(item, (*path, str(name)))
             return
         key = _index_key(path, value)

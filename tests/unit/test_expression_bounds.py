@@ -343,6 +343,7 @@ def test_whatever_the_data_every_function_raises_only_evaluation_error(value: An
     source=st.text(
         alphabet=st.sampled_from(list("ab.()[]{}'\"\\=!&|<>+-*/%?:,0129xNu e")), max_size=60
     )
+    | st.text(max_size=30)
 )
 def test_whatever_the_text_compiling_raises_only_expression_error(source: str) -> None:
     reasons: list[str] = []
