@@ -29,6 +29,8 @@ from lark import Token, Tree
 from django_inngest.core import clock
 from django_inngest.core.errors import InngestError
 from django_inngest.core.expression_syntax import (
+    INT_MAX,
+    INT_MIN,
     MAX_DEPTH,
     MAX_LENGTH,
     PASS_THROUGH,
@@ -282,7 +284,8 @@ def _add(left: Any, right: Any) -> Any:
     if right is MISSING:
         return left
     if _is_number(left) and _is_number(right):
-        return left + right
+        both_int = isinstance(left, int) and isinstance(right, int)
+        return _int64(left + right) if both_int else left + right
     if type(left) is type(right) and isinstance(left, str | bytes | list):
         _spend_on(left)
         _spend_on(right)
@@ -315,18 +318,28 @@ def _arith(op: str, left: Any, right: Any) -> Any:
         if isinstance(left, timedelta) and isinstance(right, timedelta):
             return left - right
     if not (_is_number(left) and _is_number(right)):
-        raise EvaluationError(f"cannot apply {op.split('_')[1]} to {left!r} and {right!r}")
+        raise EvaluationError(
+            f"cannot apply {op.split('_')[1]} to {_shown(left)} and {_shown(right)}"
+        )
     both_int = isinstance(left, int) and isinstance(right, int)
     if op == "addition_sub":
-        return left - right
+        return _int64(left - right) if both_int else left - right
     if op == "multiplication_mul":
-        return left * right
+        return _int64(left * right) if both_int else left * right
     if right == 0:
         raise EvaluationError("division by zero")
-    if both_int:  # exact, truncated toward zero as CEL's ints, whatever their size
+    if both_int:  # exact, truncated toward zero as CEL's ints
         quotient = abs(left) // abs(right) * (1 if (left < 0) == (right < 0) else -1)
-        return quotient if op == "multiplication_div" else left - right * quotient
+        return _int64(quotient if op == "multiplication_div" else left - right * quotient)
     return left / right if op == "multiplication_div" else left % right
+
+
+def _int64(value: int) -> int:
+    """CEL's ints are 64 bits: a result beyond is an error (and no expression can build
+    numbers of millions of digits by multiplying)."""
+    if not INT_MIN <= value <= INT_MAX:
+        raise EvaluationError(f"integer overflow: {_shown(value)} is beyond 64 bits")
+    return value
 
 
 # --- functions --------------------------------------------------------------------------------

@@ -352,3 +352,19 @@ def test_whatever_the_text_compiling_raises_only_expression_error(source: str) -
     except ExpressionError as error:
         reasons.append(error.reason)
     assert all(reasons)
+
+
+def test_int_arithmetic_beyond_64_bits_is_an_overflow_error() -> None:
+    """As CEL's: and no expression can square its way to numbers of millions of digits."""
+    with pytest.raises(EvaluationError, match="integer overflow"):
+        compile_expression("9223372036854775807 + 1").evaluate(ev())
+    with pytest.raises(EvaluationError, match="integer overflow"):
+        compile_expression("event.data.n * 2").evaluate(ev(n=2**62))
+    assert compile_expression("-9223372036854775808 + 0").evaluate(ev()) == -(2**63)
+    assert compile_expression("event.data.n * 2.0").evaluate(ev(n=2**62)) == 2.0**63
+    square = "event.data.x"
+    while len(square) * 2 + 5 < MAX_LENGTH:
+        square = f"({square})*({square})"
+    started = time.process_time()
+    assert compile_expression(square).matches(ev(x=HUGE)) is False
+    assert time.process_time() - started < 0.5
