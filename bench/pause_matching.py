@@ -57,7 +57,7 @@ def add_waiting_runs(start: int, stop: int) -> None:
                     expression=expression,
                     match_key=compiled.index_key(trigger),
                     trigger_event=trigger,
-                    after_id="00000000000000000000000000",
+                    after_receipt=0,
                     expires_at=now + timedelta(days=1),
                 )
             )

@@ -20,10 +20,11 @@ from django_inngest import conf
 from django_inngest.core import clock, config, ids
 from django_inngest.core.errors import RunEndedError
 from django_inngest.core.events import Event, prepare
-from django_inngest.core.expressions import compile_expression
+from django_inngest.core.expressions import EvaluationLimitError, compile_expression
 from django_inngest.core.function import Function, Handler
 from django_inngest.registry import registry
 
+logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -152,8 +153,18 @@ class Inngest:
         for run in store.active_runs(
             function_id, started_after=started_after, started_before=started_before or clock.now()
         ):
-            if expression is not None and not expression.matches(run["event"]):
-                continue
+            if expression is not None:
+                try:
+                    if not expression.matches(run["event"]):
+                        continue
+                except EvaluationLimitError:
+                    logger.warning(
+                        "bulk cancellation skips run_id=%s: its event is beyond the limits of %r",
+                        run["id"],
+                        if_exp,
+                        exc_info=True,
+                    )
+                    continue
             try:
                 store.cancel_run(run["id"], now=clock.now(), pending=registry.listens_to)
             except RunEndedError:

@@ -39,13 +39,21 @@ class Event(models.Model):
     data = models.JSONField(default=dict)
     ts = models.BigIntegerField(help_text="Milliseconds since the epoch.")
     received_at = models.DateTimeField()
+    receipt_order = models.BigIntegerField(
+        null=True,
+        editable=False,
+        help_text="Increases with each event stored; set by the database on insert "
+        "(store/events.py), whatever id or seed the sender chose.",
+    )
     pending = models.BooleanField(default=True)
 
     objects = EventQuerySet.as_manager()
 
     class Meta:
         indexes = [
-            models.Index(fields=["id"], condition=Q(pending=True), name="inngest_event_pending"),
+            models.Index(
+                fields=["receipt_order"], condition=Q(pending=True), name="inngest_event_pending"
+            ),
             # Declared here rather than with db_index, which on PostgreSQL adds a second,
             # varchar_pattern_ops index for LIKE 'x%' that nothing uses and every insert pays.
             models.Index(fields=["name"], name="inngest_event_name"),
@@ -285,7 +293,9 @@ class Pause(models.Model):
     expression = models.TextField(blank=True, default="", help_text="Empty matches any event.")
     match_key = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = no index
     trigger_event = models.JSONField(default=dict, help_text="`event` in the expression.")
-    after_id = models.CharField(max_length=26, help_text="Only later events match.")
+    after_receipt = models.BigIntegerField(
+        help_text="Only events received later (a greater `Event.receipt_order`) match."
+    )
     expires_at = models.DateTimeField()
 
     class Meta:

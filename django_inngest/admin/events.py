@@ -28,6 +28,7 @@ from django.utils.timezone import localtime
 from django_inngest.admin import actions as run_actions
 from django_inngest.admin import pages
 from django_inngest.admin.display import json_value_response, payload, status_badge
+from django_inngest.admin.guard import guarded
 from django_inngest.admin.listing import CappedPaginator, ReceivedWithinFilter, search_events
 from django_inngest.models import Event, EventSkip, FunctionRun
 from django_inngest.store import alias, run_ids_of_event
@@ -140,7 +141,7 @@ class EventAdmin(_ModelAdmin):
             ),
             path("<str:object_id>/data/", view(self.value_view), name="django_inngest_event_value"),
         ]
-        return own + super().get_urls()
+        return guarded([*own, *super().get_urls()])  # type: ignore[return-value]
 
     def _event_or_404(self, request: HttpRequest, object_id: str) -> Event:
         if not self.has_view_permission(request):

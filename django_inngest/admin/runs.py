@@ -39,6 +39,7 @@ from django_inngest.admin.display import (
     payload,
     status_badge,
 )
+from django_inngest.admin.guard import guarded
 from django_inngest.admin.listing import (
     CappedPaginator,
     CreatedWithinFilter,
@@ -231,7 +232,7 @@ class FunctionRunAdmin(_ModelAdmin):
                 name="django_inngest_run_value",
             ),
         ]
-        return own + super().get_urls()
+        return guarded([*own, *super().get_urls()])  # type: ignore[return-value]
 
     def _run_or_404(self, request: HttpRequest, object_id: str) -> FunctionRun:
         if not self.has_view_permission(request):

@@ -4,7 +4,8 @@ is accepted over HTTP exactly when it would be accepted in process.
 
 A body whose declared length is over ``MAX_REQUEST_BYTES`` is refused unread; any other body is
 read in chunks and refused as soon as it passes the limit, so no request can make the server
-hold more than the limit in memory.
+hold more than the limit in memory. A chunked body (no Content-Length) is read when the server
+can pass it (ASGI servers, gunicorn), and refused with 411 when it cannot (other WSGI servers).
 """
 
 from __future__ import annotations
@@ -60,11 +61,24 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
             raise Rejected(400, f"Content-Length {declared[:40]!r} is not a number") from None
         if length > limit:
             raise Rejected(413, f"the body is {length} bytes, over the limit of {limit} bytes")
+    stream: Any = request
+    if not declared and "wsgi.input" in request.META:
+        # Django's WSGI request reads nothing without a Content-Length. A server that ends
+        # the input at the body's end (gunicorn, for a chunked body) says so, and the body is
+        # read from it; other WSGI servers cannot pass a chunked body at all.
+        if request.META.get("wsgi.input_terminated"):
+            stream = request.META["wsgi.input"]
+        elif "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            raise Rejected(
+                411,
+                "this server cannot read a chunked body: send a Content-Length header "
+                "(or serve the app with gunicorn, which can)",
+            )
     chunks = []
     size = 0
     try:
         while True:
-            chunk = request.read(min(_CHUNK_BYTES, limit + 1 - size))
+            chunk = stream.read(min(_CHUNK_BYTES, limit + 1 - size))
             if not chunk:
                 break
             size += len(chunk)

@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from django_inngest.core.config import TriggerCron, TriggerEvent
+from django_inngest.core.expression_syntax import MAX_LENGTH
 from django_inngest.core.expressions import ExpressionError, compile_expression
 from django_inngest.core.function import Function
 from django_inngest.models import Cancellation, Event, FunctionRun, RunStatus, RunStep
@@ -29,7 +30,7 @@ REST_RUN_STATUS: dict[str, str] = {
     RunStatus.CANCELLED: "Cancelled",
     RunStatus.SKIPPED: "Skipped",
 }
-MAX_EXPRESSION_LENGTH = 4096
+MAX_EXPRESSION_LENGTH = MAX_LENGTH
 
 
 def rest_run_status(status: str) -> str:

@@ -132,6 +132,7 @@ class SendEventsView(APIView):
             200: SendEventsResultSerializer,
             400: SendEventsResultSerializer,
             401: SendEventsResultSerializer,
+            411: SendEventsResultSerializer,
             413: SendEventsResultSerializer,
         },
         auth=[],

@@ -119,7 +119,10 @@ class StepRecord:
 @dataclass(frozen=True, kw_only=True)
 class PauseSpec:
     """Something a run waits for: an event (`wait`), an invoked run's end (`invoke`), or an
-    event that cancels it (`cancel`). The first matching event consumes a wait or invoke."""
+    event that cancels it (`cancel`). The first matching event consumes a wait or invoke.
+    Only events received after it can match: the store records from when (the run's own event
+    for a cancel listener, the moment it is stored for a wait or invoke), by order of receipt,
+    never by event id."""
 
     kind: str
     event_name: str
@@ -129,8 +132,6 @@ class PauseSpec:
     """The index key a matching event carries (see `expressions.event_index_keys`)."""
     expires_at: datetime
     trigger_event: dict[str, Any]
-    after_id: str
-    """Only events with a greater id (received later) can match."""
     hashed_id: str = ""
 
 
@@ -539,7 +540,6 @@ class Execution:
             match_key=match_key,
             expires_at=wake_at,
             trigger_event=trigger,
-            after_id=ids.ulid(),
             hashed_id=call.hashed_id,
         )
         waiting = call.record(
@@ -602,7 +602,6 @@ class Execution:
             match_key=compile_expression(expression).index_key({}),
             expires_at=now + limit,
             trigger_event=self.trigger_event_map(),
-            after_id=ids.ulid(),
             hashed_id=call.hashed_id,
         )
         waiting = call.record(
@@ -720,7 +719,6 @@ def cancellation_pauses(
                 match_key=expression.index_key(trigger_event) if expression else None,
                 expires_at=now + timeout,
                 trigger_event=dict(trigger_event),
-                after_id=trigger_id,
             )
         )
     return pauses

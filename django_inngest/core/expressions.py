@@ -5,26 +5,43 @@ them with the rules of SPEC §4.2: a missing field is an "unknown" that behaves 
 numbers compare across int and double, `+` of mixed types concatenates, `&&`, `||` and `?:`
 take JavaScript-style truthiness, and a boolean place treats anything but `true` as no match.
 Plain paths, literals and `path == path` / `path == literal` compile to fast closures, and
-`index_key()` gives the lookup key that lets a waiting run be found by index.
+`index_key()` gives the lookup key that lets a waiting run be found by index. Expressions are
+bounded: limits on length and nesting when compiled, RE2 for `matches`, and a cost budget for
+each evaluation (`MAX_COST`); whatever goes wrong while evaluating is an `EvaluationError`.
 """
 
 from __future__ import annotations
 
-import ast
 import base64
+import contextvars
 import functools
 import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import re2
 from celpy.celparser import CELParseError, CELParser
 from lark import Token, Tree
 
 from django_inngest.core import clock
 from django_inngest.core.errors import InngestError
+from django_inngest.core.expression_syntax import (
+    INT_MAX,
+    INT_MIN,
+    MAX_DEPTH,
+    MAX_LENGTH,
+    PASS_THROUGH,
+    LiteralError,
+    explain_syntax_error,
+    float_literal,
+    int_literal,
+    nesting_depth,
+    pointer,
+    string_literal,
+)
 
 Node = Tree[Token]
 
@@ -54,16 +71,113 @@ MISSING = _Missing()
 
 
 class ExpressionError(InngestError, ValueError):
-    """An expression does not compile, or breaks the rules of the place it is used in."""
+    """An expression does not compile, or breaks the rules of the place it is used in.
 
-    def __init__(self, expression: str, reason: str) -> None:
-        super().__init__(f"invalid expression {expression!r}: {reason}")
+    `reason` says what is wrong (and at which column, when the parser knows); the message
+    adds the expression and, for a one-line expression, a caret under that column."""
+
+    def __init__(self, expression: str, reason: str, *, column: int | None = None) -> None:
+        shown = expression if len(expression) <= 200 else f"{expression[:200]}…"
+        caret = pointer(expression, column) if column else ""
+        super().__init__(
+            f"invalid expression {shown!r}: {reason}" + (f"\n{caret}" if caret else "")
+        )
         self.expression = expression
         self.reason = reason
+        self.column = column
 
 
 class EvaluationError(InngestError):
-    """An expression failed on a value (a type error, a division by zero)."""
+    """An expression failed on a value (a type error, a division by zero, a number out of
+    range, its cost budget spent). Raised by `Expression` with the expression named."""
+
+    def __init__(self, reason: str, *, expression: str | None = None) -> None:
+        shown = (
+            expression if expression is None or len(expression) <= 200 else f"{expression[:200]}…"
+        )
+        super().__init__(reason if shown is None else f"expression {shown!r} failed: {reason}")
+        self.reason = reason
+        self.expression = expression
+
+
+class EvaluationLimitError(EvaluationError):
+    """An evaluation stopped by a limit, not by CEL's rules: its cost budget spent, or data
+    Python could not evaluate (a number too large for a float, nesting deeper than the
+    stack). Unlike other evaluation errors it is not read as "no match" or an `<invalid>`
+    key: it reaches the caller, which skips that (event, function) and records why (DESIGN
+    §11, "Data never stops the engine")."""
+
+
+# --- cost -------------------------------------------------------------------------------------
+
+MAX_COST = 15_000
+"""Cost units one evaluation may spend (a unit is about 0.2 µs of CPU; see
+docs/performance.md): each iteration of a macro costs 3 plus the size of its body in
+parse-tree nodes (a call 6, an index 3); a string costs a unit per `_SCAN` characters scanned, compared or built; a list or map
+`_PER_ITEM` units per item compared, searched or formatted; `matches` the text's length times
+the size of the compiled pattern, per `_REGEX` (RE2's worst case, when it cannot use its DFA)."""
+
+_SCAN = 256
+_PER_ITEM = 2
+_REGEX = 256
+_ITERATION = 3
+_MATCH_CALL = 20  # RE2's Python wrapper: encoding, a match object (measured)
+_NODE_COST = {"ident_arg": 6, "member_dot_arg": 6, "member_index": 3}
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self, units: int) -> None:
+        self.left = units
+
+
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "expression_budget", default=None
+)
+
+
+_shared: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "expression_shared_budget", default=None
+)
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def sharing_one_budget(function: _Function) -> _Function:
+    """Run `function` with one budget of `MAX_COST` for all the evaluations it makes (and not
+    one each): what planning one run of one function for one event may spend in total."""
+
+    @functools.wraps(function)
+    def shared(*args: Any, **kwargs: Any) -> Any:
+        token = _shared.set(_Budget(MAX_COST))
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _shared.reset(token)
+
+    return shared  # type: ignore[return-value]
+
+
+def _spend(units: int) -> None:
+    """Charge the evaluation under way (nothing outside one)."""
+    budget = _budget.get()
+    if budget is None:
+        return
+    budget.left -= units
+    if budget.left < 0:
+        raise EvaluationLimitError(
+            f"cost budget of {MAX_COST} units spent (macro iterations and the sizes of the "
+            "strings and lists it scans or builds); simplify it or send smaller data"
+        )
+
+
+def _spend_on(value: Any) -> None:
+    """Charge for scanning, comparing or building `value` (its top level)."""
+    if isinstance(value, str | bytes):
+        _spend(1 + len(value) // _SCAN)
+    elif isinstance(value, list | tuple | Mapping):
+        _spend(1 + len(value) * _PER_ITEM)
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -108,12 +222,17 @@ def equal(left: Any, right: Any) -> bool:
     if left is MISSING or right is MISSING:
         return (left is MISSING or left is None) and (right is MISSING or right is None)
     if _is_number(left) and _is_number(right):
-        return float(left) == float(right)
+        try:
+            return float(left) == float(right)
+        except OverflowError:  # an int beyond doubles: no double equals it, compare exactly
+            return bool(left == right)
     if isinstance(left, bool) or isinstance(right, bool):
         return left is right
     if isinstance(left, list) and isinstance(right, list):
+        _spend_on(left)
         return len(left) == len(right) and all(map(equal, left, right))
     if isinstance(left, Mapping) and isinstance(right, Mapping):
+        _spend_on(left)
         return left.keys() == right.keys() and all(equal(left[k], right[k]) for k in left)
     return bool(type(left) is type(right) and left == right)
 
@@ -173,14 +292,31 @@ def _add(left: Any, right: Any) -> Any:
     if right is MISSING:
         return left
     if _is_number(left) and _is_number(right):
-        return left + right
+        both_int = isinstance(left, int) and isinstance(right, int)
+        return _int64(left + right) if both_int else left + right
     if type(left) is type(right) and isinstance(left, str | bytes | list):
+        _spend_on(left)
+        _spend_on(right)
         return left + right
     if isinstance(left, datetime) and isinstance(right, timedelta):
         return left + right
     if isinstance(left, timedelta) and isinstance(right, datetime | timedelta):
         return right + left
-    return format_value(left) + format_value(right)
+    return _formatted(left) + _formatted(right)
+
+
+def _formatted(value: Any) -> str:
+    """`format_value`, charged first by the size of what it formats, at every depth."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping | list | tuple):
+            _spend(1 + 2 * len(item) * _PER_ITEM)  # keys and values, formatted and sorted
+            items = item.values() if isinstance(item, Mapping) else item
+            stack.extend(v for v in items if isinstance(v, Mapping | list | tuple))
+    text = format_value(value)
+    _spend_on(text)
+    return text
 
 
 def _arith(op: str, left: Any, right: Any) -> Any:
@@ -190,17 +326,28 @@ def _arith(op: str, left: Any, right: Any) -> Any:
         if isinstance(left, timedelta) and isinstance(right, timedelta):
             return left - right
     if not (_is_number(left) and _is_number(right)):
-        raise EvaluationError(f"cannot apply {op.split('_')[1]} to {left!r} and {right!r}")
+        raise EvaluationError(
+            f"cannot apply {op.split('_')[1]} to {_shown(left)} and {_shown(right)}"
+        )
     both_int = isinstance(left, int) and isinstance(right, int)
     if op == "addition_sub":
-        return left - right
+        return _int64(left - right) if both_int else left - right
     if op == "multiplication_mul":
-        return left * right
+        return _int64(left * right) if both_int else left * right
     if right == 0:
         raise EvaluationError("division by zero")
-    if op == "multiplication_div":
-        return int(left / right) if both_int else left / right
-    return int(left - right * int(left / right)) if both_int else left % right
+    if both_int:  # exact, truncated toward zero as CEL's ints
+        quotient = abs(left) // abs(right) * (1 if (left < 0) == (right < 0) else -1)
+        return _int64(quotient if op == "multiplication_div" else left - right * quotient)
+    return left / right if op == "multiplication_div" else left % right
+
+
+def _int64(value: int) -> int:
+    """CEL's ints are 64 bits: a result beyond is an error (and no expression can build
+    numbers of millions of digits by multiplying)."""
+    if not INT_MIN <= value <= INT_MAX:
+        raise EvaluationError(f"integer overflow: {_shown(value)} is beyond 64 bits")
+    return value
 
 
 # --- functions --------------------------------------------------------------------------------
@@ -221,21 +368,28 @@ def _to_int(value: Any) -> int:
         return int(value.timestamp())
     try:
         return int(value)
-    except (TypeError, ValueError):
-        raise EvaluationError(f"int() of {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise EvaluationError(f"int() of {_shown(value)}") from None
 
 
 def _to_double(value: Any) -> float:
     try:
         return float(value)
-    except (TypeError, ValueError):
-        raise EvaluationError(f"double() of {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise EvaluationError(f"double() of {_shown(value)}") from None
 
 
 def _to_string(value: Any) -> str:
     if isinstance(value, bytes):
+        _spend_on(value)
         return value.decode("utf-8", errors="replace")
-    return format_value(value) if not isinstance(value, str) else value
+    return _formatted(value) if not isinstance(value, str) else value
+
+
+def _shown(value: Any) -> str:
+    """`repr` of a value, cut short: error messages stay readable whatever the data."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}…{text[-10:]} ({len(text)} characters)"
 
 
 def _to_bool(value: Any) -> bool:
@@ -250,14 +404,17 @@ def _date(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
     if _is_number(value):
-        return datetime.fromtimestamp(value / 1000, UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, ValueError, OSError):
+            raise EvaluationError(f"timestamp() of {_shown(value)}: out of range") from None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise EvaluationError(f"date() of {value!r}") from None
+            raise EvaluationError(f"timestamp() of {_shown(value)}") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    raise EvaluationError(f"date() of {value!r}")
+    raise EvaluationError(f"timestamp() of {_shown(value)}")
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|ns)")
@@ -268,43 +425,81 @@ def _duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     text = str(value)
+    if len(text) > 64:  # no real duration is longer; the pattern below is not for long text
+        raise EvaluationError(f"invalid duration {_shown(value)}")
     sign = -1 if text.startswith("-") else 1
     parts = _DURATION.findall(text.lstrip("-+"))
     if not parts or "".join(n + u for n, u in parts) != text.lstrip("-+"):
-        raise EvaluationError(f"invalid duration {value!r}")
-    return timedelta(seconds=sign * sum(float(n) * _UNITS[u] for n, u in parts))
+        raise EvaluationError(f"invalid duration {_shown(value)}")
+    try:
+        return timedelta(seconds=sign * sum(float(n) * _UNITS[u] for n, u in parts))
+    except (OverflowError, ValueError):
+        raise EvaluationError(f"duration {_shown(value)} is out of range") from None
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised, not written to stderr
+_RE2_OPTIONS.max_mem = 2 << 20  # per compiled pattern; a larger one fails to compile
+_RE2_OPTIONS.never_capture = True  # a yes or no needs no groups; finding them can cost 100x
+
+
+@functools.lru_cache(maxsize=256)
+def _regex(pattern: str) -> Any:
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        detail = error.args[0] if error.args else b""
+        reason = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
+        raise EvaluationError(
+            f"invalid regular expression {_shown(pattern)}: {reason} (RE2 syntax)"
+        ) from None
 
 
 def _matches(text: Any, pattern: Any) -> bool:
+    """RE2, CEL's own dialect, in time linear in the text."""
     if not isinstance(text, str) or not isinstance(pattern, str):
         return False
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        raise EvaluationError(f"invalid regular expression {pattern!r}") from None
+    _spend(_MATCH_CALL + len(pattern) // 16)
+    regex = _regex(pattern)
+    _spend(1 + len(text) * regex.programsize // _REGEX)
+    return regex.search(text) is not None
 
 
 def _string_method(name: str) -> Callable[[Any, Any], bool]:
     def method(receiver: Any, argument: Any) -> bool:
         if not isinstance(receiver, str) or not isinstance(argument, str):
             return False
+        _spend_on(receiver)
         return bool(getattr(receiver, name)(argument))
 
     return method
 
 
 def _b64decode(value: Any) -> str:
+    text = _to_string(value)
+    _spend_on(text)
     try:
-        return base64.b64decode(str(value)).decode("utf-8")
+        return base64.b64decode(text).decode("utf-8")
     except ValueError:
-        raise EvaluationError(f"b64decode() of {value!r}") from None
+        raise EvaluationError(f"b64decode() of {_shown(value)}") from None
 
 
 def _json_parse(value: Any) -> Any:
+    text = _to_string(value)
+    _spend(1 + len(text) // 16)  # builds objects: dearer than a scan
     try:
-        return json.loads(str(value))
-    except ValueError:
-        raise EvaluationError(f"json_parse() of {value!r}") from None
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise EvaluationError(f"json_parse() of {_shown(value)}") from None
+
+
+def _case(method: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = _to_string(value)
+        _spend_on(text)
+        return str(getattr(text, method)())
+
+    return convert
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -314,7 +509,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "double": _to_double,
     "string": _to_string,
     "bool": _to_bool,
-    "bytes": lambda v: v if isinstance(v, bytes) else str(v).encode("utf-8"),
+    "bytes": lambda v: v if isinstance(v, bytes) else _to_string(v).encode("utf-8"),
     "dyn": lambda v: v,
     "type": lambda v: type(v).__name__,
     "duration": _duration,
@@ -323,8 +518,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "now": lambda: clock.now(),
     "now_plus": lambda d: clock.now() + _duration(d),
     "now_minus": lambda d: clock.now() - _duration(d),
-    "lowercase": lambda s: str(s).lower(),
-    "uppercase": lambda s: str(s).upper(),
+    "lowercase": _case("lower"),
+    "uppercase": _case("upper"),
     "b64decode": _b64decode,
     "json_parse": _json_parse,
     "matches": _matches,
@@ -336,8 +531,8 @@ METHODS: dict[str, Callable[..., Any]] = {
     "endsWith": _string_method("endswith"),
     "matches": _matches,
     "size": _size,
-    "lowerAscii": lambda s: str(s).lower(),
-    "upperAscii": lambda s: str(s).upper(),
+    "lowerAscii": _case("lower"),
+    "upperAscii": _case("upper"),
 }
 
 
@@ -409,20 +604,30 @@ def _literal_of(tree: Node) -> tuple[bool, Any]:
     return True, _literal_value(_token(tree, 0))
 
 
+class _LiteralAt(LiteralError):
+    def __init__(self, reason: str, column: int | None) -> None:
+        super().__init__(reason)
+        self.column = column
+
+
 def _literal_value(token: Token) -> Any:
     text = str(token)
     kind = token.type
-    if kind == "NULL_LIT":
-        return None
-    if kind == "BOOL_LIT":
-        return text == "true"
-    if kind == "INT_LIT":
-        return int(text, 0)
-    if kind == "UINT_LIT":
-        return int(text[:-1], 0)
-    if kind == "FLOAT_LIT":
-        return float(text)
-    return ast.literal_eval(text)  # string and bytes literals share Python's escapes
+    try:
+        if kind == "NULL_LIT":
+            return None
+        if kind == "BOOL_LIT":
+            return text == "true"
+        if kind == "INT_LIT":
+            return int_literal(text, unsigned=False)
+        if kind == "UINT_LIT":
+            return int_literal(text[:-1], unsigned=True)
+        if kind == "FLOAT_LIT":
+            return float_literal(text)
+        return string_literal(text)
+    except LiteralError as error:
+        column = getattr(token, "column", None)
+        raise _LiteralAt(f"{error}{f' at column {column}' if column else ''}", column) from None
 
 
 def _lookup(value: Any, path: tuple[str, ...]) -> Any:
@@ -456,6 +661,15 @@ class _Compiler:
             raise ExpressionError(self.source, f"unsupported syntax {tree.data!r}")
         compiled: Compiled = method(tree)
         return compiled
+
+    def _weight(self, tree: Node) -> int:
+        """What one evaluation of a subtree costs: its nodes that do something, a call or an
+        index dearer than an operator or a name (measured, docs/performance.md)."""
+        return sum(
+            _NODE_COST.get(node.data, 1)
+            for node in tree.iter_subtrees()
+            if not (node.data in PASS_THROUGH and len(node.children) == 1)
+        )
 
     def _expr(self, tree: Node) -> Compiled:
         condition, then, otherwise = (self.compile(t) for t in _child_trees(tree))
@@ -584,14 +798,17 @@ class _Compiler:
             raise ExpressionError(self.source, f".{name}() takes a variable and an expression")
         var = str(variable.children[0])
         body = self.compile(arguments[1])
+        weight = _ITERATION + self._weight(arguments[1])
 
         def items(env: Env) -> Iterator[tuple[Any, Any]]:
             collection = receiver(env)
             if isinstance(collection, Mapping):
+                _spend_on(collection)
                 collection = list(collection)
             if not isinstance(collection, list):
                 return
             for item in collection:
+                _spend(weight)
                 yield item, body({**env, var: item})
 
         if name == "all":
@@ -631,15 +848,18 @@ def _contains(collection: Any, item: Any) -> bool:
     if isinstance(collection, Mapping):
         return isinstance(item, str) and item in collection
     if isinstance(collection, list):
+        _spend_on(collection)
         return any(equal(element, item) for element in collection)
     return False
 
 
 def _index(value: Any, index: Any) -> Any:
     if isinstance(value, Mapping):
-        return value.get(index if isinstance(index, str) else format_value(index), MISSING)
-    if isinstance(value, list) and _is_number(index) and float(index).is_integer():
-        position = int(index)
+        return value.get(index if isinstance(index, str) else _formatted(index), MISSING)
+    if isinstance(value, list) and _is_number(index):
+        if isinstance(index, float) and not index.is_integer():
+            return MISSING
+        position = int(index)  # a whole float; not an inf or nan, which are not integers
         return value[position] if 0 <= position < len(value) else MISSING
     return MISSING
 
@@ -652,13 +872,32 @@ class Expression:
 
     def __init__(self, source: str, *, fast_paths: bool = True) -> None:
         self.source = source
+        if len(source) > MAX_LENGTH:
+            raise ExpressionError(
+                source, f"{len(source)} characters, more than the {MAX_LENGTH} allowed"
+            )
         try:
             self.tree = _parse(source)
         except CELParseError as error:
-            reason = str(error).splitlines()[0] if str(error) else "syntax error"
-            raise ExpressionError(source, reason) from None
-        self._index = _index_form(self.tree)
-        self._program = _Compiler(source, fast_paths=fast_paths).compile(self.tree)
+            cause = error.__context__
+            column = error.column
+            if getattr(getattr(cause, "token", None), "type", "") == "$END":
+                column = len(source.rstrip()) + 1  # just past the end: what is missing
+            if "\n" in source.strip():
+                column = None  # a column without its line would mislead
+            raise ExpressionError(
+                source, explain_syntax_error(source, cause, column), column=column
+            ) from None
+        depth = nesting_depth(self.tree)
+        if depth > MAX_DEPTH:
+            raise ExpressionError(
+                source, f"nested {depth} levels deep, more than the {MAX_DEPTH} allowed"
+            )
+        try:
+            self._index = _index_form(self.tree)
+            self._program = _Compiler(source, fast_paths=fast_paths).compile(self.tree)
+        except _LiteralAt as error:
+            raise ExpressionError(source, str(error), column=error.column) from None
 
     def __repr__(self) -> str:
         return f"<Expression {self.source!r}>"
@@ -666,27 +905,48 @@ class Expression:
     def evaluate(
         self, event: Mapping[str, Any], async_event: Mapping[str, Any] | None = None
     ) -> Any:
-        """The value; raises `EvaluationError` on a type error."""
+        """The value. Raises `EvaluationError`, naming the expression, for whatever goes wrong
+        (a type error, a number out of range, data nested too deep, the budget spent)."""
         env: dict[str, Any] = {"event": event}
         if async_event is not None:
             env["async"] = async_event
-        return self._program(env)
+        return self._guarded(lambda: self._program(env))
+
+    def _guarded(self, work: Callable[[], Any]) -> Any:
+        token = _budget.set(_shared.get() or _Budget(MAX_COST))
+        try:
+            return work()
+        except EvaluationError as error:
+            raise type(error)(error.reason, expression=self.source) from None
+        except Exception as error:  # an OverflowError, a RecursionError: data, not a crash
+            raise EvaluationLimitError(
+                f"{type(error).__name__}: {_shown_error(error)}", expression=self.source
+            ) from None
+        finally:
+            _budget.reset(token)
 
     def matches(
         self, event: Mapping[str, Any], async_event: Mapping[str, Any] | None = None
     ) -> bool:
-        """A boolean place: true only for a boolean true result; errors are no match."""
+        """A boolean place: true only for a boolean true result; errors are no match, except
+        `EvaluationLimitError`, which is raised."""
         try:
             return self.evaluate(event, async_event) is True
-        except (EvaluationError, RecursionError):
+        except EvaluationLimitError:
+            raise
+        except EvaluationError:
             return False
 
     def key(self, event: Mapping[str, Any]) -> str | None:
-        """A key place: the `%v` string of the value; None when the value is false (no key)."""
-        value = self.evaluate(event)
-        if value is False:
-            return None
-        return format_value(value)
+        """A key place: the `%v` string of the value; None when the value is false (no key).
+        Raises `EvaluationError`."""
+
+        def work() -> str | None:
+            value = self._program({"event": event})
+            return None if value is False else _formatted(value)
+
+        result: str | None = self._guarded(work)
+        return result
 
     def index_key(self, event: Mapping[str, Any]) -> str | None:
         """For `async.p == <literal>` or `event.q == async.p` (alone or as one side of `&&`):
@@ -740,11 +1000,19 @@ def _index_form(tree: Node) -> tuple[tuple[str, ...], Any] | None:
     return None
 
 
+def _shown_error(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 200 else f"{text[:200]}…"
+
+
 def _canonical(value: Any) -> str | None:
     if isinstance(value, bool):
         return f"b:{value}"
     if _is_number(value):
-        return f"n:{format_value(float(value))}"
+        try:
+            return f"n:{format_value(float(value))}"
+        except OverflowError:  # an int beyond doubles: no double equals it
+            return f"n:{value}"
     if isinstance(value, str):
         return f"s:{value}"
     return None  # null, missing, lists and objects are not indexed
@@ -766,6 +1034,8 @@ def event_index_keys(event: Mapping[str, Any], *, limit: int = 256) -> list[str]
             return
         if isinstance(value, Mapping):
             for name, item in value.items():
+                if len(keys) >= limit:
+                    return  # a map of 100,000 keys is not walked to its end for nothing
                 walk(item, (*path, str(name)))
             return
         key = _index_key(path, value)
@@ -778,6 +1048,8 @@ def event_index_keys(event: Mapping[str, Any], *, limit: int = 256) -> list[str]
 
 @functools.lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Expression:
+    """The compiled expression (cached). Raises `ExpressionError`, which says what is wrong
+    and where: a syntax error, a literal out of range, too long or too deep."""
     if not isinstance(source, str) or not source.strip():
-        raise ExpressionError(str(source), "an expression must be a non-empty string")
+        raise ExpressionError(str(source)[:200], "an expression must be a non-empty string")
     return Expression(source)

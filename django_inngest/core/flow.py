@@ -15,7 +15,12 @@ from typing import Any
 
 from django_inngest.core.config import to_timedelta
 from django_inngest.core.engine import PauseSpec, cancellation_pauses
-from django_inngest.core.expressions import EvaluationError, compile_expression
+from django_inngest.core.expressions import (
+    EvaluationError,
+    EvaluationLimitError,
+    compile_expression,
+    sharing_one_budget,
+)
 from django_inngest.core.function import Function
 
 DEFAULT_PRIORITY_RANGE = 600
@@ -107,6 +112,8 @@ def priority_factor(function: Function, event: Mapping[str, Any], bound: int) ->
         return 0
     try:
         value = compile_expression(function.priority.run).evaluate(event)
+    except EvaluationLimitError:
+        raise
     except EvaluationError:
         return 0
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -116,6 +123,7 @@ def priority_factor(function: Function, event: Mapping[str, Any], bound: int) ->
     return max(-bound, min(bound, int(value)))
 
 
+@sharing_one_budget  # every key of one run of one function, for one event, in one budget
 def plan_run(
     function: Function,
     event: Mapping[str, Any],
@@ -130,6 +138,8 @@ def plan_run(
     def key_of(expression: str | None, purpose: str) -> str | None:
         try:
             return _key_value(expression, event)
+        except EvaluationLimitError:
+            raise  # contained by the caller: the function is skipped for this event
         except EvaluationError as error:
             errors.append(f"{purpose} key {expression!r}: {error}")
             return "<invalid>"

@@ -272,8 +272,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _pause_row(run_id: str, spec: PauseSpec) -> Pause:
-    return Pause(
+def _pause_row(run_id: str, spec: PauseSpec, after_receipt: int | None) -> Pause:
+    """`after_receipt`: the order of receipt after which events match (None: to be found)."""
+    pause = Pause(
         kind=spec.kind,
         run_id=run_id,
         hashed_id=spec.hashed_id,
@@ -281,6 +282,8 @@ def _pause_row(run_id: str, spec: PauseSpec) -> Pause:
         expression=spec.expression or "",
         match_key=spec.match_key,
         trigger_event=spec.trigger_event,
-        after_id=spec.after_id,
         expires_at=spec.expires_at,
     )
+    if after_receipt is not None:
+        pause.after_receipt = after_receipt
+    return pause

@@ -223,7 +223,8 @@ def pick_up_event(
         f"UPDATE {_table(Event)} SET pending = false WHERE id = %s AND pending "
         f"AND NOT EXISTS (SELECT 1 FROM {pause} WHERE event_name = %s) "
         f"AND NOT EXISTS (SELECT 1 FROM {queue} WHERE lease_expires_at IS NULL "
-        f"AND parked_on IS NULL AND score <= %s AND available_at <= %s) RETURNING data",
+        f"AND parked_on IS NULL AND score <= %s AND available_at <= %s) "
+        f"RETURNING data, receipt_order",
         [event["id"], event["name"], _when(horizon), _when(now)],
     )
     if claimed is None:

@@ -78,10 +78,17 @@ def _insert_events_in_one_statement(
         params += [row.id, row.user_id, row.name, _json(row.data), row.ts]
         params += [_when(row.received_at), row.pending]
     postgresql = is_postgresql()
-    data = "CAST(%s AS jsonb)" if postgresql else "%s"
-    values = ", ".join([f"(%s, %s, %s, {data}, %s, %s, %s)"] * len(rows))
+    if postgresql:  # receipt_order: the column's default, the sequence's next value
+        columns = "id, user_id, name, data, ts, received_at, pending"
+        values = ", ".join(["(%s, %s, %s, CAST(%s AS jsonb), %s, %s, %s)"] * len(rows))
+    else:
+        columns = "id, user_id, name, data, ts, received_at, pending, receipt_order"
+        values = ", ".join(
+            f"(%s, %s, %s, %s, %s, %s, %s, {_SQLITE_NEXT_RECEIPT} + {offset})"
+            for offset in range(len(rows))
+        )
     insert = (
-        f"INSERT INTO {_table(Event)} (id, user_id, name, data, ts, received_at, pending) "
+        f"INSERT INTO {_table(Event)} ({columns}) "
         f"VALUES {values}{' ON CONFLICT (id) DO NOTHING' if ignore_existing else ''}"
     )
     with _connection().cursor() as cursor:
@@ -94,6 +101,35 @@ def _insert_events_in_one_statement(
             )
         else:
             cursor.execute(insert, params)
+
+
+# SQLite's order of receipt: after the last event stored (the greatest rowid, found by the
+# rowid's own index), and never below the database's clock in microseconds, so that it keeps
+# increasing even when pruning deletes every event. Writers are serialized, so the last event
+# stored is the last one received.
+_SQLITE_LAST_RECEIPT = (
+    f"COALESCE((SELECT receipt_order FROM {Event._meta.db_table} ORDER BY rowid DESC LIMIT 1), 0)"
+)
+_SQLITE_CLOCK = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+_SQLITE_NEXT_RECEIPT = f"max({_SQLITE_LAST_RECEIPT} + 1, {_SQLITE_CLOCK} + 1)"
+
+
+def receipt_position() -> int:
+    """The order of receipt now: events stored from now on get a greater `receipt_order`,
+    events already stored (committed or not) a smaller or equal one. For what a run starts to
+    wait for (`Pause.after_receipt`)."""
+    sql = (
+        f"SELECT nextval('{RECEIPT_SEQUENCE}')"
+        if is_postgresql()
+        else f"SELECT max({_SQLITE_LAST_RECEIPT}, {_SQLITE_CLOCK})"
+    )
+    with _connection().cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+    return int(row[0])
+
+
+RECEIPT_SEQUENCE = "django_inngest_event_receipt_order_seq"
 
 
 #: Notification payloads stay below PostgreSQL's limit (8,000 bytes).

@@ -195,7 +195,10 @@ class _Intake:
             self.items.append(
                 QueueItem(run=run, kind=QueueItem.Kind.START_TIMEOUT, available_at=due, score=due)
             )
-        self.pauses += [_pause_row(run.id, spec) for spec in plan.pauses]
+        # Cancel listeners: events received after the run's own event (its order of receipt,
+        # found when the row does not carry it).
+        after = rows[0].get("receipt_order")
+        self.pauses += [_pause_row(run.id, spec, after) for spec in plan.pauses]
         self.runs.append(run)
         self.unwritten.add(run.id)
         return run
@@ -203,6 +206,7 @@ class _Intake:
     def flush(self, *also: tuple[str, list[Any]]) -> None:
         """Write what was added, and run the statements `also` after it; on PostgreSQL all of
         it as one statement (foreign keys are checked at commit)."""
+        self._find_receipts()
         statements = [
             _insert_sql(model, rows)
             for model, rows in (
@@ -231,6 +235,20 @@ class _Intake:
         ]
         self.runs, self.items, self.pauses, self.skips = [], [], [], []
         self.unwritten.clear()
+
+    def _find_receipts(self) -> None:
+        """The order of receipt of the events whose runs' listeners do not have it yet."""
+        unknown = [pause for pause in self.pauses if pause.after_receipt is None]
+        if not unknown:
+            return
+        event_of = {run.id: run.event_id for run in self.runs}
+        found = dict(
+            Event.objects.using(alias())
+            .filter(id__in={event_of.get(pause.run_id) for pause in unknown})
+            .values_list("id", "receipt_order")
+        )
+        for pause in unknown:
+            pause.after_receipt = found.get(event_of.get(pause.run_id) or "") or 0
 
     def write_claiming(self, claim: str, params: list[Any]) -> tuple[Any, ...] | None:
         """PostgreSQL, as one statement in autocommit: `claim`, an UPDATE of at most one row
@@ -265,6 +283,13 @@ def _insert_once_sql(row: Model, source: str, lease_seconds: float) -> tuple[str
         if isinstance(row, QueueItem) and field.attname == "lease_expires_at" and row.lease_owner:
             values.append("clock_timestamp() + %s * interval '1 second'")
             params.append(lease_seconds)
+        elif (
+            isinstance(row, Pause)
+            and field.attname == "after_receipt"
+            and row.after_receipt is None
+        ):
+            values.append("receipt_order")  # of the event `source` took: the run's own event
+
         else:
             values.append("%s")
             params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection))
@@ -476,7 +501,7 @@ def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: _Intake) -
     row = (
         Event.objects.using(db)
         .filter(id=data["event_id"])
-        .values("id", "user_id", "name", "data", "ts")
+        .values("id", "user_id", "name", "data", "ts", "receipt_order")
         .first()
     )
     if row is not None:

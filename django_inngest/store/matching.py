@@ -134,20 +134,27 @@ def fan_out_in_transaction(
     with _connection().cursor() as cursor:
         # Whether runs wait for each event's name comes with it: one round trip, not one per name.
         cursor.execute(
-            f"SELECT e.id, e.user_id, e.name, e.data, e.ts, EXISTS (SELECT 1 FROM {pause} p "
-            f"WHERE p.event_name = e.name), {extra} FROM {event} e WHERE e.pending "
-            f"ORDER BY e.id LIMIT %s{lock}",
+            f"SELECT e.id, e.user_id, e.name, e.data, e.ts, e.receipt_order, EXISTS (SELECT 1 "
+            f"FROM {pause} p WHERE p.event_name = e.name), {extra} FROM {event} e "
+            f"WHERE e.pending ORDER BY e.receipt_order LIMIT %s{lock}",
             [*params, limit],
         )
         found = cursor.fetchall()
     if not found:
         return FanOut(events=0)
     rows = [
-        {"id": id_, "user_id": user_id, "name": name, "data": json.loads(data), "ts": ts}
-        for id_, user_id, name, data, ts, *_ in found
+        {
+            "id": id_,
+            "user_id": user_id,
+            "name": name,
+            "data": json.loads(data),
+            "ts": ts,
+            "receipt_order": receipt_order,
+        }
+        for id_, user_id, name, data, ts, receipt_order, *_ in found
     ]
-    has_pauses = {row[2]: bool(row[5]) for row in found}
-    db_now, backlog = found[0][6] or datetime.now(UTC), bool(found[0][7])
+    has_pauses = {row[2]: bool(row[6]) for row in found}
+    db_now, backlog = found[0][7] or datetime.now(UTC), bool(found[0][8])
     if lease is None or backlog:
         intake = _Intake(now, planner or _no_planner, pending)
     else:
@@ -235,9 +242,9 @@ def _match_pauses(
     (logged, and recorded with the event when it is `stored`)."""
     db = alias()
     incoming = event_map(row)
-    waiting = Pause.objects.using(db).filter(
-        event_name=row["name"], after_id__lt=row["id"], expires_at__gt=now
-    )
+    waiting = Pause.objects.using(db).filter(event_name=row["name"], expires_at__gt=now)
+    if row.get("receipt_order") is not None:  # an event made here and now follows every pause
+        waiting = waiting.filter(after_receipt__lt=row["receipt_order"])
     fields = ("id", "kind", "run_id", "hashed_id", "expression", "trigger_event")
     try:
         keys = event_index_keys(incoming)

@@ -47,7 +47,13 @@ from django_inngest.store._sql import (
 )
 from django_inngest.store.checkpoints import _pause_row, _write_records
 from django_inngest.store.concurrency import _free_slots
-from django_inngest.store.events import event_map, event_rows, insert_events, store_event_rows
+from django_inngest.store.events import (
+    event_map,
+    event_rows,
+    insert_events,
+    receipt_position,
+    store_event_rows,
+)
 
 # --- run transitions --------------------------------------------------------------------------
 
@@ -120,7 +126,9 @@ def suspend_run(
             )
             status = RunStatus.QUEUED
         FunctionRun.objects.using(db).filter(id=run_id).update(status=status, attempt=0)
-        Pause.objects.using(db).bulk_create([_pause_row(run_id, spec) for spec in pauses])
+        if pauses:
+            after = receipt_position()  # only events received from now on can end the wait
+            Pause.objects.using(db).bulk_create([_pause_row(run_id, s, after) for s in pauses])
         insert_events(events, received_at=now)
     return True
 

@@ -471,3 +471,33 @@ def test_ids_that_no_database_could_hold_are_simply_not_found(client: Client) ->
         "/inngest/v1/runs/%00/rerun", content_type="application/json", headers=BEARER
     )
     assert rerun.status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("(" * 500 + "event.data.a == 1" + ")" * 500, "levels deep, more than the 64 allowed"),
+        ("event.data.a == '\\x'", "invalid escape '\\\\x' in a string literal at column 17"),
+        ("event.data.a == '\\N{foo}'", "invalid escape '\\\\N' in a string literal"),
+        ("event.data.a == " + "9" * 400, "int literal 9999999999"),
+        ("event.data.a = 1", "= is not an operator; did you mean ==? at column 14"),
+        ("x" * 5000, "Ensure this field has no more than 4096 characters."),
+    ],
+)
+def test_a_hostile_bulk_cancellation_if_gets_a_400_that_says_why(
+    client: Client, inngest_client: inngest.Inngest, expression: str, message: str
+) -> None:
+    """Issue 15 point 6: these were 500s."""
+    inngest_client.create_function(fn_id="long", trigger=inngest.TriggerEvent(event="t"))(
+        lambda ctx: None
+    )
+    response = client.post(
+        "/inngest/v1/cancellations",
+        data={"app_id": "tests", "function_id": "long", "if": expression},
+        content_type="application/json",
+        headers=BEARER,
+    )
+    assert response.status_code == 400, response.content
+    assert message in response.json()["error"]
+    assert Cancellation.objects.count() == 0

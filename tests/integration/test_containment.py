@@ -2,10 +2,11 @@
 one event for one function skips that function for that event, records why (shown on the
 event's admin page, logged at WARNING), and every other function and event goes on.
 
-The poison here is an event whose data holds an integer of 400 digits, inserted directly as
-data that got in before entry refused it: evaluating `event.data.n == 1` over it raises
-`OverflowError` inside the expression engine. A failure injected into the planner stands for
-any other error that planning one pair may meet.
+The poison here is an event whose data makes an expression spend its whole cost budget: a
+list of 3,000 items that `EXPENSIVE` walks in two nested `exists` (9 million steps, stopped
+after a few thousand), an `EvaluationLimitError`. Plain CEL errors (a type mismatch) stay "no
+match", as Inngest reads them. A failure injected into the planner stands for any other error
+that planning one pair may meet.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from django_inngest.testing import drain
 
 pytestmark = pytest.mark.django_db
 
-HUGE = 10**400
+POISON = {"n": 0, "items": list(range(3000))}
+EXPENSIVE = "{side}.data.items.exists(x, {side}.data.items.exists(y, x + y < 0))"
+#: True at once for n == 1 (a good event); the budget is spent for the poison.
+GUARDED = f"event.data.n == 1 || {EXPENSIVE.format(side='event')}"
 
 
 def insert_event(name: str, data: dict[str, Any]) -> str:
@@ -51,12 +55,12 @@ def test_a_trigger_expression_that_raises_skips_only_its_function_for_that_event
     inngest_client: inngest.Inngest, caplog: pytest.LogCaptureFixture
 ) -> None:
     inngest_client.create_function(
-        fn_id="picky", trigger=inngest.TriggerEvent(event="t", expression="event.data.n == 1")
+        fn_id="picky", trigger=inngest.TriggerEvent(event="t", expression=GUARDED)
     )(lambda ctx: "picky")
     inngest_client.create_function(fn_id="plain", trigger=inngest.TriggerEvent(event="t"))(
         lambda ctx: "plain"
     )
-    poison = insert_event("t", {"n": HUGE})
+    poison = insert_event("t", POISON)
     [good] = inngest_client.send_sync(inngest.Event(name="t", data={"n": 1}))
     with caplog.at_level(logging.WARNING, logger="django_inngest"):
         summary = drain()
@@ -66,7 +70,7 @@ def test_a_trigger_expression_that_raises_skips_only_its_function_for_that_event
     assert set(FunctionRun.objects.values_list("status", flat=True)) == {"COMPLETED"}
     [skip] = EventSkip.objects.all()
     assert (skip.event_id, skip.function_id, skip.run_id) == (poison, "tests-picky", "")
-    assert "OverflowError" in skip.reason
+    assert "cost budget" in skip.reason
     assert "trigger" in skip.reason
     assert not Event.objects.filter(pending=True).exists()
     [record] = [r for r in caplog.records if "skipped" in r.getMessage()]
@@ -78,27 +82,14 @@ def test_a_trigger_expression_that_raises_skips_only_its_function_for_that_event
 @pytest.mark.parametrize(
     "option",
     [
-        {"concurrency": [inngest.Concurrency(limit=2, key="event.data.n == 1")]},
-        {
-            "throttle": inngest.Throttle(
-                limit=5, period=timedelta(seconds=1), key="event.data.n == 1"
-            )
-        },
-        {
-            "rate_limit": inngest.RateLimit(
-                limit=5, period=timedelta(hours=1), key="event.data.n == 1"
-            )
-        },
-        {"idempotency": "event.data.n == 1"},
-        {"debounce": inngest.Debounce(period=timedelta(seconds=5), key="event.data.n == 1")},
-        {"singleton": inngest.Singleton(key="event.data.n == 1", mode="skip")},
-        {"priority": inngest.Priority(run="event.data.n == 1 ? 10 : 0")},
-        {
-            "batch_events": inngest.Batch(
-                max_size=2, timeout=timedelta(seconds=5), key="event.data.n == 1"
-            )
-        },
-        {"cancel": [inngest.Cancel(event="t.stop", if_exp="async.data.n == event.data.n")]},
+        {"concurrency": [inngest.Concurrency(limit=2, key=GUARDED)]},
+        {"throttle": inngest.Throttle(limit=5, period=timedelta(seconds=1), key=GUARDED)},
+        {"rate_limit": inngest.RateLimit(limit=5, period=timedelta(hours=1), key=GUARDED)},
+        {"idempotency": GUARDED},
+        {"debounce": inngest.Debounce(period=timedelta(seconds=5), key=GUARDED)},
+        {"singleton": inngest.Singleton(key=GUARDED, mode="skip")},
+        {"priority": inngest.Priority(run=f"({GUARDED}) ? 10 : 0")},
+        {"batch_events": inngest.Batch(max_size=2, timeout=timedelta(seconds=5), key=GUARDED)},
     ],
     ids=lambda option: next(iter(option)),
 )
@@ -111,7 +102,7 @@ def test_a_flow_control_key_that_raises_skips_only_its_function_for_that_event(
     inngest_client.create_function(fn_id="plain", trigger=inngest.TriggerEvent(event="t"))(
         lambda ctx: "plain"
     )
-    poison = insert_event("t", {"n": HUGE})
+    poison = insert_event("t", POISON)
     [good] = inngest_client.send_sync(inngest.Event(name="t", data={"n": 1}))
     drain()
     clock.advance(timedelta(seconds=10))  # debounces and batches fire
@@ -166,14 +157,16 @@ def test_a_wait_whose_expression_raises_on_an_event_skips_only_that_wait(
 
     inngest_client.send_sync(
         [
-            inngest.Event(name="t", data={"if": "async.data.n == 1"}),  # raises on HUGE
+            inngest.Event(
+                name="t", data={"if": f"async.data.n == 1 || {EXPENSIVE.format(side='async')}"}
+            ),
             inngest.Event(name="t", data={"if": "async.data.k == 'go'"}),
         ]
     )
     drain()
     assert Pause.objects.count() == 2
     clock.advance(timedelta(seconds=1))
-    poison = insert_event("t.done", {"n": HUGE, "k": "go"})
+    poison = insert_event("t.done", {**POISON, "k": "go"})
     with caplog.at_level(logging.WARNING, logger="django_inngest"):
         drain()
     outputs = dict(
@@ -183,7 +176,7 @@ def test_a_wait_whose_expression_raises_on_an_event_skips_only_that_wait(
     [skip] = EventSkip.objects.all()
     waiting = FunctionRun.objects.get(status="WAITING")
     assert (skip.event_id, skip.function_id, skip.run_id) == (poison, "tests-waiter", waiting.id)
-    assert "OverflowError" in skip.reason
+    assert "cost budget" in skip.reason
     assert any(f"run_id={waiting.id}" in r.getMessage() for r in caplog.records)
     clock.advance(timedelta(seconds=1))
     inngest_client.send_sync(inngest.Event(name="t.done", data={"n": 1, "k": "later"}))
@@ -197,14 +190,19 @@ def test_a_cancel_listener_whose_expression_raises_skips_only_that_listener(
     @inngest_client.create_function(
         fn_id="sleeper",
         trigger=inngest.TriggerEvent(event="t"),
-        cancel=[inngest.Cancel(event="t.stop", if_exp="async.data.n == event.data.n")],
+        cancel=[
+            inngest.Cancel(
+                event="t.stop",
+                if_exp=f"async.data.n == event.data.n || {EXPENSIVE.format(side='async')}",
+            )
+        ],
     )
     def sleeper(ctx: inngest.ContextSync) -> None:
         ctx.step.sleep("nap", timedelta(hours=1))
 
     inngest_client.send_sync([inngest.Event(name="t", data={"n": 1})])
     drain()
-    poison = insert_event("t.stop", {"n": HUGE})
+    poison = insert_event("t.stop", POISON)
     drain()
     run = FunctionRun.objects.get()
     assert run.status == "SLEEPING"
@@ -219,14 +217,14 @@ def test_the_event_page_says_which_functions_were_skipped_and_why(
     inngest_client: inngest.Inngest, admin_client: Client
 ) -> None:
     inngest_client.create_function(
-        fn_id="picky", trigger=inngest.TriggerEvent(event="t", expression="event.data.n == 1")
+        fn_id="picky", trigger=inngest.TriggerEvent(event="t", expression=GUARDED)
     )(lambda ctx: "picky")
-    poison = insert_event("t", {"n": HUGE})
+    poison = insert_event("t", POISON)
     drain()
     page = admin_client.get(f"/admin/django_inngest/event/{poison}/change/").content.decode()
     assert "Skipped" in page
     assert "tests-picky" in page
-    assert "OverflowError" in page
+    assert "cost budget" in page
     assert "no registered function listens to it" not in page
 
 
@@ -240,12 +238,12 @@ def test_an_idle_postgresql_worker_taking_a_notified_event_records_the_skip_in_i
     from django_inngest.execution import planner, route
 
     inngest_client.create_function(
-        fn_id="picky", trigger=inngest.TriggerEvent(event="t", expression="event.data.n == 1")
+        fn_id="picky", trigger=inngest.TriggerEvent(event="t", expression=GUARDED)
     )(lambda ctx: "picky")
     inngest_client.create_function(fn_id="plain", trigger=inngest.TriggerEvent(event="t"))(
         lambda ctx: "plain"
     )
-    poison = insert_event("t", {"n": HUGE})
+    poison = insert_event("t", POISON)
     described = {**Event.objects.values("id", "user_id", "name", "data", "ts").get(id=poison)}
     claimed = store.pick_up_event(
         described,

@@ -84,10 +84,14 @@ def light(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
 
 
 # e2e/mixed: three functions on one event, two of which evaluate an expression over its data
-# (a trigger filter, a priority), for the poison-event test.
+# (a trigger filter, a priority), for the poison-event test: a good event (n > 0) is decided at
+# once, a poison one (n = 0 and a long `items` list) spends the whole cost budget.
+COSTLY = "event.data.n > 0 || event.data.items.exists(x, event.data.items.exists(y, x + y < 0))"
+
+
 @client.create_function(
     fn_id="mixed-filtered",
-    trigger=inngest.TriggerEvent(event="e2e/mixed", expression="event.data.n != 0"),
+    trigger=inngest.TriggerEvent(event="e2e/mixed", expression=COSTLY),
 )
 def mixed_filtered(ctx: inngest.ContextSync) -> object:
     return ctx.event.data["n"]
@@ -96,7 +100,7 @@ def mixed_filtered(ctx: inngest.ContextSync) -> object:
 @client.create_function(
     fn_id="mixed-prioritized",
     trigger=inngest.TriggerEvent(event="e2e/mixed"),
-    priority=inngest.Priority(run="event.data.n == 1 ? 10 : 0"),
+    priority=inngest.Priority(run=f"({COSTLY}) ? 10 : 0"),
 )
 def mixed_prioritized(ctx: inngest.ContextSync) -> str:
     return "prioritized"

@@ -16,7 +16,12 @@ SHELLS = (
 )
 #: URL configuration only wires the shells together.
 WIRING = "django_inngest.urls"
-ONLY_IMPORTER = {"celpy": "expressions.py", "lark": "expressions.py", "croniter": "schedule.py"}
+ONLY_IMPORTER = {
+    "celpy": "expressions.py",
+    "lark": "expressions.py",
+    "re2": "expressions.py",
+    "croniter": "schedule.py",
+}
 
 
 def imports_of(path: Path) -> set[str]:
