@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from django.db import connection
 
 import django_inngest as inngest
-from django_inngest.models import Event, FunctionRun, Pause, RunStep
+from django_inngest.models import Event, FunctionRun, Pause, QueueItem, RunStep
 from django_inngest.testing import drain
 from django_inngest.worker import Worker
 
@@ -319,3 +320,39 @@ def test_a_write_that_keeps_failing_ends_the_run_as_worker_lost_after_max_lease_
     assert "after step 'first'" in run.output["message"]
     assert len(calls) == 3
     assert run.attempt == 0
+
+
+def test_failing_heartbeats_are_logged_once_and_the_run_goes_on(
+    inngest_client: inngest.Inngest, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Heartbeats every 0.05 s all fail while the step runs; the lease (30 s) outlives them."""
+    settings.INNGEST = {**settings.INNGEST, "HEARTBEAT_SECONDS": 0.05, "SWEEP_SECONDS": 60}
+    queue = QueueItem._meta.db_table
+    caught: list[BaseException] = []
+
+    def slow() -> str:
+        time.sleep(0.6)
+        return "stored"
+
+    @inngest_client.create_function(fn_id="f", trigger=inngest.TriggerEvent(event="t"), retries=0)
+    def f(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
+        try:
+            return step.run("s", slow)
+        except Exception as error:
+            caught.append(error)
+            return "swallowed"
+
+    with no_fault_left(queue), caplog.at_level(logging.DEBUG, "django_inngest.worker"):
+        install_fault(
+            queue,
+            "OLD.lease_owner IS NOT NULL AND NEW.lease_owner = OLD.lease_owner",
+            "UPDATE",
+        )
+        inngest_client.send_sync(inngest.Event(name="t"))
+        Worker(burst=True, concurrency=1).run()
+    assert caught == []
+    assert_completed_on_first_attempt("stored")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "(_heartbeat)" in warnings[0]
+    repeated = [r for r in caplog.records if r.getMessage().startswith("database still failing")]
+    assert len(repeated) >= 3, "the heartbeats did not keep failing; the test proves nothing"
