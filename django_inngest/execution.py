@@ -27,8 +27,14 @@ from django_inngest.core.engine import (
     StepRecord,
     Suspended,
 )
-from django_inngest.core.errors import WorkerLostError, error_data
-from django_inngest.core.events import PreparedEvent, run_ended_events
+from django_inngest.core.errors import (
+    InvalidEventError,
+    OutputUnserializableError,
+    WorkerLostError,
+    error_data,
+    storable_text,
+)
+from django_inngest.core.events import FUNCTION_FINISHED, PreparedEvent, run_ended_events
 from django_inngest.core.flow import RunPlan, plan_run
 from django_inngest.core.function import Function
 from django_inngest.models import RunStatus
@@ -39,12 +45,21 @@ logger = logging.getLogger("django_inngest.worker")  # run outcomes are logged a
 
 
 def route(event: Mapping[str, Any], event_id: str) -> list[RunPlan]:
-    """The plans of the runs an event starts."""
+    """The plans of the runs an event starts. A function whose trigger or plan fails over
+    this event gets a plan that says why it is skipped; nothing here raises for data."""
     bound = conf.get().PRIORITY_RANGE
-    return [
-        plan_run(function, event, event_id, priority_bound=bound)
-        for function in registry.matching(event)
+    failed: list[tuple[Function, Exception]] = []
+    plans = []
+    for function in registry.matching(event, failed):
+        try:
+            plans.append(plan_run(function, event, event_id, priority_bound=bound))
+        except Exception as error:
+            plans.append(skipped_plan(function.id, event_id, "planning the run failed", error))
+    plans += [
+        skipped_plan(function.id, event_id, "evaluating its trigger failed", error)
+        for function, error in failed
     ]
+    return plans
 
 
 def planner(
@@ -54,9 +69,25 @@ def planner(
     function = registry.get(function_id)
     if function is None:
         return None
-    return plan_run(
-        function, event, event_id, priority_bound=conf.get().PRIORITY_RANGE, batched=batched
+    try:
+        return plan_run(
+            function, event, event_id, priority_bound=conf.get().PRIORITY_RANGE, batched=batched
+        )
+    except Exception as error:
+        return skipped_plan(function.id, event_id, "planning the run failed", error)
+
+
+def skipped_plan(function_id: str, event_id: str, what: str, error: Exception) -> RunPlan:
+    """The plan of a function skipped for one event, logged with the error's traceback."""
+    reason = storable_text(f"{what}: {type(error).__name__}: {error}")
+    logger.warning(
+        "function skipped for event event_id=%s fn=%s reason=%s",
+        event_id,
+        function_id,
+        reason,
+        exc_info=error,
     )
+    return RunPlan(function_id=function_id, skipped=reason)
 
 
 def priority_window() -> int:
@@ -145,20 +176,40 @@ def run_end(claimed: store.ClaimedRun, outcome: Completed | Failed, worker_id: s
     output = outcome.output if isinstance(outcome, Completed) else outcome.error
     trigger_events = [store.event_map(row) for row in claimed.event_rows]
     function = registry.get(claimed.function_id)
-    return store.RunEnd(
-        run_id=claimed.run_id,
-        worker_id=worker_id,
-        status=status,
-        output=output,
-        now=clock.now(),
-        emitted=run_ended_events(
+
+    def ended_events() -> list[PreparedEvent]:
+        return run_ended_events(
             function_id=claimed.function_id,
             run_id=claimed.run_id,
             trigger_events=trigger_events,
             status=status,
             output=output,
             now_ms=clock.now_ms(),
-        ),
+        )
+
+    try:
+        emitted = ended_events()
+    except InvalidEventError as error:
+        # The output is stored, but the events that carry it cannot be (too large): the run
+        # fails saying so, rather than being run again after every lease.
+        status = RunStatus.FAILED
+        output = error_data(
+            OutputUnserializableError(
+                f'function "{claimed.function_id}" ended with data that cannot be sent in '
+                f"its {FUNCTION_FINISHED} event: {error}"
+            )
+        )
+        try:
+            emitted = ended_events()
+        except InvalidEventError:
+            emitted = []
+    return store.RunEnd(
+        run_id=claimed.run_id,
+        worker_id=worker_id,
+        status=status,
+        output=output,
+        now=clock.now(),
+        emitted=emitted,
         pending=store.ended_pending(registry.listens_to, trigger_events),
         drop_pauses=bool(function and function.cancel),
     )

@@ -50,7 +50,7 @@ from django_inngest.execution import (
     run_end,
     sweep_leases,
 )
-from django_inngest.listener import PostgresListener
+from django_inngest.listener import PostgresListener, SqliteWatcher
 from django_inngest.registry import registry
 from django_inngest.scheduler import CronScheduler
 from django_inngest.threads import (
@@ -225,6 +225,13 @@ class Worker:
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
                 self._outage.failed("claiming runs", error)
+                await self._sleep(delay)
+                continue
+            except Exception:  # a bug, not data (contained in routing): never exit for it
+                self._events_due = True
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                logger.exception("worker error while taking work; retrying in %.1fs", delay)
                 await self._sleep(delay)
                 continue
             if (
@@ -505,11 +512,28 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     async def _watch_sqlite_files(self) -> None:
-        """Any commit by another process changes the database or its WAL file."""
+        """Any commit by another process changes the database or its WAL file. On Linux the
+        kernel tells us at once (`SqliteWatcher`); the poll is the fallback elsewhere and for
+        anything missed."""
         name = str(connections[store.alias()].settings_dict["NAME"])
         if name == ":memory:" or name.startswith("file:"):
             return
-        paths = [Path(name), Path(f"{name}-wal")]
+        path = Path(name).resolve()
+        watcher = (
+            SqliteWatcher(path, self._poke, self._has_free_slot)
+            if SqliteWatcher.available()
+            else None
+        )
+        if watcher is not None:
+            watcher.start()
+        try:
+            await self._poll_sqlite_files([path, Path(f"{path}-wal")])
+        finally:
+            if watcher is not None:
+                watcher.stop()
+                await asyncio.to_thread(watcher.join, 5.0)
+
+    async def _poll_sqlite_files(self, paths: list[Path]) -> None:
 
         def signature() -> tuple[tuple[int, int] | None, ...]:
             found: list[tuple[int, int] | None] = []
@@ -565,6 +589,10 @@ class Worker:
         except RuntimeError:  # the loop has closed: the runs' leases are released or expire
             return True
         return fanned < FAN_OUT_LIMIT
+
+    def _has_free_slot(self) -> bool:
+        """Whether new work could start now (a full worker looks again when a run ends)."""
+        return self._free() > 0
 
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake

@@ -22,11 +22,13 @@ from django_inngest.core.config import Duration, duration_problems, to_timedelta
 from django_inngest.core.errors import (
     ConfigError,
     DeterminismError,
+    InvalidEventError,
     NestedStepError,
     NonRetriableError,
     OutputUnserializableError,
     RetryAfterError,
     StepError,
+    UnstorableValueError,
     error_data,
 )
 from django_inngest.core.events import (
@@ -35,6 +37,8 @@ from django_inngest.core.events import (
     Event,
     PreparedEvent,
     prepare,
+    storable_json,
+    text_problem,
 )
 from django_inngest.core.expressions import ExpressionError, compile_expression
 from django_inngest.core.function import Function
@@ -335,6 +339,9 @@ class Execution:
     def begin(self, step_id: str, op: str) -> StepCall:
         if not isinstance(step_id, str) or not step_id:
             raise ValueError(f"a step id must be a non-empty string, not {step_id!r}")
+        problem = text_problem(step_id)
+        if problem:
+            raise ValueError(f"step id {step_id[:80]!r} {problem}: it cannot be stored")
         if _current_step.get() is not None:
             raise _FailRun(error_data(NestedStepError("Nested steps are not supported.")))
         with self._lock:
@@ -351,6 +358,8 @@ class Execution:
     def replay(self, memo: Memo) -> Any:
         if memo.status == StepStatus.FAILED:
             error = memo.error or {}
+            if error.get("code") == OutputUnserializableError.code:
+                raise _FailRun(error)  # the run's failure, which its code cannot catch
             raise StepError(
                 str(error.get("message", "")), str(error.get("name", "Error")), error.get("stack")
             )
@@ -363,19 +372,27 @@ class Execution:
         _current_step.reset(token)
 
     def succeeded(self, call: StepCall, value: Any, started_at: datetime) -> StepRecord:
+        """The step's result to store; a value the store cannot hold makes it a failed step,
+        which fails the run (not retried) once it is stored (see `replay`)."""
+        started = (call.memo.started_at if call.memo else None) or started_at
         try:
-            output = json.loads(json.dumps(value, allow_nan=False))
-        except (TypeError, ValueError):
-            raise _FailRun(
-                error_data(
-                    OutputUnserializableError(f'"{call.step_id}" returned unserializable data')
-                )
-            ) from None
+            output = json.loads(storable_json(value, "output"))
+        except UnstorableValueError as problem:
+            error = OutputUnserializableError(
+                f'step "{call.step_id}" returned data that cannot be stored: {problem}'
+            )
+            return call.record(
+                status=StepStatus.FAILED,
+                error=error_data(error),
+                attempts=self.attempt + 1,
+                started_at=started,
+                ended_at=clock.now(),
+            )
         return call.record(
             status=StepStatus.COMPLETED,
             output=output,
             attempts=self.attempt + 1,
-            started_at=(call.memo.started_at if call.memo else None) or started_at,
+            started_at=started,
             ended_at=clock.now(),
         )
 
@@ -495,6 +512,10 @@ class Execution:
     ) -> NoReturn:
         if not isinstance(event, str) or not event:
             raise ValueError(f"wait_for_event needs an event name, not {event!r}")
+        for what, text in (("event name", event), ("if_exp", if_exp or "")):
+            problem = text_problem(text) if isinstance(text, str) else ""
+            if problem:
+                raise ValueError(f"step {call.step_id!r}: wait_for_event {what} {problem}")
         problems = duration_problems("timeout", timeout, maximum=MAX_SLEEP)
         if problems:
             raise ConfigError(f"step {call.step_id!r}: {problems[0]}", field="timeout")
@@ -537,6 +558,12 @@ class Execution:
         """The failure to store when the target does not exist; otherwise `_Suspend`."""
         if data is not None and not isinstance(data, Mapping):
             raise TypeError(f"invoke data must be a mapping, not {data!r}")
+        try:
+            storable_json(data or {}, "data")
+        except UnstorableValueError as problem:
+            raise InvalidEventError(
+                f"step {call.step_id!r}: invoke data cannot be stored: {problem}"
+            ) from None
         limit = INVOKE_TIMEOUT if timeout is None else to_timedelta(timeout)
         now = clock.now()
         if not self.runtime.function_exists(function_id):
@@ -590,10 +617,10 @@ class Execution:
 
     def outcome_of_return(self, value: Any) -> Outcome:
         try:
-            output = json.loads(json.dumps(value, allow_nan=False))
-        except (TypeError, ValueError):
+            output = json.loads(storable_json(value, "output"))
+        except UnstorableValueError as problem:
             error = OutputUnserializableError(
-                f'function "{self.function.id}" returned unserializable data'
+                f'function "{self.function.id}" returned data that cannot be stored: {problem}'
             )
             return Failed(error=error_data(error))
         return Completed(output=output)

@@ -234,7 +234,7 @@ def pick_up_event(
 
 
 def _starts_at_once(plan: RunPlan, event: Mapping[str, Any]) -> bool:
-    return (
+    return bool(plan.skipped) or (  # a skipped function writes only why
         plan.batch is None
         and plan.rate_limit is None
         and plan.debounce is None
