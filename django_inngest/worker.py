@@ -218,8 +218,8 @@ class Worker:
                     progressed = fanned > 0 or bool(claimed)
                     if fanned >= FAN_OUT_LIMIT:
                         self._events_due = True  # more are waiting
+                    self._outage.recovered()
                 failures = 0
-                self._outage.recovered()
             except DatabaseError as error:
                 self._events_due = True
                 failures += 1

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 
 import django_inngest as inngest
-from django_inngest.models import Event, FunctionRun, Pause, RunStep
+from django_inngest.core.clock import FrozenClock
+from django_inngest.models import Event, FunctionRun, Pause, QueueItem, RunStep
 from django_inngest.testing import drain
 from django_inngest.worker import Worker
 
@@ -179,6 +182,60 @@ def test_a_failing_checkpoint_in_a_parallel_branch_drops_the_whole_invocation(
     assert_completed_on_first_attempt(["a", "stored"])
 
 
+def test_a_failing_checkpoint_in_an_async_parallel_branch_drops_the_whole_invocation(
+    inngest_client: inngest.Inngest,
+) -> None:
+    faulty = Faulty(STEPS, when="NEW.step_id = 'b'")
+
+    @inngest_client.create_function(fn_id="f", trigger=inngest.TriggerEvent(event="t"), retries=0)
+    async def f(ctx: inngest.Context) -> Any:
+        try:
+            return await ctx.group.parallel(
+                (lambda: ctx.step.run("a", lambda: "a"), lambda: ctx.step.run("b", faulty.body))
+            )
+        except Exception as error:
+            faulty.caught.append(error)
+            return "swallowed"
+
+    with no_fault_left(STEPS):
+        inngest_client.send_sync(inngest.Event(name="t"))
+        drain()
+    assert faulty.caught == []
+    assert_completed_on_first_attempt(["a", "stored"])
+
+
+def test_a_failing_write_of_a_timed_out_wait_is_not_charged(
+    inngest_client: inngest.Inngest, clock: FrozenClock
+) -> None:
+    """The wait's timeout is reached on the engine's clock; ending it fails once."""
+    invocations: list[int] = []
+    caught: list[BaseException] = []
+
+    @inngest_client.create_function(fn_id="f", trigger=inngest.TriggerEvent(event="t"), retries=0)
+    def f(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
+        invocations.append(1)
+        if len(invocations) == 2:  # the invocation that ends the wait
+            install_fault(PAUSES, event="DELETE")
+        elif len(invocations) == 3:
+            remove_fault(PAUSES)
+        try:
+            found = step.wait_for_event("hear", event="never", timeout=60_000)
+        except Exception as error:
+            caught.append(error)
+            return "swallowed"
+        return "timed out" if found is None else "heard"
+
+    with no_fault_left(PAUSES):
+        inngest_client.send_sync(inngest.Event(name="t"))
+        drain()
+        assert FunctionRun.objects.get().status == "WAITING"
+        clock.advance(timedelta(minutes=2))
+        drain()
+    assert caught == []
+    assert len(invocations) == 3
+    assert_completed_on_first_attempt("timed out")
+
+
 @pytest.mark.postgres
 def test_a_connection_terminated_during_a_step_is_reconnected_and_not_charged(
     inngest_client: inngest.Inngest,
@@ -319,3 +376,39 @@ def test_a_write_that_keeps_failing_ends_the_run_as_worker_lost_after_max_lease_
     assert "after step 'first'" in run.output["message"]
     assert len(calls) == 3
     assert run.attempt == 0
+
+
+def test_failing_heartbeats_are_logged_once_and_the_run_goes_on(
+    inngest_client: inngest.Inngest, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Heartbeats every 0.05 s all fail while the step runs; the lease (30 s) outlives them."""
+    settings.INNGEST = {**settings.INNGEST, "HEARTBEAT_SECONDS": 0.05, "SWEEP_SECONDS": 60}
+    queue = QueueItem._meta.db_table
+    caught: list[BaseException] = []
+
+    def slow() -> str:
+        time.sleep(0.6)
+        return "stored"
+
+    @inngest_client.create_function(fn_id="f", trigger=inngest.TriggerEvent(event="t"), retries=0)
+    def f(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
+        try:
+            return step.run("s", slow)
+        except Exception as error:
+            caught.append(error)
+            return "swallowed"
+
+    with no_fault_left(queue), caplog.at_level(logging.DEBUG, "django_inngest.worker"):
+        install_fault(
+            queue,
+            "OLD.lease_owner IS NOT NULL AND NEW.lease_owner = OLD.lease_owner",
+            "UPDATE",
+        )
+        inngest_client.send_sync(inngest.Event(name="t"))
+        Worker(burst=True, concurrency=1).run()
+    assert caught == []
+    assert_completed_on_first_attempt("stored")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "(_heartbeat)" in warnings[0]
+    repeated = [r for r in caplog.records if r.getMessage().startswith("database still failing")]
+    assert len(repeated) >= 3, "the heartbeats did not keep failing; the test proves nothing"
