@@ -17,6 +17,8 @@ import secrets
 import signal
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
 from django_inngest import conf, store
+from django_inngest.checks import migrations_problem
 from django_inngest.core import clock
 from django_inngest.core.engine import (
     Completed,
@@ -39,6 +42,7 @@ from django_inngest.core.steps import invoke_async, invoke_sync
 from django_inngest.execution import (
     execution_for,
     function_exists,
+    log_dropped,
     log_end,
     not_registered,
     planner,
@@ -48,6 +52,7 @@ from django_inngest.execution import (
     run_end,
 )
 from django_inngest.listener import PostgresListener
+from django_inngest.models import RunStatus
 from django_inngest.registry import registry
 from django_inngest.scheduler import CronScheduler
 from django_inngest.threads import (
@@ -70,7 +75,19 @@ PARKED_CHECK_SECONDS = 30.0
 
 
 class WorkerConfigError(ImproperlyConfigured):
-    """The worker refuses to start while `manage.py check` reports errors."""
+    """The worker refuses to start while `manage.py check` reports errors or the tables
+    are missing."""
+
+
+#: How the burst summary names what an invocation ended with (None: not recorded).
+TALLIES: dict[str | None, str] = {
+    RunStatus.COMPLETED: "completed",
+    RunStatus.FAILED: "failed",
+    RunStatus.QUEUED: "retried",
+    RunStatus.SLEEPING: "sleeping",
+    RunStatus.WAITING: "waiting",
+    None: "dropped",
+}
 
 
 def new_worker_id() -> str:
@@ -91,7 +108,9 @@ class Worker:
         handle_signals: bool = False,
     ) -> None:
         settings = conf.get()
-        self.concurrency = concurrency or settings.WORKER_CONCURRENCY
+        self.concurrency = settings.WORKER_CONCURRENCY if concurrency is None else concurrency
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
+            raise TypeError(f"concurrency must be an int, not {self.concurrency!r}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency!r}")
         self.worker_id = worker_id or new_worker_id()
@@ -120,6 +139,9 @@ class Worker:
         self._signals = 0
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
+        self.tally: Counter[str] = Counter()
+        """Invocations by what they ended with (`TALLIES`' names)."""
+        self._started_at = time.monotonic()
 
     # -- public ----------------------------------------------------------------------------
 
@@ -134,6 +156,13 @@ class Worker:
                 "the worker will not start until these are fixed:\n"
                 + "\n".join(f"  {message}" for message in errors)
             )
+        try:
+            problem = migrations_problem(store.alias())
+        except DatabaseError:  # unreachable for now: the loop below reports it and retries
+            problem = None
+        if problem is not None:
+            raise WorkerConfigError(problem)
+        self._started_at = time.monotonic()
         logger.info(
             "worker starting worker_id=%s concurrency=%s functions=%s",
             self.worker_id,
@@ -142,6 +171,12 @@ class Worker:
         )
         asyncio.run(self._main())
         logger.info("worker stopped worker_id=%s", self.worker_id)
+
+    def summary(self) -> str:
+        """One line: what the invocations of this worker ended with, and for how long it ran."""
+        counts = ", ".join(f"{self.tally[name]} {name}" for name in TALLIES.values())
+        elapsed = time.monotonic() - self._started_at
+        return f"{sum(self.tally.values())} invocations in {elapsed:.1f}s: {counts}"
 
     def stop(self) -> None:
         """Stop claiming, finish or release what is held, then return from `run()`."""
@@ -332,20 +367,24 @@ class Worker:
                 runtime = self._sync_runtime()
                 execution = execution_for(claimed, function, self.worker_id, runtime, self._steps)
                 outcome = await self._in_runner(invoke_sync, execution)
+            status: str | None = None
             if isinstance(outcome, Dropped):
-                logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
+                log_dropped(claimed, outcome)
             elif isinstance(outcome, Completed | Failed):
                 end = run_end(claimed, outcome, self.worker_id)
                 written = await asyncio.wrap_future(self._ends.submit(end))
-                log_end(end, claimed.function_id, written)
+                status = log_end(end, claimed.function_id, written)
             else:
-                await self._io_call(record_outcome, claimed, outcome, self.worker_id)
+                status = await self._io_call(record_outcome, claimed, outcome, self.worker_id)
+            self.tally[TALLIES.get(status, "dropped")] += 1
         except DatabaseError:
+            self.tally["dropped"] += 1
             logger.exception(
                 "could not record run_id=%s; its lease will expire and it will run again",
                 claimed.run_id,
             )
         except Exception:
+            self.tally["dropped"] += 1
             logger.exception("worker error on run_id=%s", claimed.run_id)
 
     def _async_runtime(self) -> Runtime:
@@ -517,8 +556,9 @@ class Worker:
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
+        name = signal.Signals(signum).name
         if self._signals > 1:
-            logger.warning("second signal %s: exiting now", signum)
+            logger.warning("second %s: exiting now", name)
             os._exit(1)
-        logger.info("signal %s: finishing current runs; send it again to exit now", signum)
+        logger.info("%s received: finishing current runs; send it again to exit now", name)
         self.stop()

@@ -5,6 +5,7 @@ the API and admin make about runs, and pruning what is no longer needed.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +49,8 @@ from django_inngest.store._sql import (
 from django_inngest.store.checkpoints import _pause_row, _write_records
 from django_inngest.store.concurrency import _free_slots
 from django_inngest.store.events import event_map, event_rows, insert_events, store_event_rows
+
+logger = logging.getLogger("django_inngest.runs")
 
 # --- run transitions --------------------------------------------------------------------------
 
@@ -325,6 +328,12 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
             now_ms=int(now.timestamp() * 1000),
         )
         insert_events(emitted, received_at=now, pending=ended_pending(pending, trigger_events))
+    logger.info(
+        "run cancelled run_id=%s fn=%s",
+        run_id,
+        run["function_id"],
+        extra={"run_id": run_id, "fn": run["function_id"]},
+    )
 
 
 def ended_pending(
