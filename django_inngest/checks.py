@@ -25,7 +25,7 @@ APP_LABEL = "django_inngest"
 @register(TAG)
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     return [
-        Error(message, hint="See docs/reference/settings.md.", id="django_inngest.E001")
+        Error(message, hint="See docs/reference.md#settings.", id="django_inngest.E001")
         for message in conf.problems()
     ]
 

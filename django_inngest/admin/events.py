@@ -28,8 +28,10 @@ from django_inngest.admin import actions as run_actions
 from django_inngest.admin import pages
 from django_inngest.admin.display import json_value_response, payload, status_badge
 from django_inngest.admin.listing import CappedPaginator, ReceivedWithinFilter, search_events
+from django_inngest.core.config import TriggerEvent
 from django_inngest.models import Event, FunctionRun
-from django_inngest.store import alias, run_ids_of_event
+from django_inngest.registry import registry
+from django_inngest.store import alias, event_map, run_ids_of_event
 
 SEND_PERMISSION = "django_inngest.send_event"
 RUNS_SHOWN = 100
@@ -177,6 +179,7 @@ class EventAdmin(_ModelAdmin):
             ),
             "runs": [{**run, "badge": status_badge(run["status"])} for run in runs[:RUNS_SHOWN]],
             "more_runs": len(runs) > RUNS_SHOWN,
+            "why_no_runs": why_no_runs(event) if not runs else "",
             "can_send": self.has_send_permission(request),
             "inngest_links": pages.links(),
         }
@@ -195,3 +198,38 @@ class EventAdmin(_ModelAdmin):
         _sent_report(request, outcome)
         target = outcome.created[0] if outcome.created else event.id
         return redirect("admin:django_inngest_event_change", target)
+
+
+def why_no_runs(event: Event) -> str:
+    """Why an event has no run, from what the functions registered now would do with it."""
+    if event.pending:
+        return "None yet: no worker has matched this event."
+    listening = sorted(
+        {
+            function.id
+            for function in registry.all()
+            for trigger in function.triggers
+            if isinstance(trigger, TriggerEvent)
+            and (
+                trigger.event == event.name
+                or (trigger.event.endswith("*") and event.name.startswith(trigger.event[:-1]))
+            )
+        }
+    )
+    if not listening:
+        return f"None: no registered function listens to {event.name}."
+    as_matched = {"id": event.id, "user_id": event.user_id, "name": event.name}
+    starting = [
+        f.id
+        for f in registry.matching(event_map({**as_matched, "data": event.data, "ts": event.ts}))
+    ]
+    if starting:
+        return (
+            f"None: {', '.join(starting)} listen to it now, but no function did when it was "
+            "matched (it came before they were deployed, or their runs were pruned). "
+            "Send it again to start them."
+        )
+    return (
+        f"None: {', '.join(listening)} listen to {event.name}, but their `if` expression "
+        "does not match this event."
+    )
