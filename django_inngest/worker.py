@@ -90,6 +90,20 @@ TALLIES: dict[str | None, str] = {
 }
 
 
+def _on_own_connection(fn: Callable[..., T], *args: Any) -> T:
+    """Call `fn` on a thread of its own whose connections are closed after, so that the
+    thread that called `run()` (perhaps short-lived) is left no connection to leak."""
+
+    def call() -> T:
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inngest-start") as pool:
+        return pool.submit(call).result()
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
@@ -157,7 +171,7 @@ class Worker:
                 + "\n".join(f"  {message}" for message in errors)
             )
         try:
-            problem = migrations_problem(store.alias())
+            problem = _on_own_connection(migrations_problem, store.alias())
         except DatabaseError:  # unreachable for now: the loop below reports it and retries
             problem = None
         if problem is not None:
