@@ -22,12 +22,21 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.formats import date_format
+from django.utils.html import escape, format_html
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
 
 from django_inngest.admin import actions as run_actions
 from django_inngest.admin import pages
 from django_inngest.admin.display import json_value_response, payload, status_badge
-from django_inngest.admin.listing import CappedPaginator, ReceivedWithinFilter, search_events
+from django_inngest.admin.listing import (
+    CappedPaginator,
+    EventNameFilter,
+    InternalEventsFilter,
+    ReceivedWithinFilter,
+    search_events,
+)
 from django_inngest.core.config import TriggerEvent
 from django_inngest.models import Event, FunctionRun
 from django_inngest.registry import registry
@@ -54,8 +63,8 @@ else:  # ModelAdmin is generic only in django-stubs
 
 @admin.register(Event)
 class EventAdmin(_ModelAdmin):
-    list_display = ("id", "name", "sender_id", "received", "occurred", "run_count")
-    list_filter = (ReceivedWithinFilter,)
+    list_display = ("id", "event_name", "sender_id", "received", "occurred", "run_count")
+    list_filter = (ReceivedWithinFilter, InternalEventsFilter, EventNameFilter)
     search_fields = ("id",)
     search_help_text = "An event id (ours or the sender's), or text in the name or the data."
     ordering = ("-id",)
@@ -102,6 +111,13 @@ class EventAdmin(_ModelAdmin):
     ) -> tuple[QuerySet[Event], bool]:
         return search_events(queryset, search_term), False
 
+    @admin.display(description="Name")
+    def event_name(self, event: Event) -> SafeString:
+        """Links to the list of the events of this name."""
+        # A line may break after each "/" of a narrow column, not inside a word.
+        name = mark_safe(escape(event.name).replace("/", "/<wbr>"))  # escaped first
+        return format_html('<a href="?{}">{}</a>', urlencode({"name": event.name}), name)
+
     @admin.display(description="Sender's id")
     def sender_id(self, event: Event) -> str:
         return event.user_id or "—"
@@ -110,7 +126,7 @@ class EventAdmin(_ModelAdmin):
     def received(self, event: Event) -> str:
         return date_format(localtime(event.received_at), "Y-m-d H:i:s")
 
-    @admin.display(description="Occurred (ts)")
+    @admin.display(description="Occurred")
     def occurred(self, event: Event) -> str:
         moment = datetime.fromtimestamp(event.ts / 1000, UTC)
         return date_format(localtime(moment), "Y-m-d H:i:s")
@@ -172,7 +188,7 @@ class EventAdmin(_ModelAdmin):
             "title": f"Event {event.name}",
             "subtitle": event.id,
             "event": event,
-            "received": date_format(localtime(event.received_at), "Y-m-d H:i:s"),
+            "received": date_format(localtime(event.received_at), "Y-m-d H:i:s T"),
             "occurred": self.occurred(event),
             "data": payload(
                 event.data, full_url=reverse("admin:django_inngest_event_value", args=[event.id])

@@ -26,6 +26,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timezone import localtime
 
@@ -48,6 +49,7 @@ from django_inngest.admin.listing import (
 from django_inngest.admin.timeline import build_timeline
 from django_inngest.core import clock
 from django_inngest.models import Event, FunctionRun, Pause, RunStatus, RunStep
+from django_inngest.registry import registry
 from django_inngest.store import alias
 
 REFRESH_SECONDS = 5
@@ -55,8 +57,16 @@ CANCEL_PERMISSION = "django_inngest.cancel_functionrun"
 RERUN_PERMISSION = "django_inngest.rerun_functionrun"
 
 
-def show_time(value: datetime | None, pattern: str = "Y-m-d H:i:s") -> str:
+def show_time(value: datetime | None, pattern: str = "Y-m-d H:i:s T") -> str:
     return date_format(localtime(value), pattern) if value else "—"
+
+
+def function_name(function_id: str) -> str | None:
+    """The `name=` of a registered function, when it says more than its id."""
+    function = registry.get(function_id)
+    if function is None or function.name in (function.local_id, function.id):
+        return None
+    return function.name
 
 
 def describe_pause(pause: Mapping[str, Any]) -> str:
@@ -167,8 +177,11 @@ class FunctionRunAdmin(_ModelAdmin):
         return status_badge(run.status)
 
     @admin.display(description="Function")
-    def function(self, run: FunctionRun) -> str:
-        return run.function_id
+    def function(self, run: FunctionRun) -> SafeString:
+        name = function_name(run.function_id)
+        if name is None:
+            return format_html("{}", run.function_id)
+        return format_html('{}<span class="inngest-fn-name">{}</span>', run.function_id, name)
 
     @admin.display(description="Trigger")
     def trigger(self, run: FunctionRun) -> str:
@@ -279,6 +292,7 @@ class FunctionRunAdmin(_ModelAdmin):
             "title": f"Run {run.id}",
             "subtitle": run.function_id,
             "run": run,
+            "function_name": function_name(run.function_id),
             "status": status_badge(run.status),
             "started": show_time(run.started_at),
             "ended": show_time(run.ended_at),
