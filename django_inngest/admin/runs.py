@@ -31,7 +31,7 @@ from django.utils.safestring import SafeString
 from django.utils.timezone import localtime
 
 from django_inngest.admin import actions as run_actions
-from django_inngest.admin import pages
+from django_inngest.admin import pages, replay
 from django_inngest.admin.display import (
     elapsed,
     error_parts,
@@ -235,6 +235,7 @@ class FunctionRunAdmin(_ModelAdmin):
         own = [
             path("dashboard/", view(self.dashboard_view), name="django_inngest_dashboard"),
             path("functions/", view(self.functions_view), name="django_inngest_functions"),
+            path("replay/", view(self.replay_view), name="django_inngest_replay"),
             path("<str:object_id>/cancel/", view(self.cancel_view), name="django_inngest_cancel"),
             path("<str:object_id>/rerun/", view(self.rerun_view), name="django_inngest_rerun"),
             path("<str:object_id>/retry/", view(self.retry_view), name="django_inngest_retry"),
@@ -394,6 +395,11 @@ class FunctionRunAdmin(_ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         return pages.dashboard(request, self.admin_site)
+
+    def replay_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_rerun_permission(request):
+            raise PermissionDenied
+        return replay.replay(request, self.admin_site)
 
     def functions_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):

@@ -536,3 +536,21 @@ def _state_is_idle(state: FlowState, now: datetime) -> bool:
     if state.kind == "concurrency":
         return not QueueItem.objects.using(alias()).filter(parked_on=state.key).exists()
     return False  # debounce and batch buffers end when they fire
+
+
+def runs_in_window(
+    function_id: str,
+    *,
+    statuses: Sequence[str],
+    enqueued_after: datetime | None,
+    enqueued_before: datetime,
+    limit: int,
+) -> list[str]:
+    """Ids of the runs of `function_id` in `statuses` enqueued in [after, before), oldest
+    first, at most `limit` (a bulk replay's preview and its work)."""
+    runs = FunctionRun.objects.using(alias()).filter(
+        function_id=function_id, status__in=list(statuses), created_at__lt=enqueued_before
+    )
+    if enqueued_after is not None:
+        runs = runs.filter(created_at__gte=enqueued_after)
+    return list(runs.order_by("id").values_list("id", flat=True)[:limit])
