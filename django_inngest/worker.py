@@ -172,7 +172,7 @@ class Worker:
             )
         try:
             problem = _on_own_connection(migrations_problem, store.alias())
-        except DatabaseError:  # unreachable for now: the loop below reports it and retries
+        except DatabaseError:  # not reachable now: the claim loop reports it and retries
             problem = None
         if problem is not None:
             raise WorkerConfigError(problem)
