@@ -1,10 +1,11 @@
 """The admin's lists and run page at 1,280 and 1,024 px with the navigation sidebar open: every
 column shows without scrolling sideways, function names stay on their line, times name their
 zone, and the events list filters by name and hides `inngest/…` events (issue 18). Screenshots
-go to docs/images."""
+go to tests/artifacts, and to docs/images with UPDATE_DOC_IMAGES=1."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,17 @@ from tests.e2e import test_admin_browser
 page = test_admin_browser.page
 """The browser tests' fixture: Chromium with the admin's superuser logged in."""
 
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Into tests/artifacts; into docs/images too with UPDATE_DOC_IMAGES=1, so that a test run
+    leaves the committed images alone."""
+    test_admin_browser.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(test_admin_browser.ARTIFACTS / name))
+    if os.environ.get("UPDATE_DOC_IMAGES") == "1":
+        page.screenshot(path=str(DOC_IMAGES / name))
+
 
 pytestmark = pytest.mark.browser
 
@@ -77,7 +88,7 @@ def test_the_runs_list_shows_every_column_at(page: Page, shop: Shop, width: int)
     expect(page.locator("#result_list tbody tr")).to_have_count(4)
     for column in ("Duration", "Attempts"):
         expect(page.locator("#result_list thead", has_text=column)).to_be_visible()
-    page.screenshot(path=str(IMAGES / f"admin-runs-list-{width}.png"))
+    screenshot(page, f"admin-runs-list-{width}.png")
     fits(page, "#result_list")
     one_line(page, "#result_list td.field-function")
     expect(page.locator("#result_list td.field-function").first).to_contain_text("Charge order")
@@ -101,7 +112,7 @@ def test_the_events_list_shows_every_column_and_hides_inngest_events_at(
     expect(page.locator("#result_list tbody tr")).to_have_count(1)
     fits(page, "#result_list")
     page.goto("/admin/django_inngest/event/?internal=hide")
-    page.screenshot(path=str(IMAGES / f"admin-events-list-{width}.png"))
+    screenshot(page, f"admin-events-list-{width}.png")
 
 
 def test_a_queued_run_page_names_the_function_and_the_zone(page: Page, shop: Shop) -> None:
@@ -117,4 +128,4 @@ def test_a_queued_run_page_names_the_function_and_the_zone(page: Page, shop: Sho
     expect(page.locator("#timeline .inngest-span-queued")).to_have_count(1)
     expect(page.locator("#timeline .inngest-span-running")).to_have_count(0)
     fits(page, "#content")
-    page.screenshot(path=str(IMAGES / "admin-run-page-queued-1024.png"))
+    screenshot(page, "admin-run-page-queued-1024.png")
