@@ -72,6 +72,8 @@ POSTGRES_FALLBACK_POLL = 10.0
 FAN_OUT_LIMIT = 200
 #: How often a worker releases parked runs whose key has free slots (a safety net).
 PARKED_CHECK_SECONDS = 30.0
+#: Seconds before the first retry of loading cron schedules, and the longest wait after.
+CRON_RETRY_SECONDS = (1.0, 30.0)
 
 
 class WorkerConfigError(ImproperlyConfigured):
@@ -479,13 +481,22 @@ class Worker:
         """Fire due cron ticks (see scheduler.py): sleep until the next one, but look at the
         clock at least every second, or every poll interval if shorter, so clock jumps count."""
         scheduler = CronScheduler(registry.all(), worker_id=self.worker_id)
+        failures = 0
         while True:
             try:
                 await self._io_call(scheduler.start, clock.now())
                 break
-            except DatabaseError:
-                logger.warning("cannot load cron schedules; will try again", exc_info=True)
-                await asyncio.sleep(1.0)
+            except DatabaseError as error:
+                # The traceback once; then one line per try, less and less often.
+                delay = min(CRON_RETRY_SECONDS[1], CRON_RETRY_SECONDS[0] * 2**failures)
+                logger.warning(
+                    "cannot load cron schedules (%s); will try again in %.0fs",
+                    error,
+                    delay,
+                    exc_info=failures == 0,
+                )
+                failures += 1
+                await asyncio.sleep(delay)
         logger.info(
             "cron scheduler started worker_id=%s schedules=%s", self.worker_id, scheduler.watched
         )
