@@ -19,12 +19,13 @@ from django_inngest import conf
 from django_inngest.registry import registry
 
 TAG = "django_inngest"
+APP_LABEL = "django_inngest"
 
 
 @register(TAG)
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     return [
-        Error(message, hint="See docs/reference/settings.md.", id="django_inngest.E001")
+        Error(message, hint="See docs/reference.md#settings.", id="django_inngest.E001")
         for message in conf.problems()
     ]
 
@@ -79,3 +80,22 @@ def check_sqlite_transaction_mode(
             id="django_inngest.W001",
         )
     ]
+
+
+def migrations_problem(alias: str) -> str | None:
+    """Why the worker cannot use the database `alias` yet (django_inngest's migrations are
+    not all applied), or None. A worker checks it once as it starts."""
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(connections[alias], ignore_no_migrations=True)
+    applied = {name for app, name in loader.applied_migrations if app == APP_LABEL}
+    declared = {name for app, name in loader.graph.nodes if app == APP_LABEL}
+    if not applied:
+        return "the django_inngest tables are missing: run `manage.py migrate`"
+    missing = sorted(declared - applied)
+    if missing:
+        return (
+            f"the django_inngest tables are not up to date ({', '.join(missing)} not applied): "
+            "run `manage.py migrate`"
+        )
+    return None

@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+REPLAY_STATUSES = ("FAILED", "CANCELLED")
+"""The statuses a bulk replay reruns."""
+MAX_REPLAY = 10_000
+"""The most runs one bulk replay reruns."""
+
 
 class Inngest:
     """A client for one app id; functions it declares get ids ``"{app_id}-{fn_id}"``."""
@@ -171,6 +176,63 @@ class Inngest:
                 continue  # it ended meanwhile
             cancelled.append(run["id"])
         return cancelled
+
+    def replay_candidates(
+        self,
+        function_id: str,
+        *,
+        statuses: Sequence[str] = ("FAILED",),
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+    ) -> list[str]:
+        """The runs a bulk replay of `function_id` (the full id) would rerun: those that
+        ended in `statuses` (FAILED and/or CANCELLED), enqueued in [after, before), oldest
+        first. More than `MAX_REPLAY` is an error: narrow the window."""
+        from django_inngest import store
+
+        wrong = [status for status in statuses if status not in REPLAY_STATUSES]
+        if not statuses or wrong:
+            raise ValueError(
+                f"a replay reruns runs that are {' or '.join(REPLAY_STATUSES)}, not {wrong or []!r}"
+            )
+        before = started_before or clock.now()
+        if started_after is not None and started_after >= before:
+            raise ValueError(
+                f"started_after {started_after.isoformat()} is not before "
+                f"started_before {before.isoformat()}"
+            )
+        found = store.runs_in_window(
+            function_id,
+            statuses=statuses,
+            enqueued_after=started_after,
+            enqueued_before=before,
+            limit=MAX_REPLAY + 1,
+        )
+        if len(found) > MAX_REPLAY:
+            raise ValueError(
+                f"more than {MAX_REPLAY} runs of {function_id!r} match; replay a shorter window"
+            )
+        return found
+
+    def replay(
+        self,
+        function_id: str,
+        *,
+        statuses: Sequence[str] = ("FAILED",),
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+    ) -> list[str]:
+        """Bulk replay, as Inngest's: rerun every run `replay_candidates` finds, each as
+        `rerun()` does (a new run with the same events, linked to it); returns the new ids."""
+        return [
+            self.rerun(run_id)
+            for run_id in self.replay_candidates(
+                function_id,
+                statuses=statuses,
+                started_after=started_after,
+                started_before=started_before,
+            )
+        ]
 
     def rerun(self, run_id: str, *, from_step: str | None = None) -> str:
         """Start a new run with the same events, linked to the original; returns its id.

@@ -18,6 +18,7 @@ from django_inngest.core import clock
 from django_inngest.core.backoff import clamp_retry_after, retry_delay
 from django_inngest.core.engine import (
     Completed,
+    Dropped,
     Execution,
     Failed,
     Memo,
@@ -44,6 +45,11 @@ from django_inngest.threads import GroupWriter, ensure_usable_connections
 logger = logging.getLogger("django_inngest.worker")  # run outcomes are logged as the worker's
 
 
+def run_fields(run_id: str, function_id: str) -> dict[str, str]:
+    """The `extra=` of a run's log lines, for structured loggers and formatters."""
+    return {"run_id": run_id, "fn": function_id}
+
+
 def route(event: Mapping[str, Any], event_id: str) -> list[RunPlan]:
     """The plans of the runs an event starts. A function whose trigger or plan fails over
     this event gets a plan that says why it is skipped; nothing here raises for data."""
@@ -59,6 +65,13 @@ def route(event: Mapping[str, Any], event_id: str) -> list[RunPlan]:
         skipped_plan(function.id, event_id, "evaluating its trigger failed", error)
         for function, error in failed
     ]
+    if not plans:
+        logger.debug(
+            "event matched no function event_id=%s name=%s",
+            event_id,
+            event.get("name"),
+            extra={"event_id": event_id, "event_name": event.get("name")},
+        )
     return plans
 
 
@@ -140,6 +153,24 @@ def execution_for(
     steps: GroupWriter[store.StepWrite, Memo] | None = None,
 ) -> Execution:
     client_logger = getattr(function.client, "logger", None)
+    fields = run_fields(claimed.run_id, claimed.function_id)
+    if claimed.memos:
+        logger.debug(
+            "run resumed run_id=%s fn=%s attempt=%s steps_done=%s",
+            claimed.run_id,
+            claimed.function_id,
+            claimed.attempt,
+            len(claimed.memos),
+            extra=fields,
+        )
+    else:
+        logger.debug(
+            "run started run_id=%s fn=%s attempt=%s",
+            claimed.run_id,
+            claimed.function_id,
+            claimed.attempt,
+            extra=fields,
+        )
     step_store = DatabaseStepStore(claimed.run_id, worker_id, steps)
     if function.is_async and steps is not None:
         runtime = dataclasses.replace(
@@ -219,7 +250,21 @@ def log_end(end: store.RunEnd, function_id: str, written: bool) -> str | None:
     """The run's new status, or None when the run was no longer this worker's."""
     if not written:
         return None
-    logger.info("run %s run_id=%s fn=%s", end.status.lower(), end.run_id, function_id)
+    fields = run_fields(end.run_id, function_id)
+    if end.status == RunStatus.FAILED:
+        error = end.output if isinstance(end.output, dict) else {}
+        logger.warning(
+            "run failed run_id=%s fn=%s error=%s: %s",
+            end.run_id,
+            function_id,
+            error.get("name", "Error"),
+            error.get("message", ""),
+            extra={**fields, "error_name": error.get("name"), "error": error.get("message")},
+        )
+    else:
+        logger.info(
+            "run %s run_id=%s fn=%s", end.status.lower(), end.run_id, function_id, extra=fields
+        )
     return end.status
 
 
@@ -238,13 +283,22 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
             available_at = now + retry_delay(
                 outcome.attempt - 1, settings.RETRY_BACKOFF, settings.RETRY_JITTER
             )
+        failed_steps = [record.step_id for record in outcome.records]
         logger.info(
-            "run retrying run_id=%s fn=%s attempt=%s at=%s error=%s",
+            "run retrying run_id=%s fn=%s attempt=%s at=%s step=%s error=%s: %s",
             claimed.run_id,
             claimed.function_id,
             outcome.attempt,
             available_at.isoformat(),
-            outcome.error.get("message"),
+            ",".join(failed_steps) or "-",
+            outcome.error.get("name", "Error"),
+            outcome.error.get("message", ""),
+            extra={
+                **run_fields(claimed.run_id, claimed.function_id),
+                "attempt": outcome.attempt,
+                "error_name": outcome.error.get("name"),
+                "error": outcome.error.get("message"),
+            },
         )
         written = store.retry_run(
             claimed.run_id,
@@ -269,12 +323,40 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
         )
         if not written:
             return None
-        return RunStatus.WAITING if outcome.waiting else RunStatus.SLEEPING
+        fields = run_fields(claimed.run_id, claimed.function_id)
+        if outcome.waiting:
+            logger.debug(
+                "run waiting run_id=%s fn=%s for=%s until=%s",
+                claimed.run_id,
+                claimed.function_id,
+                ",".join(sorted({pause.event_name for pause in outcome.pauses})) or "-",
+                outcome.wake_at.isoformat(),
+                extra=fields,
+            )
+            return RunStatus.WAITING
+        logger.debug(
+            "run sleeping run_id=%s fn=%s until=%s",
+            claimed.run_id,
+            claimed.function_id,
+            outcome.wake_at.isoformat(),
+            extra=fields,
+        )
+        return RunStatus.SLEEPING
     if outcome.store_failed:
         drop_run(claimed.run_id, worker_id)
     else:
-        logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
+        log_dropped(claimed, outcome)
     return None
+
+
+def log_dropped(claimed: store.ClaimedRun, outcome: Dropped) -> None:
+    logger.info(
+        "run dropped run_id=%s fn=%s reason=%s",
+        claimed.run_id,
+        claimed.function_id,
+        outcome.reason,
+        extra=run_fields(claimed.run_id, claimed.function_id),
+    )
 
 
 def drop_run(run_id: str, worker_id: str) -> int | None:

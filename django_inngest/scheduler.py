@@ -9,7 +9,7 @@ racing workers start its run. Tick arithmetic (zones, DST, jitter) lives in `cor
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -121,17 +121,20 @@ class CronScheduler:
         """When the earliest tick this scheduler watches falls due."""
         return min((entry.next_tick for entry in self._entries.values()), default=None)
 
-    def tick(self, now: datetime) -> int:
+    def tick(self, now: datetime, *, only: Collection[str] | None = None) -> int:
         """Fire what is due at `now`; returns how many runs this worker started.
 
         Only the latest due tick of each schedule is considered: after downtime, one missed
-        tick fires (`CRON_CATCH_UP`), never a backlog.
+        tick fires (`CRON_CATCH_UP`), never a backlog. With `only`, the schedules of other
+        function ids are left as they are.
         """
         settings = conf.get()
         grace = timedelta(seconds=settings.CRON_GRACE_SECONDS)
         started = 0
         for key, entry in list(self._entries.items()):
             if entry.next_tick > now:
+                continue
+            if only is not None and key[0] not in only:
                 continue
             declared = entry.declared
             latest = declared.schedule.latest_at_or_before(now)
@@ -204,13 +207,20 @@ class CronScheduler:
         )
 
 
-def fire_due_ticks(functions: Iterable[Function], *, now: datetime, worker_id: str) -> int:
-    """Sync the schedules of `functions` and fire what is due at `now` (`testing.drain()`)."""
+def fire_due_ticks(
+    functions: Iterable[Function],
+    *,
+    now: datetime,
+    worker_id: str,
+    only: Collection[str] | None = None,
+) -> int:
+    """Sync the schedules of `functions` and fire what is due at `now` (`testing.drain()`),
+    only for the function ids in `only` when given."""
     scheduler = CronScheduler(functions, worker_id=worker_id)
     if not scheduler.declared:
         return 0
     scheduler.start(now)
-    return scheduler.tick(now)
+    return scheduler.tick(now, only=only)
 
 
 @dataclass(frozen=True, kw_only=True)

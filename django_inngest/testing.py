@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django_inngest import conf, store
 from django_inngest.core import clock, ids
 from django_inngest.core.clock import FrozenClock
-from django_inngest.core.engine import Outcome, Runtime
+from django_inngest.core.engine import Execution, Outcome, Runtime
 from django_inngest.core.events import Event
 from django_inngest.core.function import Function
 from django_inngest.core.local import LocalResult, run_locally
@@ -69,6 +69,9 @@ class DrainSummary:
     failed: int = 0
     retried: int = 0
     sleeping: int = 0
+    """Invocations that ended in a sleep (`step.sleep`, `step.sleep_until`)."""
+    waiting: int = 0
+    """Invocations that ended waiting for an event or an invoked function."""
     cron_ticks: int = 0
     """Cron ticks fired (under `frozen_clock()` only); each started a run."""
 
@@ -77,17 +80,27 @@ class DrainSummary:
         return self.runs_created
 
 
-def drain(*, max_invocations: int = 10_000) -> DrainSummary:
+def drain(
+    *, functions: Iterable[Function | str] | None = None, max_invocations: int = 10_000
+) -> DrainSummary:
     """Process everything due at the clock's current time, sequentially in this thread.
 
     Under `frozen_clock()`, cron ticks due at that time fire first; with the real clock they
     do not, so tests never depend on when they run.
+
+    With `functions` (function objects, or ids: the full `"app-fn"` or the `fn_id`), only
+    their runs (and their `on_failure` runs) execute and only their cron schedules fire;
+    events are still matched against every function, and the runs of the others stay
+    queued for a later `drain()`.
     """
     summary = DrainSummary()
     worker_id = "drain"
     settings = conf.get()
+    only = _function_ids(functions) if functions is not None else None
     if clock.is_frozen():
-        summary.cron_ticks = fire_due_ticks(registry.all(), now=clock.now(), worker_id=worker_id)
+        summary.cron_ticks = fire_due_ticks(
+            registry.all(), now=clock.now(), worker_id=worker_id, only=only
+        )
         summary.runs_created += summary.cron_ticks
     while True:
         fanned = store.fan_out(route, now=clock.now(), pending=registry.listens_to, planner=planner)
@@ -101,6 +114,7 @@ def drain(*, max_invocations: int = 10_000) -> DrainSummary:
             planner=planner,
             pending=registry.listens_to,
             priority_window=priority_window(),
+            function_ids=only,
         )
         if not fanned.events and not claimed:
             return summary
@@ -116,26 +130,64 @@ def drain(*, max_invocations: int = 10_000) -> DrainSummary:
                 summary.failed += 1
             elif status == RunStatus.QUEUED:
                 summary.retried += 1
-            elif status in (RunStatus.SLEEPING, RunStatus.WAITING):
+            elif status == RunStatus.SLEEPING:
                 summary.sleeping += 1
+            elif status == RunStatus.WAITING:
+                summary.waiting += 1
+
+
+def _function_ids(functions: Iterable[Function | str]) -> list[str]:
+    """The full ids of `functions` and of their `on_failure` companions; an unknown one is
+    an error that lists the registered ids."""
+    found: list[str] = []
+    for item in [functions] if isinstance(functions, str | Function) else functions:
+        function = item if isinstance(item, Function) else _registered(item)
+        found.append(function.id)
+        if function.on_failure is not None:
+            found.append(function.on_failure.id)
+    if not found:
+        raise ValueError("drain(functions=...) needs at least one function")
+    return found
+
+
+def _registered(function_id: str) -> Function:
+    function = registry.get(function_id)
+    if function is not None:
+        return function
+    by_local_id = [f for f in registry.all() if f.local_id == function_id]
+    if len(by_local_id) == 1:
+        return by_local_id[0]
+    known = ", ".join(repr(f.id) for f in registry.all()) or "none"
+    problem = "is ambiguous" if by_local_id else "is not a registered function"
+    raise ValueError(f"drain(functions=...): {function_id!r} {problem}; registered: {known}")
 
 
 def _invoke(run: store.ClaimedRun) -> Outcome:
     function = registry.get(run.function_id)
     if function is None:
         return not_registered(run)
-    max_bytes = conf.get().MAX_EVENT_BYTES
-    if not function.is_async:
-        runtime = Runtime(max_event_bytes=max_bytes, function_exists=function_exists)
-        return invoke_sync(execution_for(run, function, "drain", runtime))
-
-    async def here(fn: Any) -> Any:
-        return await sync_to_async(fn, thread_sensitive=True)()
-
-    runtime = Runtime(
-        offload=here, offload_user=here, max_event_bytes=max_bytes, function_exists=function_exists
+    runtime = _calling_thread_runtime(
+        max_event_bytes=conf.get().MAX_EVENT_BYTES, function_exists=function_exists
     )
-    outcome: Outcome = async_to_sync(invoke_async)(execution_for(run, function, "drain", runtime))
+    return _invoke_here(execution_for(run, function, "drain", runtime))
+
+
+async def _on_calling_thread(fn: Any) -> Any:
+    return await sync_to_async(fn, thread_sensitive=True)()
+
+
+def _calling_thread_runtime(**values: Any) -> Runtime:
+    """Async handlers' storage calls and plain step callables go back to the thread that
+    called `drain()` / `run_function()` (Django's `sync_to_async(thread_sensitive=True)`
+    under `async_to_sync`): the ORM works in them, on the test's connection and inside its
+    transaction, as a worker's runner threads do for a worker."""
+    return Runtime(offload=_on_calling_thread, offload_user=_on_calling_thread, **values)
+
+
+def _invoke_here(execution: Execution) -> Outcome:
+    if not execution.function.is_async:
+        return invoke_sync(execution)
+    outcome: Outcome = async_to_sync(invoke_async)(execution)
     return outcome
 
 
@@ -148,7 +200,9 @@ def run_function(
     """Run `function` for `event` in memory, like the SDK's `mocked.trigger`.
 
     Steps listed in `step_stubs` (by step id) return the stubbed value without running; sleeps
-    end at once and retries follow at once. Nothing touches the database.
+    end at once and retries follow at once. The engine stores nothing in the database; plain
+    step callables of an async handler run on this thread, as in `drain()`, so they may use
+    the ORM.
     """
     events = [event] if isinstance(event, Event) else list(event)
     if not events:
@@ -157,4 +211,10 @@ def run_function(
         Event(name=e.name, data=e.data, id=e.id or ids.ulid(), ts=e.ts or clock.now_ms())
         for e in events
     ]
-    return run_locally(function, events, step_stubs=step_stubs)
+    return run_locally(
+        function,
+        events,
+        step_stubs=step_stubs,
+        runtime=_calling_thread_runtime(),
+        invoker=_invoke_here,
+    )

@@ -18,6 +18,8 @@ import secrets
 import signal
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +30,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
 from django_inngest import conf, store
+from django_inngest.checks import migrations_problem
 from django_inngest.core import clock
 from django_inngest.core.engine import (
     Completed,
@@ -41,6 +44,7 @@ from django_inngest.execution import (
     drop_run,
     execution_for,
     function_exists,
+    log_dropped,
     log_end,
     not_registered,
     planner,
@@ -51,6 +55,7 @@ from django_inngest.execution import (
     sweep_leases,
 )
 from django_inngest.listener import PostgresListener, SqliteWatcher
+from django_inngest.models import RunStatus
 from django_inngest.registry import registry
 from django_inngest.scheduler import CronScheduler
 from django_inngest.threads import (
@@ -71,10 +76,38 @@ POSTGRES_FALLBACK_POLL = 10.0
 FAN_OUT_LIMIT = 200
 #: How often a worker releases parked runs whose key has free slots (a safety net).
 PARKED_CHECK_SECONDS = 30.0
+#: Seconds before the first retry of loading cron schedules, and the longest wait after.
+CRON_RETRY_SECONDS = (1.0, 30.0)
 
 
 class WorkerConfigError(ImproperlyConfigured):
-    """The worker refuses to start while `manage.py check` reports errors."""
+    """The worker refuses to start while `manage.py check` reports errors or the tables
+    are missing."""
+
+
+#: How the burst summary names what an invocation ended with (None: not recorded).
+TALLIES: dict[str | None, str] = {
+    RunStatus.COMPLETED: "completed",
+    RunStatus.FAILED: "failed",
+    RunStatus.QUEUED: "retried",
+    RunStatus.SLEEPING: "sleeping",
+    RunStatus.WAITING: "waiting",
+    None: "dropped",
+}
+
+
+def _on_own_connection(fn: Callable[..., T], *args: Any) -> T:
+    """Call `fn` on a thread of its own whose connections are closed after, so that the
+    thread that called `run()` (perhaps short-lived) is left no connection to leak."""
+
+    def call() -> T:
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inngest-start") as pool:
+        return pool.submit(call).result()
 
 
 def new_worker_id() -> str:
@@ -95,7 +128,9 @@ class Worker:
         handle_signals: bool = False,
     ) -> None:
         settings = conf.get()
-        self.concurrency = concurrency or settings.WORKER_CONCURRENCY
+        self.concurrency = settings.WORKER_CONCURRENCY if concurrency is None else concurrency
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
+            raise TypeError(f"concurrency must be an int, not {self.concurrency!r}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency!r}")
         self.worker_id = worker_id or new_worker_id()
@@ -129,6 +164,9 @@ class Worker:
         self._outage = Outage(logger)
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
+        self.tally: Counter[str] = Counter()
+        """Invocations by what they ended with (`TALLIES`' names)."""
+        self._started_at = time.monotonic()
 
     # -- public ----------------------------------------------------------------------------
 
@@ -143,6 +181,13 @@ class Worker:
                 "the worker will not start until these are fixed:\n"
                 + "\n".join(f"  {message}" for message in errors)
             )
+        try:
+            problem = _on_own_connection(migrations_problem, store.alias())
+        except DatabaseError:  # not reachable now: the claim loop reports it and retries
+            problem = None
+        if problem is not None:
+            raise WorkerConfigError(problem)
+        self._started_at = time.monotonic()
         logger.info(
             "worker starting worker_id=%s concurrency=%s functions=%s",
             self.worker_id,
@@ -151,6 +196,12 @@ class Worker:
         )
         asyncio.run(self._main())
         logger.info("worker stopped worker_id=%s", self.worker_id)
+
+    def summary(self) -> str:
+        """One line: what the invocations of this worker ended with, and for how long it ran."""
+        counts = ", ".join(f"{self.tally[name]} {name}" for name in TALLIES.values())
+        elapsed = time.monotonic() - self._started_at
+        return f"{sum(self.tally.values())} invocations in {elapsed:.1f}s: {counts}"
 
     def stop(self) -> None:
         """Stop claiming, finish or release what is held, then return from `run()`."""
@@ -377,19 +428,23 @@ class Worker:
                 runtime = self._sync_runtime()
                 execution = execution_for(claimed, function, self.worker_id, runtime, self._steps)
                 outcome = await self._in_runner(invoke_sync, execution)
+            status: str | None = None
             if isinstance(outcome, Dropped) and outcome.store_failed:
                 await self._drop(claimed, outcome.reason, None)
             elif isinstance(outcome, Dropped):
-                logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
+                log_dropped(claimed, outcome)
             elif isinstance(outcome, Completed | Failed):
                 end = run_end(claimed, outcome, self.worker_id)
                 written = await asyncio.wrap_future(self._ends.submit(end))
-                log_end(end, claimed.function_id, written)
+                status = log_end(end, claimed.function_id, written)
             else:
-                await self._io_call(record_outcome, claimed, outcome, self.worker_id)
+                status = await self._io_call(record_outcome, claimed, outcome, self.worker_id)
+            self.tally[TALLIES.get(status, "dropped")] += 1
         except DatabaseError as error:
+            self.tally["dropped"] += 1
             await self._drop(claimed, "could not record its outcome", error)
         except Exception:
+            self.tally["dropped"] += 1
             logger.exception("worker error on run_id=%s", claimed.run_id)
 
     async def _drop(
@@ -486,13 +541,22 @@ class Worker:
         """Fire due cron ticks (see scheduler.py): sleep until the next one, but look at the
         clock at least every second, or every poll interval if shorter, so clock jumps count."""
         scheduler = CronScheduler(registry.all(), worker_id=self.worker_id)
+        failures = 0
         while True:
             try:
                 await self._io_call(scheduler.start, clock.now())
                 break
-            except DatabaseError:
-                logger.warning("cannot load cron schedules; will try again", exc_info=True)
-                await asyncio.sleep(1.0)
+            except DatabaseError as error:
+                # The traceback once; then one line per try, less and less often.
+                delay = min(CRON_RETRY_SECONDS[1], CRON_RETRY_SECONDS[0] * 2**failures)
+                logger.warning(
+                    "cannot load cron schedules (%s); will try again in %.0fs",
+                    error,
+                    delay,
+                    exc_info=failures == 0,
+                )
+                failures += 1
+                await asyncio.sleep(delay)
         logger.info(
             "cron scheduler started worker_id=%s schedules=%s", self.worker_id, scheduler.watched
         )
@@ -601,8 +665,9 @@ class Worker:
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
+        name = signal.Signals(signum).name
         if self._signals > 1:
-            logger.warning("second signal %s: exiting now", signum)
+            logger.warning("second %s: exiting now", name)
             os._exit(1)
-        logger.info("signal %s: finishing current runs; send it again to exit now", signum)
+        logger.info("%s received: finishing current runs; send it again to exit now", name)
         self.stop()

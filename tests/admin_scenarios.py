@@ -72,7 +72,10 @@ def open_shop(client: inngest.Inngest, clock: FrozenClock) -> Shop:
         return f"receipt sent for {receipt['charge_id']}"
 
     @client.create_function(
-        fn_id="charge-order", trigger=inngest.TriggerEvent(event="shop/order.placed"), retries=2
+        fn_id="charge-order",
+        name="Charge order",
+        trigger=inngest.TriggerEvent(event="shop/order.placed"),
+        retries=2,
     )
     def charge_order(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict[str, Any]:
         order = step.run("load-order", load_order, ctx.event.data["order_id"])

@@ -23,15 +23,26 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.formats import date_format
+from django.utils.html import escape, format_html
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
 
 from django_inngest.admin import actions as run_actions
 from django_inngest.admin import pages
 from django_inngest.admin.display import json_value_response, payload, status_badge
 from django_inngest.admin.guard import guarded
-from django_inngest.admin.listing import CappedPaginator, ReceivedWithinFilter, search_events
+from django_inngest.admin.listing import (
+    CappedPaginator,
+    EventNameFilter,
+    InternalEventsFilter,
+    ReceivedWithinFilter,
+    search_events,
+)
+from django_inngest.core.config import TriggerEvent
 from django_inngest.models import Event, EventSkip, FunctionRun
-from django_inngest.store import alias, run_ids_of_event
+from django_inngest.registry import registry
+from django_inngest.store import alias, event_map, run_ids_of_event
 
 SEND_PERMISSION = "django_inngest.send_event"
 RUNS_SHOWN = 100
@@ -54,8 +65,8 @@ else:  # ModelAdmin is generic only in django-stubs
 
 @admin.register(Event)
 class EventAdmin(_ModelAdmin):
-    list_display = ("id", "name", "sender_id", "received", "occurred", "run_count")
-    list_filter = (ReceivedWithinFilter,)
+    list_display = ("id", "event_name", "sender_id", "received", "occurred", "run_count")
+    list_filter = (ReceivedWithinFilter, InternalEventsFilter, EventNameFilter)
     search_fields = ("id",)
     search_help_text = "An event id (ours or the sender's), or text in the name or the data."
     ordering = ("-id",)
@@ -102,6 +113,13 @@ class EventAdmin(_ModelAdmin):
     ) -> tuple[QuerySet[Event], bool]:
         return search_events(queryset, search_term), False
 
+    @admin.display(description="Name")
+    def event_name(self, event: Event) -> SafeString:
+        """Links to the list of the events of this name."""
+        # A line may break after each "/" of a narrow column, not inside a word.
+        name = mark_safe(escape(event.name).replace("/", "/<wbr>"))  # escaped first
+        return format_html('<a href="?{}">{}</a>', urlencode({"name": event.name}), name)
+
     @admin.display(description="Sender's id")
     def sender_id(self, event: Event) -> str:
         return event.user_id or "—"
@@ -110,7 +128,7 @@ class EventAdmin(_ModelAdmin):
     def received(self, event: Event) -> str:
         return date_format(localtime(event.received_at), "Y-m-d H:i:s")
 
-    @admin.display(description="Occurred (ts)")
+    @admin.display(description="Occurred")
     def occurred(self, event: Event) -> str:
         moment = datetime.fromtimestamp(event.ts / 1000, UTC)
         return date_format(localtime(moment), "Y-m-d H:i:s")
@@ -172,7 +190,7 @@ class EventAdmin(_ModelAdmin):
             "title": f"Event {event.name}",
             "subtitle": event.id,
             "event": event,
-            "received": date_format(localtime(event.received_at), "Y-m-d H:i:s"),
+            "received": date_format(localtime(event.received_at), "Y-m-d H:i:s T"),
             "occurred": self.occurred(event),
             "data": payload(
                 event.data, full_url=reverse("admin:django_inngest_event_value", args=[event.id])
@@ -185,6 +203,7 @@ class EventAdmin(_ModelAdmin):
                 .order_by("id")
                 .values("function_id", "run_id", "reason", "created_at")[:RUNS_SHOWN]
             ),
+            "why_no_runs": why_no_runs(event) if not runs else "",
             "can_send": self.has_send_permission(request),
             "inngest_links": pages.links(),
         }
@@ -203,3 +222,38 @@ class EventAdmin(_ModelAdmin):
         _sent_report(request, outcome)
         target = outcome.created[0] if outcome.created else event.id
         return redirect("admin:django_inngest_event_change", target)
+
+
+def why_no_runs(event: Event) -> str:
+    """Why an event has no run, from what the functions registered now would do with it."""
+    if event.pending:
+        return "None yet: no worker has matched this event."
+    listening = sorted(
+        {
+            function.id
+            for function in registry.all()
+            for trigger in function.triggers
+            if isinstance(trigger, TriggerEvent)
+            and (
+                trigger.event == event.name
+                or (trigger.event.endswith("*") and event.name.startswith(trigger.event[:-1]))
+            )
+        }
+    )
+    if not listening:
+        return f"None: no registered function listens to {event.name}."
+    as_matched = {"id": event.id, "user_id": event.user_id, "name": event.name}
+    starting = [
+        f.id
+        for f in registry.matching(event_map({**as_matched, "data": event.data, "ts": event.ts}))
+    ]
+    if starting:
+        return (
+            f"None: {', '.join(starting)} listen to it now, but no function did when it was "
+            "matched (it came before they were deployed, or their runs were pruned). "
+            "Send it again to start them."
+        )
+    return (
+        f"None: {', '.join(listening)} listen to {event.name}, but their `if` expression "
+        "does not match this event."
+    )

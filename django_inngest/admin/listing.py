@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.utils.functional import cached_property
 
 from django_inngest.core import clock, ids
+from django_inngest.core.config import TriggerEvent
 from django_inngest.models import Event, FunctionRun
 from django_inngest.registry import registry
 from django_inngest.store import alias
@@ -117,6 +118,57 @@ class FunctionFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return queryset.filter(function_id=value) if value else queryset
+
+
+class EventNameFilter(admin.SimpleListFilter):
+    """Events of one name (``app/*``: a prefix). Choices are the names registered functions
+    listen to; any name works in the URL, and each name in the list links to its filter."""
+
+    title = "name"
+    parameter_name = "name"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = sorted(
+            {
+                trigger.event
+                for function in registry.all()
+                for trigger in function.triggers
+                if isinstance(trigger, TriggerEvent)
+            }
+        )
+        current = self.value()
+        if current and current not in names:
+            names.append(current)
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        if value.endswith("*"):
+            return queryset.filter(name__startswith=value[:-1])
+        return queryset.filter(name=value)
+
+
+class InternalEventsFilter(admin.SimpleListFilter):
+    """Hide the events the engine emits itself (``inngest/function.finished`` and the like)."""
+
+    title = "inngest/… events"
+    parameter_name = "internal"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("hide", "Hide")]
+
+    def choices(self, changelist: Any) -> Any:
+        for choice in super().choices(changelist):
+            if choice["display"] == "All":
+                choice["display"] = "Show"
+            yield choice
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "hide":
+            return queryset.exclude(name__startswith="inngest/")
+        return queryset
 
 
 def matching_event_ids(term: str) -> list[str]:

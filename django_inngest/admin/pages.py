@@ -60,10 +60,11 @@ def links() -> list[tuple[str, str]]:
         ("Functions", reverse("admin:django_inngest_functions")),
         ("Runs", reverse("admin:django_inngest_functionrun_changelist")),
         ("Events", reverse("admin:django_inngest_event_changelist")),
+        ("Replay", reverse("admin:django_inngest_replay")),
     ]
 
 
-def _context(request: HttpRequest, site: AdminSite, title: str) -> dict[str, Any]:
+def page_context(request: HttpRequest, site: AdminSite, title: str) -> dict[str, Any]:
     return {
         **site.each_context(request),
         "opts": FunctionRun._meta,
@@ -267,7 +268,7 @@ def functions(request: HttpRequest, site: AdminSite) -> HttpResponse:
         for function in functions
     ]
     context = {
-        **_context(request, site, "Functions"),
+        **page_context(request, site, "Functions"),
         "rows": rows,
         "can_send": can_send,
         "unregistered": sorted(set(counts) - {function.id for function in registry.all()}),
@@ -314,7 +315,7 @@ def dashboard(request: HttpRequest, site: AdminSite) -> HttpResponse:
             }
         )
     context = {
-        **_context(request, site, "Inngest dashboard"),
+        **page_context(request, site, "Inngest dashboard"),
         "windows": windows,
         "legend": [status_badge(status) for status in STATUS_LABELS],
         "now": now,

@@ -26,11 +26,12 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timezone import localtime
 
 from django_inngest.admin import actions as run_actions
-from django_inngest.admin import pages
+from django_inngest.admin import pages, replay
 from django_inngest.admin.display import (
     elapsed,
     error_parts,
@@ -49,6 +50,7 @@ from django_inngest.admin.listing import (
 from django_inngest.admin.timeline import build_timeline
 from django_inngest.core import clock
 from django_inngest.models import Event, FunctionRun, Pause, RunStatus, RunStep
+from django_inngest.registry import registry
 from django_inngest.store import alias
 
 REFRESH_SECONDS = 5
@@ -56,8 +58,16 @@ CANCEL_PERMISSION = "django_inngest.cancel_functionrun"
 RERUN_PERMISSION = "django_inngest.rerun_functionrun"
 
 
-def show_time(value: datetime | None, pattern: str = "Y-m-d H:i:s") -> str:
+def show_time(value: datetime | None, pattern: str = "Y-m-d H:i:s T") -> str:
     return date_format(localtime(value), pattern) if value else "—"
+
+
+def function_name(function_id: str) -> str | None:
+    """The `name=` of a registered function, when it says more than its id."""
+    function = registry.get(function_id)
+    if function is None or function.name in (function.local_id, function.id):
+        return None
+    return function.name
 
 
 def describe_pause(pause: Mapping[str, Any]) -> str:
@@ -168,8 +178,11 @@ class FunctionRunAdmin(_ModelAdmin):
         return status_badge(run.status)
 
     @admin.display(description="Function")
-    def function(self, run: FunctionRun) -> str:
-        return run.function_id
+    def function(self, run: FunctionRun) -> SafeString:
+        name = function_name(run.function_id)
+        if name is None:
+            return format_html("{}", run.function_id)
+        return format_html('{}<span class="inngest-fn-name">{}</span>', run.function_id, name)
 
     @admin.display(description="Trigger")
     def trigger(self, run: FunctionRun) -> str:
@@ -223,6 +236,7 @@ class FunctionRunAdmin(_ModelAdmin):
         own = [
             path("dashboard/", view(self.dashboard_view), name="django_inngest_dashboard"),
             path("functions/", view(self.functions_view), name="django_inngest_functions"),
+            path("replay/", view(self.replay_view), name="django_inngest_replay"),
             path("<str:object_id>/cancel/", view(self.cancel_view), name="django_inngest_cancel"),
             path("<str:object_id>/rerun/", view(self.rerun_view), name="django_inngest_rerun"),
             path("<str:object_id>/retry/", view(self.retry_view), name="django_inngest_retry"),
@@ -280,6 +294,7 @@ class FunctionRunAdmin(_ModelAdmin):
             "title": f"Run {run.id}",
             "subtitle": run.function_id,
             "run": run,
+            "function_name": function_name(run.function_id),
             "status": status_badge(run.status),
             "started": show_time(run.started_at),
             "ended": show_time(run.ended_at),
@@ -381,6 +396,11 @@ class FunctionRunAdmin(_ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         return pages.dashboard(request, self.admin_site)
+
+    def replay_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_rerun_permission(request):
+            raise PermissionDenied
+        return replay.replay(request, self.admin_site)
 
     def functions_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):

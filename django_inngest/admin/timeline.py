@@ -36,7 +36,7 @@ class Span:
     left: float
     width: float
     kind: str
-    """CSS modifier: completed, failed, attempt, sleeping, waiting, running."""
+    """CSS modifier: completed, failed, attempt, sleeping, waiting, queued, running."""
     title: str
     open_ended: bool = False
     """The span goes on past the end of the axis."""
@@ -294,9 +294,11 @@ def _step_kind(status: str, op: str) -> str:
 
 def _run_kind(status: str) -> str:
     return {
+        "QUEUED": "queued",
         "COMPLETED": "completed",
         "FAILED": "failed",
         "CANCELLED": "cancelled",
+        "SKIPPED": "cancelled",
         "SLEEPING": "sleeping",
         "WAITING": "waiting",
     }.get(status, "running")

@@ -197,6 +197,40 @@ class CancellationSerializer(serializers.Serializer[Cancellation]):
         return data
 
 
+class ReplayRequestSerializer(serializers.Serializer[Any]):
+    """``POST v1/replays``: rerun the runs of a function that failed (or were cancelled) in a
+    window, or, with ``preview``, only count them."""
+
+    app_id = serializers.CharField(max_length=255)
+    function_id = serializers.CharField(
+        max_length=255, help_text='The fn_id, or the full "{app_id}-{fn_id}".'
+    )
+    statuses = serializers.ListField(
+        child=serializers.ChoiceField(choices=["FAILED", "CANCELLED"]),
+        min_length=1,
+        default=["FAILED"],
+        help_text="Which ended runs to rerun (default FAILED).",
+    )
+    started_after = serializers.DateTimeField(required=False, allow_null=True)
+    started_before = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Defaults to now."
+    )
+    preview = serializers.BooleanField(
+        default=False, help_text="Only say which runs would be rerun; rerun nothing."
+    )
+
+
+class ReplaySerializer(serializers.Serializer[Any]):
+    function_id = serializers.CharField()
+    runs = serializers.IntegerField(
+        help_text="How many runs match (and were rerun, unless a preview)."
+    )
+    run_ids = serializers.ListField(child=serializers.CharField(), help_text="The runs that match.")
+    new_run_ids = serializers.ListField(
+        child=serializers.CharField(), help_text="The new runs (empty for a preview)."
+    )
+
+
 class RerunRequestSerializer(serializers.Serializer[Any]):
     from_step = serializers.CharField(
         required=False,

@@ -17,6 +17,7 @@ v1_urlpatterns: list[URLPattern] = [
     path("v1/runs/<str:run_id>", views.RunView.as_view(), name="run"),
     path("v1/runs/<str:run_id>/rerun", views.RerunView.as_view(), name="rerun"),
     path("v1/cancellations", views.CancellationsView.as_view(), name="cancellations"),
+    path("v1/replays", views.ReplaysView.as_view(), name="replays"),
     path("v1/functions", views.FunctionsView.as_view(), name="functions"),
     path("v1/apps/<str:app_id>/functions", views.AppFunctionsView.as_view(), name="app-functions"),
 ]

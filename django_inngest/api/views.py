@@ -41,6 +41,8 @@ from django_inngest.api.serializers import (
     EventInSerializer,
     EventSerializer,
     FunctionSerializer,
+    ReplayRequestSerializer,
+    ReplaySerializer,
     RerunRequestSerializer,
     RunDetailSerializer,
     RunSerializer,
@@ -416,6 +418,49 @@ class CancellationsView(V1View):
             "bulk cancellation fn=%s cancelled=%s by=%s", full_id, len(cancelled), request.user
         )
         return _data(CancellationSerializer(record).data, status.HTTP_201_CREATED)
+
+
+class ReplaysView(V1View):
+    required_permissions = {"POST": "django_inngest.rerun_functionrun"}
+
+    @openapi(
+        operation_id="create_replay",
+        summary="Rerun the failed (or cancelled) runs of a function enqueued in a window",
+        request=ReplayRequestSerializer,
+        responses={
+            200: _envelope("ReplayPreviewEnvelope", ReplaySerializer()),
+            201: _envelope("ReplayEnvelope", ReplaySerializer()),
+            **_ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        body = ReplayRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        full_id = _function_of_app(values["app_id"], values["function_id"])
+        window = {
+            "statuses": values["statuses"],
+            "started_after": values.get("started_after"),
+            "started_before": values.get("started_before"),
+        }
+        client = default_client()
+        try:
+            run_ids = client.replay_candidates(full_id, **window)
+        except ValueError as error:
+            raise exceptions.ValidationError({"non_field_errors": [str(error)]}) from None
+        new_ids = [] if values["preview"] else [client.rerun(run_id) for run_id in run_ids]
+        if new_ids:
+            logger.info("bulk replay fn=%s runs=%s by=%s", full_id, len(new_ids), request.user)
+        reply = {
+            "function_id": full_id,
+            "runs": len(run_ids),
+            "run_ids": run_ids,
+            "new_run_ids": new_ids,
+        }
+        return _data(
+            ReplaySerializer(reply).data,
+            status.HTTP_200_OK if values["preview"] else status.HTTP_201_CREATED,
+        )
 
 
 def _function_of_app(app_id: str, function_id: str) -> str:

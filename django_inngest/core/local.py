@@ -6,7 +6,7 @@ Sleeps end at once, retries follow at once, and steps may be stubbed by id.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,6 +17,7 @@ from django_inngest.core.engine import (
     Execution,
     Failed,
     Memo,
+    Outcome,
     Retry,
     Runtime,
     StepRecord,
@@ -77,8 +78,10 @@ def run_locally(
     step_stubs: Mapping[str, Any] | None = None,
     max_invocations: int = 1000,
     runtime: Runtime | None = None,
+    invoker: Callable[[Execution], Outcome] = invoke,
 ) -> LocalResult:
-    """Invoke `function` until it completes or fails; `step_stubs` maps step ids to results."""
+    """Invoke `function` until it completes or fails; `step_stubs` maps step ids to results.
+    `invoker` runs one invocation (`testing.run_function` runs async handlers its way)."""
     store = MemoryStore()
     for step_id, value in (step_stubs or {}).items():
         if isinstance(value, Event):
@@ -102,8 +105,9 @@ def run_locally(
             memos=store.memos(),
             store=store,
             runtime=runtime,
+            logger=getattr(function.client, "logger", None),
         )
-        outcome = invoke(execution)
+        outcome = invoker(execution)
         if isinstance(outcome, Completed):
             return _result("COMPLETED", store, invocation, output=outcome.output)
         if isinstance(outcome, Failed):

@@ -33,38 +33,49 @@ T = TypeVar("T")
 
 
 class ReplayAwareLogger:
-    """Forwards to a logger except while the invocation replays memoized steps."""
+    """Forwards to a logger except while the invocation replays memoized steps.
 
-    def __init__(self, logger: logging.Logger, execution: Execution) -> None:
+    Each call goes to the wrapped logger's method of the same name (`info` to `info`), as
+    Inngest's SDK does, so a logger that overrides them (a custom `logging.Logger`
+    subclass, a structlog logger) sees every call.
+    """
+
+    def __init__(self, logger: Any, execution: Execution) -> None:
         self._logger = logger
         self._execution = execution
 
-    def _emit(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if not self._execution.replaying:
+    def _emit(self, method: str, msg: object, *args: object, **kwargs: Any) -> None:
+        if self._execution.replaying:
+            return
+        if isinstance(self._logger, logging.Logger):
+            # Point records at the user's line, not at this wrapper.
             kwargs.setdefault("stacklevel", 3)
-            self._logger.log(level, msg, *args, **kwargs)
+        getattr(self._logger, method)(msg, *args, **kwargs)
 
     def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self._emit(logging.DEBUG, msg, *args, **kwargs)
+        self._emit("debug", msg, *args, **kwargs)
 
     def info(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self._emit(logging.INFO, msg, *args, **kwargs)
+        self._emit("info", msg, *args, **kwargs)
 
     def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self._emit(logging.WARNING, msg, *args, **kwargs)
+        self._emit("warning", msg, *args, **kwargs)
 
     def error(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self._emit(logging.ERROR, msg, *args, **kwargs)
+        self._emit("error", msg, *args, **kwargs)
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
-        kwargs.setdefault("exc_info", True)
-        self._emit(logging.ERROR, msg, *args, **kwargs)
+        self._emit("exception", msg, *args, **kwargs)
 
     def critical(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self._emit(logging.CRITICAL, msg, *args, **kwargs)
+        self._emit("critical", msg, *args, **kwargs)
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        self._emit(level, msg, *args, **kwargs)
+        if self._execution.replaying:
+            return
+        if isinstance(self._logger, logging.Logger):
+            kwargs.setdefault("stacklevel", 2)
+        self._logger.log(level, msg, *args, **kwargs)
 
 
 class _ContextBase:

@@ -67,6 +67,7 @@ from django_inngest.store.runs import (
     rerun,
     retry_run,
     run_ids_of_event,
+    runs_in_window,
     suspend_run,
 )
 
@@ -122,6 +123,7 @@ __all__ = [
     "retry_run",
     "return_expired_leases",
     "run_ids_of_event",
+    "runs_in_window",
     "save_step",
     "save_steps",
     "suspend_run",

@@ -89,8 +89,11 @@ def claim(
     planner: Planner | None = None,
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
+    function_ids: Sequence[str] | None = None,
 ) -> list[ClaimedRun]:
     """Lease up to `limit` due runs to `worker_id`, in score order, in one transaction.
+    With `function_ids` (`testing.drain(functions=...)`), only runs of those functions are
+    leased; timers are fired whatever their function.
 
     Due timers taken on the way fire here (debounce, batch, start and finish timeouts). A run
     whose concurrency key is saturated is parked until a slot frees instead of being leased.
@@ -106,7 +109,9 @@ def claim(
     ):
         return []  # SQLite: an idle pass reads without taking the write lock
     with atomic():
-        started = _lease(worker_id, limit, now, lease_seconds, planner, pending, priority_window)
+        started = _lease(
+            worker_id, limit, now, lease_seconds, planner, pending, priority_window, function_ids
+        )
     return _claimed(started)
 
 
@@ -266,12 +271,20 @@ def _lease(
     planner: Planner | None,
     pending: Callable[[str], bool] | None,
     priority_window: int,
+    function_ids: Sequence[str] | None = None,
 ) -> _Started:
     """`claim`'s writes, inside the caller's transaction."""
     db = alias()
     queue = _table(QueueItem)
     expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
     lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
+    only, only_params = "", []
+    if function_ids is not None:
+        only = (
+            f"AND (kind <> %s OR run_id IN (SELECT id FROM {_table(FunctionRun)} "
+            f"WHERE function_id IN ({', '.join(['%s'] * len(function_ids))}))) "
+        )
+        only_params = [QueueItem.Kind.RUN.value, *function_ids]
     horizon = now + timedelta(seconds=priority_window)
     items: list[dict[str, Any]] = []
     for _ in range(2):  # a second look picks up the runs that fired timers just created
@@ -281,10 +294,17 @@ def _lease(
             cursor.execute(
                 f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
                 f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
-                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s "
+                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s {only}"
                 f"ORDER BY score, id LIMIT %s{lock}) "
                 f"RETURNING {', '.join(_CLAIMED)}, score",
-                [worker_id, *expiry_params, _when(horizon), _when(now), limit - len(items)],
+                [
+                    worker_id,
+                    *expiry_params,
+                    _when(horizon),
+                    _when(now),
+                    *only_params,
+                    limit - len(items),
+                ],
             )
             # RETURNING does not keep the subquery's order; both backends return score in
             # a form that sorts by time (a datetime, or SQLite's fixed-width text).

@@ -5,6 +5,7 @@ the API and admin make about runs, and pruning what is no longer needed.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +55,8 @@ from django_inngest.store.events import (
     receipt_position,
     store_event_rows,
 )
+
+logger = logging.getLogger("django_inngest.runs")
 
 # --- run transitions --------------------------------------------------------------------------
 
@@ -336,6 +339,12 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
             now_ms=int(now.timestamp() * 1000),
         )
         insert_events(emitted, received_at=now, pending=ended_pending(pending, trigger_events))
+    logger.info(
+        "run cancelled run_id=%s fn=%s",
+        run_id,
+        run["function_id"],
+        extra={"run_id": run_id, "fn": run["function_id"]},
+    )
 
 
 def ended_pending(
@@ -538,3 +547,21 @@ def _state_is_idle(state: FlowState, now: datetime) -> bool:
     if state.kind == "concurrency":
         return not QueueItem.objects.using(alias()).filter(parked_on=state.key).exists()
     return False  # debounce and batch buffers end when they fire
+
+
+def runs_in_window(
+    function_id: str,
+    *,
+    statuses: Sequence[str],
+    enqueued_after: datetime | None,
+    enqueued_before: datetime,
+    limit: int,
+) -> list[str]:
+    """Ids of the runs of `function_id` in `statuses` enqueued in [after, before), oldest
+    first, at most `limit` (a bulk replay's preview and its work)."""
+    runs = FunctionRun.objects.using(alias()).filter(
+        function_id=function_id, status__in=list(statuses), created_at__lt=enqueued_before
+    )
+    if enqueued_after is not None:
+        runs = runs.filter(created_at__gte=enqueued_after)
+    return list(runs.order_by("id").values_list("id", flat=True)[:limit])

@@ -22,6 +22,7 @@ def test_the_schema_is_valid_openapi_and_lists_every_endpoint(client: Client) ->
         "/v1/runs/{run_id}": ["delete", "get"],
         "/v1/runs/{run_id}/rerun": ["post"],
         "/v1/cancellations": ["get", "post"],
+        "/v1/replays": ["post"],
         "/v1/functions": ["get"],
         "/v1/apps/{app_id}/functions": ["get"],
     }

@@ -351,6 +351,7 @@ def test_without_credentials_every_endpoint_answers_401(client: Client) -> None:
         ("post", "runs/x/rerun"),
         ("get", "cancellations"),
         ("post", "cancellations"),
+        ("post", "replays"),
         ("get", "functions"),
         ("get", "apps/x/functions"),
     ]:

@@ -160,3 +160,28 @@ def kills_its_worker(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
     """A poisonous run: its second step SIGKILLs the worker process running it."""
     step.run("prepare", lambda: "ready")
     step.run("crash", _kill_this_process)
+
+
+@client.create_function(
+    fn_id="out-of-stock", trigger=inngest.TriggerEvent(event="e2e/out-of-stock"), retries=0
+)
+def out_of_stock(ctx: inngest.ContextSync) -> None:
+    raise ValueError(f"no stock for item {ctx.event.data['item']}")
+
+
+def fetch_urls(product_id: int) -> list[str]:
+    """A plain function that uses the ORM, called from an async handler's step (the README's
+    shape)."""
+    WorkLog.objects.create(key=f"product-{product_id}", run_id="", started=0, ended=0)
+    return [f"https://img.example/{log.key}.png" for log in WorkLog.objects.order_by("id")]
+
+
+@client.create_function(
+    fn_id="import-product-images",
+    trigger=inngest.TriggerEvent(event="shop/product.imported"),
+    retries=4,
+)
+async def import_images(ctx: inngest.Context) -> dict[str, int]:
+    urls = await ctx.step.run("fetch-urls", fetch_urls, ctx.event.data["product_id"])
+    await ctx.step.sleep("cool-down", timedelta(minutes=5))
+    return {"count": len(urls)}

@@ -134,3 +134,10 @@ def test_a_step_left_sleeping_when_the_run_was_cancelled_ends_with_the_run() -> 
     assert not row.waiting
     assert [(s.kind, s.width, s.open_ended) for s in row.spans] == [("cancelled", 100, False)]
     assert timeline.end == at(20)
+
+
+def test_a_queued_run_is_drawn_as_queued_not_as_running() -> None:
+    """A run waiting for a worker (new, or between retries) is not drawn with the running bar."""
+    queued = build_timeline(run("QUEUED", ended=None), [], now=at(5))
+    running = build_timeline(run("RUNNING", ended=None), [], now=at(5))
+    assert (queued.run_span.kind, running.run_span.kind) == ("queued", "running")

@@ -101,3 +101,20 @@ def test_the_event_page_lists_a_batch_run_under_every_event_of_the_batch(
     for event_id in (first, second):
         runs = admin_client.get(f"{EVENTS}{event_id}/change/").context["runs"]
         assert [r["id"] for r in runs] == [run.id]
+
+
+def test_the_events_list_filters_by_name_or_prefix_and_can_hide_inngest_events(
+    admin_client: Client, shop: Shop
+) -> None:
+    shop.order(1)
+    shop.abandoned_cart(2)
+    shop.client.send_sync(inngest.Event(name="billing/refund"))
+
+    def names(**query: str) -> list[str]:
+        response = admin_client.get(EVENTS, query)
+        return sorted(event.name for event in response.context["cl"].result_list)
+
+    assert names(name="shop/order.placed") == ["shop/order.placed"]
+    assert names(name="shop/*") == ["shop/cart.abandoned", "shop/order.placed"]
+    assert names(internal="hide") == ["billing/refund", "shop/cart.abandoned", "shop/order.placed"]
+    assert "inngest/function.finished" in names()
