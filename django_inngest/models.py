@@ -201,6 +201,14 @@ class QueueItem(models.Model):
     ckey2 = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = no limit
     climit2 = models.PositiveIntegerField(null=True, blank=True)
     parked_on = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = ready
+    lease_losses = models.PositiveIntegerField(
+        default=0,
+        help_text="Times in a row the run's lease was lost (its worker died or its database "
+        "writes failed) without a new step result; at MAX_LEASE_LOSSES the run fails.",
+    )
+    steps_at_loss = models.PositiveIntegerField(
+        default=0, help_text="Step results the run had when its lease was last lost."
+    )
 
     class Meta:
         constraints = [

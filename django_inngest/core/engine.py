@@ -166,6 +166,17 @@ class LeaseLost(Interrupt):
     """Another worker or a cancellation took the run over; drop this invocation's work."""
 
 
+class StoreFailed(Interrupt):
+    """The engine could not write the run's state (its database failed, a connection dropped):
+    never the user's error, never an attempt. The invocation is dropped and the run goes on
+    from its last checkpoint, in another invocation."""
+
+    def __init__(self, step_id: str, error: Exception) -> None:
+        super().__init__(f"could not store step {step_id!r}: {type(error).__name__}: {error}")
+        self.step_id = step_id
+        self.error = error
+
+
 class _Suspend(Interrupt):
     def __init__(
         self,
@@ -232,6 +243,9 @@ class Suspended:
 @dataclass(frozen=True, kw_only=True)
 class Dropped:
     reason: str
+    store_failed: bool = False
+    """The engine's own write failed (not a lost lease): the worker still holds the run and
+    gives it back to the queue."""
 
 
 Outcome = Completed | Failed | Retry | Suspended | Dropped
@@ -394,6 +408,20 @@ class Execution:
         if self.attempt + 1 < self.function.max_attempts:
             raise _RetryStep([record])
         return replace(record, status=StepStatus.FAILED)
+
+    def write(self, step_id: str, write: Callable[[], Memo]) -> Memo:
+        """Call the store; its failure is the engine's (`StoreFailed`), not the user's."""
+        try:
+            return write()
+        except Exception as error:
+            raise StoreFailed(step_id, error) from error
+
+    async def write_async(self, step_id: str, write: Callable[[], Awaitable[Memo]]) -> Memo:
+        """`write` for async handlers."""
+        try:
+            return await write()
+        except Exception as error:
+            raise StoreFailed(step_id, error) from error
 
     def saved(self, memo: Memo) -> Any:
         """After a new step's result is stored: the next edge starts at attempt 0."""
@@ -600,6 +628,8 @@ class Execution:
     def outcome_of_error(self, error: BaseException) -> Outcome:
         if isinstance(error, LeaseLost):
             return Dropped(reason="the run is no longer held by this worker")
+        if isinstance(error, StoreFailed):
+            return Dropped(reason=str(error), store_failed=True)
         if isinstance(error, _FailRun):
             return Failed(error=error.error)
         if isinstance(error, _RetryStep):
@@ -629,7 +659,7 @@ class Execution:
 
 def merge_interrupts(interrupts: Sequence[Interrupt]) -> Interrupt:
     """The interrupt a parallel group ends with when several branches were interrupted."""
-    for kind in (LeaseLost, _FailRun):
+    for kind in (LeaseLost, StoreFailed, _FailRun):
         for interrupt in interrupts:
             if isinstance(interrupt, kind):
                 return interrupt

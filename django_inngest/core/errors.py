@@ -139,6 +139,27 @@ class DeterminismError(InngestError):
         self.found = found
 
 
+class WorkerLostError(InngestError):
+    """A run lost its worker `losses` times in a row without a new step result: a step that
+    kills its worker process (out of memory, a crash) would otherwise run forever."""
+
+    code = "worker_lost"
+
+    def __init__(self, losses: int, last_step: str | None) -> None:
+        where = (
+            f"after step {last_step!r}, its last completed step"
+            if last_step is not None
+            else "before its first step completed"
+        )
+        super().__init__(
+            f"the worker running this run was lost {losses} times without the run making "
+            f"progress, each time {where}; the code that follows may be killing the worker "
+            "process (out of memory, a crash) or stopping its heartbeats"
+        )
+        self.losses = losses
+        self.last_step = last_step
+
+
 class RunNotFoundError(InngestError, LookupError):
     """No run has this id."""
 
@@ -190,6 +211,13 @@ def _error_data(error: BaseException, code: str | None) -> dict[str, Any]:
         }
     if isinstance(error, OutputUnserializableError):
         return {"code": error.code, "message": str(error), "name": type(error).__name__}
+    if isinstance(error, WorkerLostError):
+        return {
+            "code": error.code,
+            "message": str(error),
+            "name": type(error).__name__,
+            "stack": None,
+        }
     if isinstance(error, NestedStepError):
         return {"code": error.code, "message": str(error), "name": "CodedError", "stack": None}
     resolved = code or getattr(error, "code", None) or "unknown"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from datetime import timedelta
 
@@ -131,3 +132,27 @@ if os.environ.get("TESTAPP_CRON"):
     )
     def cron(ctx: inngest.ContextSync) -> object:
         return ctx.event.data["scheduledAt"]
+
+
+@client.create_function(
+    fn_id="five-steps-once", trigger=inngest.TriggerEvent(event="e2e/five.once"), retries=0
+)
+def five_steps_once(ctx: inngest.ContextSync, step: inngest.StepSync) -> int:
+    """`five_steps` without retries: any failure charged to the run ends it FAILED."""
+    total = 0
+    for index in range(5):
+        total += step.run(f"step-{index}", _work, index, ctx.event.data.get("ms", 0))
+    return total
+
+
+def _kill_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@client.create_function(
+    fn_id="kills-its-worker", trigger=inngest.TriggerEvent(event="e2e/kill-worker"), retries=0
+)
+def kills_its_worker(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
+    """A poisonous run: its second step SIGKILLs the worker process running it."""
+    step.run("prepare", lambda: "ready")
+    step.run("crash", _kill_this_process)
