@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -20,11 +20,10 @@ from django_inngest import conf
 from django_inngest.core import clock, config, ids
 from django_inngest.core.errors import RunEndedError
 from django_inngest.core.events import Event, prepare
-from django_inngest.core.expressions import EvaluationLimitError, compile_expression
+from django_inngest.core.expressions import Expression, compile_expression
 from django_inngest.core.function import Function, Handler
 from django_inngest.registry import registry
 
-logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -158,18 +157,8 @@ class Inngest:
         for run in store.active_runs(
             function_id, started_after=started_after, started_before=started_before or clock.now()
         ):
-            if expression is not None:
-                try:
-                    if not expression.matches(run["event"]):
-                        continue
-                except EvaluationLimitError:
-                    logger.warning(
-                        "bulk cancellation skips run_id=%s: its event is beyond the limits of %r",
-                        run["id"],
-                        if_exp,
-                        exc_info=True,
-                    )
-                    continue
+            if expression is not None and not _matches(expression, run):
+                continue
             try:
                 store.cancel_run(run["id"], now=clock.now(), pending=registry.listens_to)
             except RunEndedError:
@@ -240,6 +229,19 @@ class Inngest:
         from django_inngest import store
 
         return store.rerun(run_id, now=clock.now(), from_step=from_step)
+
+
+def _matches(expression: Expression, run: Mapping[str, Any]) -> bool:
+    """Whether a run's event matches; an error over one run's event leaves that run alone."""
+    try:
+        return expression.matches(run["event"])
+    except Exception:
+        logging.getLogger("django_inngest").warning(
+            "bulk cancellation left run_id=%s alone: its event cannot be evaluated",
+            run["id"],
+            exc_info=True,
+        )
+        return False
 
 
 _default: Inngest | None = None

@@ -1,4 +1,5 @@
-"""The `Event` value object and the rules an event must pass before it is stored (SPEC §1.4)."""
+"""The `Event` value object, the rules an event must pass before it is stored (SPEC §1.4), and
+the one rule for the JSON the store holds, wherever it comes from (`storable_json`)."""
 
 from __future__ import annotations
 
@@ -336,8 +337,8 @@ def _digits(number: int) -> str:
 
 
 def _quoted(name: str) -> str:
-    """A key as JSON (NUL and surrogates escaped), cut short when long."""
-    text = json.dumps(name)
+    """A key as JSON (NUL and lone surrogates escaped), cut short when long."""
+    text = json.dumps(name, ensure_ascii=not name.isascii() and bool(text_problem(name)))
     return text if len(text) <= 42 else text[:40] + '"…'
 
 

@@ -259,3 +259,20 @@ def test_an_idle_postgresql_worker_taking_a_notified_event_records_the_skip_in_i
     assert not Event.objects.get().pending
     [skip] = EventSkip.objects.all()
     assert (skip.event_id, skip.function_id) == (poison, "tests-picky")
+
+
+def test_a_bulk_cancellation_leaves_alone_a_run_whose_event_cannot_be_evaluated(
+    inngest_client: inngest.Inngest, clock: FrozenClock
+) -> None:
+    @inngest_client.create_function(fn_id="sleeper", trigger=inngest.TriggerEvent(event="t"))
+    def sleeper(ctx: inngest.ContextSync) -> None:
+        ctx.step.sleep("nap", timedelta(hours=1))
+
+    poison = insert_event("t", POISON)
+    [good] = inngest_client.send_sync(inngest.Event(name="t", data={"n": 1}))
+    drain()
+    clock.advance(timedelta(seconds=1))
+    cancelled = inngest_client.cancel_runs("tests-sleeper", if_exp=GUARDED)
+    assert len(cancelled) == 1
+    statuses = dict(FunctionRun.objects.values_list("event_id", "status"))
+    assert statuses == {good: "CANCELLED", poison: "SLEEPING"}

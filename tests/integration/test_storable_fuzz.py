@@ -20,7 +20,10 @@ from django_inngest.models import ENDED_STATUSES, Event, FunctionRun
 from django_inngest.registry import registry
 from django_inngest.testing import drain
 
-pytestmark = pytest.mark.filterwarnings("ignore:The recursion limit will not be reset")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The recursion limit will not be reset"),
+    pytest.mark.timeout(900),  # a shared, loaded machine; shrinking a failure takes long
+]
 
 
 def nest(levels: int, inner: Any) -> Any:
@@ -50,7 +53,7 @@ deep = st.tuples(st.integers(min_value=90, max_value=1200), scalars).map(lambda 
 data_objects = st.dictionaries(text, st.one_of(values, deep), max_size=4)
 
 FUZZ = settings(
-    max_examples=80,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -68,6 +71,22 @@ def assert_every_run_ended() -> None:
     drain()
     left = FunctionRun.objects.exclude(status__in=ENDED_STATUSES)
     assert not left.exists(), list(left.values("id", "status"))
+
+
+def same_json(stored: Any, expected: Any) -> bool:
+    """Equal as JSON values. PostgreSQL's jsonb keeps numbers as decimals, so a float with an
+    exponent (3.9e16) may come back as the integer it equals, as Inngest's float64 would."""
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        return stored.keys() == expected.keys() and all(
+            same_json(stored[key], expected[key]) for key in stored
+        )
+    if isinstance(stored, list) and isinstance(expected, list):
+        return len(stored) == len(expected) and all(map(same_json, stored, expected))
+    if isinstance(stored, float) != isinstance(expected, float) and not isinstance(
+        stored, bool | str | None
+    ):
+        return isinstance(expected, int | float) and float(stored) == float(expected)
+    return bool(stored == expected)
 
 
 def storable(value: Any) -> bool:
@@ -101,7 +120,7 @@ class StorableFuzzTests(TestCase):
             assert_every_run_ended()
             run = FunctionRun.objects.get()
             assert run.status == "COMPLETED", run.output
-            assert run.output == Event.objects.get(name="t").data
+            assert same_json(run.output, Event.objects.get(name="t").data)
 
     @FUZZ
     @given(data=data_objects, raw=st.booleans())
@@ -139,7 +158,7 @@ class StorableFuzzTests(TestCase):
             run = FunctionRun.objects.get()
             if storable(value):
                 assert run.status == "COMPLETED"
-                assert run.output == json.loads(storable_json(value, "data"))
+                assert same_json(run.output, json.loads(storable_json(value, "data")))
             else:
                 assert run.status == "FAILED"
                 assert run.output["code"] == "output_unserializable"
