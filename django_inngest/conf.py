@@ -59,6 +59,12 @@ class InngestSettings:
     once; False drops missed ticks."""
     CRON_GRACE_SECONDS: float = 10.0
     """A tick first seen by a scheduler more than this late counts as missed."""
+    ORPHAN_GRACE_SECONDS: float = 600.0
+    """A run of a function in no app's current sync fails with ``FunctionNotFound`` once no
+    live worker has served the function for this long."""
+    LISTEN_DATABASE: str | None = None
+    """A database alias with a session-capable connection (not through a transaction-mode
+    pooler) that PostgreSQL workers LISTEN on; everything else uses ``DATABASE``."""
 
 
 _NUMBERS = (int, float)
@@ -84,6 +90,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "CRON_TIMEZONE": (str,),
     "CRON_CATCH_UP": (bool,),
     "CRON_GRACE_SECONDS": _NUMBERS,
+    "ORPHAN_GRACE_SECONDS": _NUMBERS,
+    "LISTEN_DATABASE": (str, type(None)),
 }
 
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django_inngest import conf, store
+from django_inngest import conf, fleet, store
 from django_inngest.core import clock
 from django_inngest.core.backoff import clamp_retry_after, retry_delay
 from django_inngest.core.engine import (
@@ -157,7 +157,7 @@ def run_end(claimed: store.ClaimedRun, outcome: Completed | Failed, worker_id: s
             output=output,
             now_ms=clock.now_ms(),
         ),
-        pending=store.ended_pending(registry.listens_to, trigger_events),
+        pending=store.ended_pending(fleet.listens_to, trigger_events),
         drop_pauses=bool(function and function.cancel),
     )
 

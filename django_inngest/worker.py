@@ -19,6 +19,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
-from django_inngest import conf, store
+from django_inngest import conf, fleet, store
 from django_inngest.core import clock
 from django_inngest.core.engine import (
     Completed,
@@ -40,11 +41,7 @@ from django_inngest.execution import (
     execution_for,
     function_exists,
     log_end,
-    not_registered,
-    planner,
-    priority_window,
     record_outcome,
-    route,
     run_end,
 )
 from django_inngest.listener import PostgresListener
@@ -67,6 +64,10 @@ POSTGRES_FALLBACK_POLL = 10.0
 FAN_OUT_LIMIT = 200
 #: How often a worker releases parked runs whose key has free slots (a safety net).
 PARKED_CHECK_SECONDS = 30.0
+
+
+#: A worker not seen for this many heartbeats counts as gone.
+GONE_AFTER_HEARTBEATS = 3
 
 
 class WorkerConfigError(ImproperlyConfigured):
@@ -120,6 +121,8 @@ class Worker:
         self._signals = 0
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
+        self.catalog = fleet.Catalog(registry.all())
+        self.version = fleet.code_version(registry.all())
 
     # -- public ----------------------------------------------------------------------------
 
@@ -135,13 +138,58 @@ class Worker:
                 + "\n".join(f"  {message}" for message in errors)
             )
         logger.info(
-            "worker starting worker_id=%s concurrency=%s functions=%s",
+            "worker starting worker_id=%s concurrency=%s functions=%s version=%s",
             self.worker_id,
             self.concurrency,
             len(registry.all()),
+            self.version[:12],
         )
-        asyncio.run(self._main())
+        self._join_fleet()
+        try:
+            asyncio.run(self._main())
+        finally:
+            try:
+                hygienic(functools.partial(store.unregister_worker, self.worker_id))
+            except DatabaseError:
+                logger.warning("could not delete this worker's row", exc_info=True)
         logger.info("worker stopped worker_id=%s", self.worker_id)
+
+    def _join_fleet(self) -> None:
+        """Sync this code's apps (the newest sync is their current function set), record
+        this worker's row, and load the current sets it routes with."""
+        now = clock.now()
+        for synced in fleet.sync_functions(registry.all(), now=now, by=self.worker_id):
+            if synced.created:
+                logger.info(
+                    "app synced app=%s version=%s sync=%s",
+                    synced.app_id,
+                    synced.version[:12],
+                    synced.sync_id,
+                )
+        self._register_row(now)
+        self.catalog.load()
+        fleet.activate(self.catalog)
+        logger.info(
+            "routing with the current sets sync=%s functions=%s served_here=%s",
+            self.catalog.version,
+            len(self.catalog.current),
+            len(self.catalog.served),
+        )
+
+    def _register_row(self, now: Any) -> None:
+        store.register_worker(
+            store.WorkerRecord(
+                id=self.worker_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=self.version,
+                functions=sorted(self.catalog.served),
+                concurrency=self.concurrency,
+                in_flight=len(self._inflight),
+                started_at=now,
+                last_seen_at=now,
+            )
+        )
 
     def stop(self) -> None:
         """Stop claiming, finish or release what is held, then return from `run()`."""
@@ -241,21 +289,29 @@ class Worker:
         try:
             free = self._free()
             settings = conf.get()
+            catalog = self.catalog
             common: dict[str, Any] = {
                 "now": clock.now(),
                 "lease_seconds": settings.LEASE_SECONDS,
-                "planner": planner,
-                "pending": registry.listens_to,
-                "priority_window": priority_window(),
+                "planner": catalog.planner,
+                "pending": fleet.listens_to,
+                "priority_window": catalog.priority_window(),
+                "serves": catalog.serves(),
             }
             claimed = None
             if event is not None:
-                claimed = store.pick_up_event(event, route, self.worker_id, limit=free, **common)
+                claimed = store.pick_up_event(
+                    event, catalog.route, self.worker_id, limit=free, **common
+                )
             if claimed is not None:
                 fanned = 1
             elif events:
                 picked = store.pick_up(
-                    route, self.worker_id, limit=free, fan_out_limit=FAN_OUT_LIMIT, **common
+                    catalog.route,
+                    self.worker_id,
+                    limit=free,
+                    fan_out_limit=FAN_OUT_LIMIT,
+                    **common,
                 )
                 claimed, fanned = picked.claimed, picked.fanned.events
             else:
@@ -293,7 +349,10 @@ class Worker:
         if full:
             return fallback
         try:
-            due = await self._io_call(store.next_due_at, priority_window())
+            catalog = self.catalog
+            due = await self._io_call(
+                store.next_due_at, catalog.priority_window(), catalog.serves()
+            )
         except DatabaseError:
             return fallback
         if due is None:
@@ -322,10 +381,11 @@ class Worker:
         function = registry.get(claimed.function_id)
         try:
             if function is None:
-                outcome: Outcome = not_registered(claimed)
-            elif function.is_async:
+                await self._io_call(self._give_back, claimed)
+                return
+            if function.is_async:
                 runtime = self._async_runtime()
-                outcome = await invoke_async(
+                outcome: Outcome = await invoke_async(
                     execution_for(claimed, function, self.worker_id, runtime, self._steps)
                 )
             else:
@@ -411,12 +471,73 @@ class Worker:
     async def _heartbeat(self) -> None:
         if self._inflight:
             await self._io_call(store.heartbeat, self.worker_id, conf.get().LEASE_SECONDS)
+        await self._io_call(self._seen)
+
+    def _seen(self) -> None:
+        """This worker's row: last seen and runs in flight, in one statement that also reads
+        the newest sync (an app synced since: reload the current sets)."""
+        now = clock.now()
+        marker = store.worker_seen(self.worker_id, now=now, in_flight=len(self._inflight))
+        if marker is None:  # taken for gone (a long pause): come back
+            logger.warning("this worker's row was gone; recording it again")
+            self._register_row(now)
+            return
+        if marker != self.catalog.version:
+            self.catalog.load()
+            logger.info("routing with the current sets sync=%s", self.catalog.version)
 
     async def _sweep(self) -> None:
         returned = await self._io_call(store.return_expired_leases)
         if returned:
             logger.warning("returned %s runs whose worker stopped renewing its lease", returned)
             self._poke()
+        try:
+            await self._io_call(self._sweep_fleet)
+        except DatabaseError:
+            raise
+        except Exception:  # a bug here must not stop the sweep of expired leases
+            logger.exception("sweeping the fleet failed; will try again")
+
+    def _sweep_fleet(self) -> None:
+        """Forget workers gone for longer than the orphan grace, and fail the due runs of
+        functions in no current set that no live worker has served for that long."""
+        settings = conf.get()
+        now = clock.now()
+        grace = timedelta(seconds=settings.ORPHAN_GRACE_SECONDS)
+        gone_after = timedelta(seconds=settings.HEARTBEAT_SECONDS * GONE_AFTER_HEARTBEATS)
+        store.forget_workers_seen_before(now - max(grace, gone_after))
+        candidates = self.catalog.orphan_candidates(now)
+        if not candidates:
+            return
+        orphans = self.catalog.unserved_for(
+            candidates - store.served_since(candidates, now - grace), now, grace
+        )
+        if not orphans:
+            return
+        claimed = store.claim(
+            self.worker_id,
+            limit=100,
+            now=now,
+            lease_seconds=settings.LEASE_SECONDS,
+            planner=self.catalog.planner,
+            pending=fleet.listens_to,
+            serves=orphans,
+        )
+        for run in claimed:
+            if run.function_id in orphans:
+                failed = Failed(error=fleet.orphan_error(run.function_id))
+                record_outcome(run, failed, self.worker_id)
+            else:  # a timer's run on the way: not ours to run
+                store.give_back(run.run_id, self.worker_id)
+
+    def _give_back(self, claimed: store.ClaimedRun) -> None:
+        """A run of a function this worker lacks was claimed (its view of the current sets
+        was stale): back to the queue, untouched, for a worker that serves it."""
+        logger.warning(
+            "run given back run_id=%s fn=%s: not served here", claimed.run_id, claimed.function_id
+        )
+        store.give_back(claimed.run_id, self.worker_id)
+        self.catalog.gave_back(claimed.function_id)
 
     async def _release_parked(self) -> None:
         if await self._io_call(store.release_parked_with_room):

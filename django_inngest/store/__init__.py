@@ -7,7 +7,8 @@ work. Due times use the engine clock; lease expiry uses the database's clock on 
 """
 
 # The modules, lowest first: _sql, events, concurrency, checkpoints, runs, flow, matching, claim,
-# cron. Each imports only from those listed before it, so they cannot import in a cycle.
+# cron; fleet sits beside events. Each imports only from those listed before it, so they cannot import in a cycle.
+from django_inngest.models import WorkerRecord
 from django_inngest.store._sql import (
     CHANNEL,
     EVENT_ID_TTL,
@@ -48,6 +49,19 @@ from django_inngest.store.events import (
     has_pending_events,
     insert_events,
 )
+from django_inngest.store.fleet import (
+    Backlog,
+    DueRuns,
+    Synced,
+    backlog,
+    forget_workers_seen_before,
+    give_back,
+    register_worker,
+    served_since,
+    unregister_worker,
+    worker_seen,
+    workers,
+)
 from django_inngest.store.flow import Planner
 from django_inngest.store.matching import FanOut, Route, fan_out
 from django_inngest.store.runs import (
@@ -74,7 +88,9 @@ __all__ = [
     "EVENT_ID_TTL",
     "QUEUE",
     "RUN",
+    "Backlog",
     "ClaimedRun",
+    "DueRuns",
     "FanOut",
     "PickUp",
     "Planner",
@@ -84,9 +100,12 @@ __all__ = [
     "ScheduleKey",
     "ScheduleState",
     "StepWrite",
+    "Synced",
     "TickOutcome",
+    "WorkerRecord",
     "active_runs",
     "alias",
+    "backlog",
     "cancel_run",
     "claim",
     "cron_schedule_states",
@@ -98,7 +117,9 @@ __all__ = [
     "event_value",
     "fan_out",
     "fire_cron_tick",
+    "forget_workers_seen_before",
     "from_ms",
+    "give_back",
     "has_pending_events",
     "heartbeat",
     "insert_events",
@@ -110,6 +131,7 @@ __all__ = [
     "pick_up_event",
     "prune",
     "record_cancellation",
+    "register_worker",
     "release",
     "release_parked_with_room",
     "rerun",
@@ -118,8 +140,12 @@ __all__ = [
     "run_ids_of_event",
     "save_step",
     "save_steps",
+    "served_since",
     "suspend_run",
     "sync_cron_schedules",
     "time_out",
+    "unregister_worker",
+    "worker_seen",
+    "workers",
     "write_turn",
 ]

@@ -29,6 +29,7 @@ from django_inngest.store._sql import (
     notify,
 )
 from django_inngest.store.events import event_map, has_pending_events
+from django_inngest.store.fleet import note_sync_marker, sync_marker_sql
 from django_inngest.store.flow import (
     Lease,
     LeasedRun,
@@ -124,7 +125,8 @@ def fan_out_in_transaction(
         # Whether runs wait for each event's name comes with it: one round trip, not one per name.
         cursor.execute(
             f"SELECT e.id, e.user_id, e.name, e.data, e.ts, EXISTS (SELECT 1 FROM {pause} p "
-            f"WHERE p.event_name = e.name), {extra} FROM {event} e WHERE e.pending "
+            f"WHERE p.event_name = e.name), {extra}, {sync_marker_sql()} FROM {event} e "
+            f"WHERE e.pending "
             f"ORDER BY e.id LIMIT %s{lock}",
             [*params, limit],
         )
@@ -137,6 +139,7 @@ def fan_out_in_transaction(
     ]
     has_pauses = {row[2]: bool(row[5]) for row in found}
     db_now, backlog = found[0][6] or datetime.now(UTC), bool(found[0][7])
+    note_sync_marker(found[0][8])  # before `route`: the functions synced with these events
     if lease is None or backlog:
         intake = _Intake(now, planner or _no_planner, pending)
     else:

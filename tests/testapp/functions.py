@@ -91,3 +91,18 @@ if os.environ.get("TESTAPP_CRON"):
     )
     def cron(ctx: inngest.ContextSync) -> object:
         return ctx.event.data["scheduledAt"]
+
+
+# Deploys (tests/e2e/test_fleet.py): F is in every worker's code; G only in worker processes
+# started with TESTAPP_FLEET_G, as a function added by a newer deploy.
+@client.create_function(fn_id="fleet-f", trigger=inngest.TriggerEvent(event="e2e/fleet.f"))
+def fleet_f(ctx: inngest.ContextSync) -> dict[str, int]:
+    return {"pid": os.getpid()}
+
+
+if os.environ.get("TESTAPP_FLEET_G"):
+
+    @client.create_function(fn_id="fleet-g", trigger=inngest.TriggerEvent(event="e2e/fleet.g"))
+    def fleet_g(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict[str, int]:
+        step.run("work", time.sleep, ctx.event.data.get("seconds", 0))
+        return {"pid": os.getpid()}
