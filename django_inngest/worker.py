@@ -44,6 +44,7 @@ from django_inngest.execution import (
     record_outcome,
     run_end,
 )
+from django_inngest.fleet_status import GONE_AFTER_HEARTBEATS
 from django_inngest.listener import PostgresListener
 from django_inngest.registry import registry
 from django_inngest.scheduler import CronScheduler
@@ -64,10 +65,6 @@ POSTGRES_FALLBACK_POLL = 10.0
 FAN_OUT_LIMIT = 200
 #: How often a worker releases parked runs whose key has free slots (a safety net).
 PARKED_CHECK_SECONDS = 30.0
-
-
-#: A worker not seen for this many heartbeats counts as gone.
-GONE_AFTER_HEARTBEATS = 3
 
 
 class WorkerConfigError(ImproperlyConfigured):

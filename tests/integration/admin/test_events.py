@@ -101,3 +101,18 @@ def test_the_event_page_lists_a_batch_run_under_every_event_of_the_batch(
     for event_id in (first, second):
         runs = admin_client.get(f"{EVENTS}{event_id}/change/").context["runs"]
         assert [r["id"] for r in runs] == [run.id]
+
+
+def test_the_events_list_marks_events_no_worker_has_matched_yet(
+    admin_client: Client, inngest_client: inngest.Inngest
+) -> None:
+    inngest_client.send_sync(inngest.Event(name="shop/waiting"))
+    Event.objects.create(
+        id="01J0000000000000000000000Z",
+        name="shop/done",
+        ts=0,
+        received_at=Event.objects.get().received_at,
+        pending=False,
+    )
+    html = admin_client.get("/admin/django_inngest/event/").content.decode()
+    assert html.count("inngest-status-pending") == 1
