@@ -135,6 +135,9 @@ def problems() -> list[str]:
             f"INNGEST['HEARTBEAT_SECONDS']={heartbeat!r} must be shorter than "
             f"LEASE_SECONDS={lease!r}, or leases expire while their runs are alive"
         )
+    listen = value.get("LISTEN_DATABASE")
+    if isinstance(listen, str) and listen not in getattr(django_settings, "DATABASES", {}):
+        found.append(f"INNGEST['LISTEN_DATABASE']={listen!r} is not a database alias in DATABASES")
     limits = [value.get(name, getattr(InngestSettings, name)) for name in _SIZE_LIMITS]
     if all(isinstance(limit, int) and not isinstance(limit, bool) for limit in limits):
         event_limit, request_limit = limits

@@ -61,6 +61,11 @@ T = TypeVar("T")
 IO_THREADS = 4
 #: PostgreSQL workers wake on NOTIFY; this slow poll only covers a lost notification.
 POSTGRES_FALLBACK_POLL = 10.0
+#: A PostgreSQL worker whose LISTEN connection receives nothing (behind a transaction-mode
+#: pooler) polls this often instead.
+LISTEN_BROKEN_POLL = 2.0
+#: How long a worker waits for its own probe notification at start, per attempt.
+LISTEN_PROBE_SECONDS = 5.0
 #: Events fanned out per transaction.
 FAN_OUT_LIMIT = 200
 #: How often a worker releases parked runs whose key has free slots (a safety net).
@@ -116,6 +121,12 @@ class Worker:
         self._promised = 0
         """Runs claimed that the loop has not started yet (guarded by `_slots`)."""
         self._signals = 0
+        self._listening = threading.Event()
+        """Set when the LISTEN connection is up."""
+        self._probe = f"probe:{secrets.token_hex(4)}"
+        self._probe_seen = threading.Event()
+        self._listen_broken = False
+        """Set when this worker's own NOTIFY never reached its LISTEN connection: it polls."""
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
         self.catalog = fleet.Catalog(registry.all())
@@ -215,8 +226,10 @@ class Worker:
         ]
         listener: PostgresListener | None = None
         if self._postgresql:
-            listener = PostgresListener(store.alias(), self._notified)
+            listen_alias = conf.get().LISTEN_DATABASE or store.alias()
+            listener = PostgresListener(listen_alias, self._notified)
             listener.start()
+            background.append(asyncio.create_task(self._probe_listen(listen_alias)))
         else:
             background.append(asyncio.create_task(self._watch_sqlite_files()))
         try:
@@ -340,8 +353,9 @@ class Worker:
 
     async def _idle_timeout(self, full: bool) -> float:
         settings = conf.get()
+        postgres_poll = LISTEN_BROKEN_POLL if self._listen_broken else POSTGRES_FALLBACK_POLL
         fallback = settings.POLL_INTERVAL or (
-            POSTGRES_FALLBACK_POLL if self._postgresql else settings.IDLE_QUERY_INTERVAL
+            postgres_poll if self._postgresql else settings.IDLE_QUERY_INTERVAL
         )
         if full:
             return fallback
@@ -596,11 +610,38 @@ class Worker:
 
     # -- signals ---------------------------------------------------------------------------
 
+    async def _probe_listen(self, listen_alias: str) -> None:
+        """Send ourselves a notification through the ordinary connection; if the LISTEN
+        connection never receives it (a pooler in transaction mode hands LISTEN's session to
+        others), poll instead, and say so once."""
+        if not await asyncio.to_thread(self._listening.wait, 60.0):
+            return  # the listener cannot connect; it logs why and keeps trying
+        for _ in range(2):
+            await self._io_call(store.notify, self._probe)
+            if await asyncio.to_thread(self._probe_seen.wait, LISTEN_PROBE_SECONDS):
+                logger.info("LISTEN works database=%s", listen_alias)
+                return
+        self._listen_broken = True
+        self._poke()
+        logger.warning(
+            "LISTEN on database %r received none of this worker's notifications (a pooler "
+            "such as PgBouncer in transaction mode?); polling every %.0fs instead. Set "
+            "INNGEST['LISTEN_DATABASE'] to an alias with a direct connection.",
+            listen_alias,
+            settings_poll if (settings_poll := conf.get().POLL_INTERVAL) else LISTEN_BROKEN_POLL,
+        )
+
     def _notified(self, about: str | None) -> None:
         """A notification, on the listener's thread (None: it (re)connected and may have
         missed some). Events are picked up right here when the worker has free slots and is
         not already taking runs: two thread hand-offs fewer between a send and its run, and
         an event the notification describes is taken in one statement when it can be."""
+        if about is None:
+            self._listening.set()
+        elif about.startswith("probe:"):
+            if about == self._probe:
+                self._probe_seen.set()
+            return
         if about is not None and about.startswith(store.EVENTS) and self._picked_up_here(about):
             return
         if about != store.QUEUE:

@@ -70,3 +70,8 @@ INNGEST = {
     "EVENT_KEYS": ["test-event-key", "next-event-key"],
     "SIGNING_KEYS": ["signkey-test-0123456789abcdef"],
 }
+
+# Worker processes of tests/e2e/test_fleet.py LISTEN through a database alias of its own.
+if env("LISTEN_DATABASE_URL", default=None):
+    DATABASES["listen"] = env.db("LISTEN_DATABASE_URL")
+    INNGEST["LISTEN_DATABASE"] = "listen"
