@@ -72,7 +72,10 @@ def fleet_status(now: datetime | None = None) -> FleetStatus:
         for record in store.workers()
     ]
     status = FleetStatus(
-        now=now, workers=workers, backlog=store.backlog(now), missed_ticks=missed_ticks(now)
+        now=now,
+        workers=workers,
+        backlog=store.backlog(now, settings.PRIORITY_RANGE),
+        missed_ticks=missed_ticks(now),
     )
     live = status.live
     if not live:

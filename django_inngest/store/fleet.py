@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Max, Min
@@ -183,7 +183,10 @@ def unregister_worker(worker_id: str) -> None:
 
 def forget_workers_seen_before(cutoff: datetime) -> int:
     """Delete the rows of workers not seen since `cutoff`."""
-    deleted, _ = WorkerRecord.objects.using(alias()).filter(last_seen_at__lt=cutoff).delete()
+    gone = WorkerRecord.objects.using(alias()).filter(last_seen_at__lt=cutoff)
+    if not gone.exists():
+        return 0  # the usual case: a read, not a write transaction (on SQLite, the write lock)
+    deleted, _ = gone.delete()
     return deleted
 
 
@@ -235,17 +238,19 @@ class Backlog:
     due: list[DueRuns]
 
 
-def backlog(now: datetime) -> Backlog:
+def backlog(now: datetime, priority_window: int = 0) -> Backlog:
     """Events not yet matched and runs due but not taken, per function (runs held back by a
-    full concurrency key are not counted: they wait by design)."""
+    full concurrency key are not counted: they wait by design). Read from the partial
+    indexes of pending events and ready queue items, so sleeping runs cost nothing."""
     db = alias()
     events = Event.objects.using(db).pending().aggregate(n=Count("id"), oldest=Min("received_at"))
     due = (
         QueueItem.objects.using(db)
         .filter(
             kind=RUN,
-            lease_owner__isnull=True,
+            lease_expires_at__isnull=True,
             parked_on__isnull=True,
+            score__lte=now + timedelta(seconds=priority_window),
             available_at__lte=now,
         )
         .values("run__function_id")
