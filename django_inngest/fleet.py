@@ -73,6 +73,9 @@ class Catalog:
         self.broken: dict[str, str] = {}
         """Functions of the current sets whose stored definition cannot be read back."""
         self._filter_always = False
+        self.unknown: set[str] = set()
+        """Functions of runs claimed here that no sync kept knows (removed before the syncs
+        kept, or from before syncs existed): orphans as soon as no worker serves them."""
         self._unserved_since: dict[str, datetime] = {}
         self._lock = threading.RLock()
 
@@ -143,11 +146,13 @@ class Catalog:
         self.load()
         if function_id not in self.known:
             self._filter_always = True
+            self.unknown.add(function_id)
 
     def orphan_candidates(self, now: datetime) -> set[str]:
-        """Functions out of every current set whose app synced more than the grace ago."""
+        """Functions out of every current set whose app synced more than the grace ago, and
+        functions no sync knows that runs were claimed for here."""
         grace = timedelta(seconds=conf.get().ORPHAN_GRACE_SECONDS)
-        found = set()
+        found = self.unknown - self.current - self.served.keys()
         for function_id in self.known - self.current:
             app_synced = [
                 synced_at

@@ -170,3 +170,12 @@ def test_inngest_sync_makes_the_codes_functions_current_and_says_so(
     assert first.startswith("app tests: synced, version ") and "1 functions" in first
     assert second.startswith("app tests: unchanged")
     assert loaded().current == {"tests-f"}
+
+
+def test_a_run_of_a_function_no_sync_knows_is_given_back_then_counted_as_an_orphan() -> None:
+    sync(F)
+    catalog = loaded(F)
+    assert catalog.serves() is None
+    catalog.gave_back("tests-ghost")
+    assert catalog.serves() == {"tests-f"}  # claims are filtered from now on
+    assert catalog.orphan_candidates(clock.now()) == {"tests-ghost"}
