@@ -10,12 +10,14 @@ runs of the functions it serves.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from django_inngest import conf
+from django_inngest import conf, store
 from django_inngest.core.definition import (
     definition,
     definition_hash,
@@ -25,6 +27,8 @@ from django_inngest.core.definition import (
 from django_inngest.core.errors import FunctionDefinitionError
 from django_inngest.core.flow import RunPlan, plan_run
 from django_inngest.core.function import Function
+from django_inngest.fleet_status import GONE_AFTER_HEARTBEATS
+from django_inngest.models import WorkerRecord
 from django_inngest.registry import Registry, registry
 from django_inngest.store import fleet as fleet_store
 
@@ -202,3 +206,104 @@ def orphan_error(function_id: str) -> dict[str, Any]:
         "name": "FunctionNotFound",
         "stack": None,
     }
+
+
+class Membership:
+    """One worker's part in the fleet: it syncs its code's apps and keeps its row (`join`,
+    `seen` with each heartbeat, `leave`), routes with a `Catalog`, gives back runs of
+    functions it lacks, and on its sweeps forgets gone workers and fails orphaned runs."""
+
+    def __init__(self, worker_id: str, *, concurrency: int, functions: Iterable[Function]) -> None:
+        functions = list(functions)
+        self.worker_id = worker_id
+        self.concurrency = concurrency
+        self.catalog = Catalog(functions)
+        self.version = code_version(functions)
+
+    def join(self, now: datetime) -> None:
+        """Sync this code's apps, record this worker's row, load the current sets."""
+        for synced in sync_functions(self.catalog.served.values(), now=now, by=self.worker_id):
+            if synced.created:
+                logger.info(
+                    "app synced app=%s version=%s sync=%s",
+                    synced.app_id,
+                    synced.version[:12],
+                    synced.sync_id,
+                )
+        self._register(now, in_flight=0)
+        self.catalog.load()
+        activate(self.catalog)
+        logger.info(
+            "routing with the current sets sync=%s functions=%s served_here=%s",
+            self.catalog.version,
+            len(self.catalog.current),
+            len(self.catalog.served),
+        )
+
+    def _register(self, now: datetime, *, in_flight: int) -> None:
+        fleet_store.register_worker(
+            WorkerRecord(
+                id=self.worker_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=self.version,
+                functions=sorted(self.catalog.served),
+                concurrency=self.concurrency,
+                in_flight=in_flight,
+                started_at=now,
+                last_seen_at=now,
+            )
+        )
+
+    def seen(self, now: datetime, *, in_flight: int) -> None:
+        """The heartbeat on this worker's row, in one statement that also reads the newest
+        sync (an app synced since: reload the current sets)."""
+        marker = fleet_store.worker_seen(self.worker_id, now=now, in_flight=in_flight)
+        if marker is None:  # taken for gone (a long pause): come back
+            logger.warning("this worker's row was gone; recording it again")
+            self._register(now, in_flight=in_flight)
+            return
+        if marker != self.catalog.version:
+            self.catalog.load()
+            logger.info("routing with the current sets sync=%s", self.catalog.version)
+
+    def leave(self) -> None:
+        fleet_store.unregister_worker(self.worker_id)
+
+    def give_back(self, run_id: str, function_id: str) -> None:
+        """A run of a function this worker lacks was claimed (its view of the current sets
+        was stale): back to the queue, untouched, for a worker that serves it."""
+        logger.warning("run given back run_id=%s fn=%s: not served here", run_id, function_id)
+        fleet_store.give_back(run_id, self.worker_id)
+        self.catalog.gave_back(function_id)
+
+    def sweep(self, now: datetime, fail: Callable[[store.ClaimedRun, dict[str, Any]], Any]) -> None:
+        """Forget workers gone for longer than the orphan grace; claim the due runs of
+        functions in no current set that no live worker has served for that long, and
+        `fail` each with its `FunctionNotFound` error."""
+        settings = conf.get()
+        grace = timedelta(seconds=settings.ORPHAN_GRACE_SECONDS)
+        gone_after = timedelta(seconds=settings.HEARTBEAT_SECONDS * GONE_AFTER_HEARTBEATS)
+        fleet_store.forget_workers_seen_before(now - max(grace, gone_after))
+        candidates = self.catalog.orphan_candidates(now)
+        if not candidates:
+            return
+        orphans = self.catalog.unserved_for(
+            candidates - fleet_store.served_since(candidates, now - grace), now, grace
+        )
+        if not orphans:
+            return
+        claimed = store.claim(
+            self.worker_id,
+            limit=100,
+            now=now,
+            lease_seconds=settings.LEASE_SECONDS,
+            planner=self.catalog.planner,
+            pending=listens_to,
+            serves=orphans,
+        )
+        for run in claimed:
+            if run.function_id in orphans:
+                fail(run, orphan_error(run.function_id))
+            else:  # a run of a timer fired on the way: not ours to run
+                fleet_store.give_back(run.run_id, self.worker_id)

@@ -19,7 +19,6 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +43,6 @@ from django_inngest.execution import (
     record_outcome,
     run_end,
 )
-from django_inngest.fleet_status import GONE_AFTER_HEARTBEATS
 from django_inngest.listener import PostgresListener
 from django_inngest.registry import registry
 from django_inngest.scheduler import CronScheduler
@@ -61,11 +59,9 @@ T = TypeVar("T")
 IO_THREADS = 4
 #: PostgreSQL workers wake on NOTIFY; this slow poll only covers a lost notification.
 POSTGRES_FALLBACK_POLL = 10.0
-#: A PostgreSQL worker whose LISTEN connection receives nothing (behind a transaction-mode
-#: pooler) polls this often instead.
+#: A PostgreSQL worker whose LISTEN connection hears nothing (behind a transaction-mode pooler)
+#: polls this often instead.
 LISTEN_BROKEN_POLL = 2.0
-#: How long a worker waits for its own probe notification at start, per attempt.
-LISTEN_PROBE_SECONDS = 5.0
 #: Events fanned out per transaction.
 FAN_OUT_LIMIT = 200
 #: How often a worker releases parked runs whose key has free slots (a safety net).
@@ -121,16 +117,12 @@ class Worker:
         self._promised = 0
         """Runs claimed that the loop has not started yet (guarded by `_slots`)."""
         self._signals = 0
-        self._listening = threading.Event()
-        """Set when the LISTEN connection is up."""
-        self._probe = f"probe:{secrets.token_hex(4)}"
-        self._probe_seen = threading.Event()
-        self._listen_broken = False
-        """Set when this worker's own NOTIFY never reached its LISTEN connection: it polls."""
+        self._listener: PostgresListener | None = None
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
-        self.catalog = fleet.Catalog(registry.all())
-        self.version = fleet.code_version(registry.all())
+        self.fleet = fleet.Membership(
+            self.worker_id, concurrency=self.concurrency, functions=registry.all()
+        )
 
     # -- public ----------------------------------------------------------------------------
 
@@ -150,54 +142,17 @@ class Worker:
             self.worker_id,
             self.concurrency,
             len(registry.all()),
-            self.version[:12],
+            self.fleet.version[:12],
         )
-        self._join_fleet()
+        self.fleet.join(clock.now())
         try:
             asyncio.run(self._main())
         finally:
             try:
-                hygienic(functools.partial(store.unregister_worker, self.worker_id))
+                hygienic(self.fleet.leave)
             except DatabaseError:
                 logger.warning("could not delete this worker's row", exc_info=True)
         logger.info("worker stopped worker_id=%s", self.worker_id)
-
-    def _join_fleet(self) -> None:
-        """Sync this code's apps (the newest sync is their current function set), record
-        this worker's row, and load the current sets it routes with."""
-        now = clock.now()
-        for synced in fleet.sync_functions(registry.all(), now=now, by=self.worker_id):
-            if synced.created:
-                logger.info(
-                    "app synced app=%s version=%s sync=%s",
-                    synced.app_id,
-                    synced.version[:12],
-                    synced.sync_id,
-                )
-        self._register_row(now)
-        self.catalog.load()
-        fleet.activate(self.catalog)
-        logger.info(
-            "routing with the current sets sync=%s functions=%s served_here=%s",
-            self.catalog.version,
-            len(self.catalog.current),
-            len(self.catalog.served),
-        )
-
-    def _register_row(self, now: Any) -> None:
-        store.register_worker(
-            store.WorkerRecord(
-                id=self.worker_id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                version=self.version,
-                functions=sorted(self.catalog.served),
-                concurrency=self.concurrency,
-                in_flight=len(self._inflight),
-                started_at=now,
-                last_seen_at=now,
-            )
-        )
 
     def stop(self) -> None:
         """Stop claiming, finish or release what is held, then return from `run()`."""
@@ -227,9 +182,8 @@ class Worker:
         listener: PostgresListener | None = None
         if self._postgresql:
             listen_alias = conf.get().LISTEN_DATABASE or store.alias()
-            listener = PostgresListener(listen_alias, self._notified)
+            listener = self._listener = PostgresListener(listen_alias, self._notified)
             listener.start()
-            background.append(asyncio.create_task(self._probe_listen(listen_alias)))
         else:
             background.append(asyncio.create_task(self._watch_sqlite_files()))
         try:
@@ -299,7 +253,7 @@ class Worker:
         try:
             free = self._free()
             settings = conf.get()
-            catalog = self.catalog
+            catalog = self.fleet.catalog
             common: dict[str, Any] = {
                 "now": clock.now(),
                 "lease_seconds": settings.LEASE_SECONDS,
@@ -353,14 +307,15 @@ class Worker:
 
     async def _idle_timeout(self, full: bool) -> float:
         settings = conf.get()
-        postgres_poll = LISTEN_BROKEN_POLL if self._listen_broken else POSTGRES_FALLBACK_POLL
+        broken = self._listener is not None and self._listener.broken
+        postgres_poll = LISTEN_BROKEN_POLL if broken else POSTGRES_FALLBACK_POLL
         fallback = settings.POLL_INTERVAL or (
             postgres_poll if self._postgresql else settings.IDLE_QUERY_INTERVAL
         )
         if full:
             return fallback
         try:
-            catalog = self.catalog
+            catalog = self.fleet.catalog
             due = await self._io_call(
                 store.next_due_at, catalog.priority_window(), catalog.serves()
             )
@@ -392,7 +347,7 @@ class Worker:
         function = registry.get(claimed.function_id)
         try:
             if function is None:
-                await self._io_call(self._give_back, claimed)
+                await self._io_call(self.fleet.give_back, claimed.run_id, claimed.function_id)
                 return
             if function.is_async:
                 runtime = self._async_runtime()
@@ -482,20 +437,7 @@ class Worker:
     async def _heartbeat(self) -> None:
         if self._inflight:
             await self._io_call(store.heartbeat, self.worker_id, conf.get().LEASE_SECONDS)
-        await self._io_call(self._seen)
-
-    def _seen(self) -> None:
-        """This worker's row: last seen and runs in flight, in one statement that also reads
-        the newest sync (an app synced since: reload the current sets)."""
-        now = clock.now()
-        marker = store.worker_seen(self.worker_id, now=now, in_flight=len(self._inflight))
-        if marker is None:  # taken for gone (a long pause): come back
-            logger.warning("this worker's row was gone; recording it again")
-            self._register_row(now)
-            return
-        if marker != self.catalog.version:
-            self.catalog.load()
-            logger.info("routing with the current sets sync=%s", self.catalog.version)
+        await self._io_call(self.fleet.seen, clock.now(), in_flight=len(self._inflight))
 
     async def _sweep(self) -> None:
         returned = await self._io_call(store.return_expired_leases)
@@ -503,52 +445,14 @@ class Worker:
             logger.warning("returned %s runs whose worker stopped renewing its lease", returned)
             self._poke()
         try:
-            await self._io_call(self._sweep_fleet)
+            await self._io_call(self.fleet.sweep, clock.now(), self._fail_orphan)
         except DatabaseError:
             raise
         except Exception:  # a bug here must not stop the sweep of expired leases
             logger.exception("sweeping the fleet failed; will try again")
 
-    def _sweep_fleet(self) -> None:
-        """Forget workers gone for longer than the orphan grace, and fail the due runs of
-        functions in no current set that no live worker has served for that long."""
-        settings = conf.get()
-        now = clock.now()
-        grace = timedelta(seconds=settings.ORPHAN_GRACE_SECONDS)
-        gone_after = timedelta(seconds=settings.HEARTBEAT_SECONDS * GONE_AFTER_HEARTBEATS)
-        store.forget_workers_seen_before(now - max(grace, gone_after))
-        candidates = self.catalog.orphan_candidates(now)
-        if not candidates:
-            return
-        orphans = self.catalog.unserved_for(
-            candidates - store.served_since(candidates, now - grace), now, grace
-        )
-        if not orphans:
-            return
-        claimed = store.claim(
-            self.worker_id,
-            limit=100,
-            now=now,
-            lease_seconds=settings.LEASE_SECONDS,
-            planner=self.catalog.planner,
-            pending=fleet.listens_to,
-            serves=orphans,
-        )
-        for run in claimed:
-            if run.function_id in orphans:
-                failed = Failed(error=fleet.orphan_error(run.function_id))
-                record_outcome(run, failed, self.worker_id)
-            else:  # a timer's run on the way: not ours to run
-                store.give_back(run.run_id, self.worker_id)
-
-    def _give_back(self, claimed: store.ClaimedRun) -> None:
-        """A run of a function this worker lacks was claimed (its view of the current sets
-        was stale): back to the queue, untouched, for a worker that serves it."""
-        logger.warning(
-            "run given back run_id=%s fn=%s: not served here", claimed.run_id, claimed.function_id
-        )
-        store.give_back(claimed.run_id, self.worker_id)
-        self.catalog.gave_back(claimed.function_id)
+    def _fail_orphan(self, claimed: store.ClaimedRun, error: dict[str, Any]) -> None:
+        record_outcome(claimed, Failed(error=error), self.worker_id)
 
     async def _release_parked(self) -> None:
         if await self._io_call(store.release_parked_with_room):
@@ -610,38 +514,11 @@ class Worker:
 
     # -- signals ---------------------------------------------------------------------------
 
-    async def _probe_listen(self, listen_alias: str) -> None:
-        """Send ourselves a notification through the ordinary connection; if the LISTEN
-        connection never receives it (a pooler in transaction mode hands LISTEN's session to
-        others), poll instead, and say so once."""
-        if not await asyncio.to_thread(self._listening.wait, 60.0):
-            return  # the listener cannot connect; it logs why and keeps trying
-        for _ in range(2):
-            await self._io_call(store.notify, self._probe)
-            if await asyncio.to_thread(self._probe_seen.wait, LISTEN_PROBE_SECONDS):
-                logger.info("LISTEN works database=%s", listen_alias)
-                return
-        self._listen_broken = True
-        self._poke()
-        logger.warning(
-            "LISTEN on database %r received none of this worker's notifications (a pooler "
-            "such as PgBouncer in transaction mode?); polling every %.0fs instead. Set "
-            "INNGEST['LISTEN_DATABASE'] to an alias with a direct connection.",
-            listen_alias,
-            settings_poll if (settings_poll := conf.get().POLL_INTERVAL) else LISTEN_BROKEN_POLL,
-        )
-
     def _notified(self, about: str | None) -> None:
         """A notification, on the listener's thread (None: it (re)connected and may have
         missed some). Events are picked up right here when the worker has free slots and is
         not already taking runs: two thread hand-offs fewer between a send and its run, and
         an event the notification describes is taken in one statement when it can be."""
-        if about is None:
-            self._listening.set()
-        elif about.startswith("probe:"):
-            if about == self._probe:
-                self._probe_seen.set()
-            return
         if about is not None and about.startswith(store.EVENTS) and self._picked_up_here(about):
             return
         if about != store.QUEUE:
