@@ -62,6 +62,12 @@ class InngestSettings:
     once; False drops missed ticks."""
     CRON_GRACE_SECONDS: float = 10.0
     """A tick first seen by a scheduler more than this late counts as missed."""
+    ORPHAN_GRACE_SECONDS: float = 600.0
+    """A run of a function in no app's current sync fails with ``FunctionNotFound`` once no
+    live worker has served the function for this long."""
+    LISTEN_DATABASE: str | None = None
+    """A database alias with a session-capable connection (not through a transaction-mode
+    pooler) that PostgreSQL workers LISTEN on; everything else uses ``DATABASE``."""
 
 
 _NUMBERS = (int, float)
@@ -88,6 +94,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "CRON_TIMEZONE": (str,),
     "CRON_CATCH_UP": (bool,),
     "CRON_GRACE_SECONDS": _NUMBERS,
+    "ORPHAN_GRACE_SECONDS": _NUMBERS,
+    "LISTEN_DATABASE": (str, type(None)),
 }
 
 
@@ -136,6 +144,9 @@ def problems() -> list[str]:
             f"INNGEST['HEARTBEAT_SECONDS']={heartbeat!r} must be shorter than "
             f"LEASE_SECONDS={lease!r}, or leases expire while their runs are alive"
         )
+    listen = value.get("LISTEN_DATABASE")
+    if isinstance(listen, str) and listen not in getattr(django_settings, "DATABASES", {}):
+        found.append(f"INNGEST['LISTEN_DATABASE']={listen!r} is not a database alias in DATABASES")
     limits = [value.get(name, getattr(InngestSettings, name)) for name in _SIZE_LIMITS]
     if all(isinstance(limit, int) and not isinstance(limit, bool) for limit in limits):
         event_limit, request_limit = limits

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django_inngest import conf, store
+from django_inngest import conf, fleet, store
 from django_inngest.core import clock
 from django_inngest.core.backoff import clamp_retry_after, retry_delay
 from django_inngest.core.engine import (
@@ -33,10 +33,9 @@ from django_inngest.core.errors import (
     OutputUnserializableError,
     WorkerLostError,
     error_data,
-    storable_text,
 )
 from django_inngest.core.events import FUNCTION_FINISHED, PreparedEvent, run_ended_events
-from django_inngest.core.flow import RunPlan, plan_run
+from django_inngest.core.flow import RunPlan
 from django_inngest.core.function import Function
 from django_inngest.models import RunStatus
 from django_inngest.registry import registry
@@ -51,28 +50,9 @@ def run_fields(run_id: str, function_id: str) -> dict[str, str]:
 
 
 def route(event: Mapping[str, Any], event_id: str) -> list[RunPlan]:
-    """The plans of the runs an event starts. A function whose trigger or plan fails over
-    this event gets a plan that says why it is skipped; nothing here raises for data."""
-    bound = conf.get().PRIORITY_RANGE
-    failed: list[tuple[Function, Exception]] = []
-    plans = []
-    for function in registry.matching(event, failed):
-        try:
-            plans.append(plan_run(function, event, event_id, priority_bound=bound))
-        except Exception as error:
-            plans.append(skipped_plan(function.id, event_id, "planning the run failed", error))
-    plans += [
-        skipped_plan(function.id, event_id, "evaluating its trigger failed", error)
-        for function, error in failed
-    ]
-    if not plans:
-        logger.debug(
-            "event matched no function event_id=%s name=%s",
-            event_id,
-            event.get("name"),
-            extra={"event_id": event_id, "event_name": event.get("name")},
-        )
-    return plans
+    """The plans of the runs an event starts among this process's functions (`drain()`; a
+    worker routes through its `fleet.Catalog`, the current function sets)."""
+    return fleet.plans_for(registry, event, event_id)
 
 
 def planner(
@@ -82,25 +62,7 @@ def planner(
     function = registry.get(function_id)
     if function is None:
         return None
-    try:
-        return plan_run(
-            function, event, event_id, priority_bound=conf.get().PRIORITY_RANGE, batched=batched
-        )
-    except Exception as error:
-        return skipped_plan(function.id, event_id, "planning the run failed", error)
-
-
-def skipped_plan(function_id: str, event_id: str, what: str, error: Exception) -> RunPlan:
-    """The plan of a function skipped for one event, logged with the error's traceback."""
-    reason = storable_text(f"{what}: {type(error).__name__}: {error}")
-    logger.warning(
-        "function skipped for event event_id=%s fn=%s reason=%s",
-        event_id,
-        function_id,
-        reason,
-        exc_info=error,
-    )
-    return RunPlan(function_id=function_id, skipped=reason)
+    return fleet.plan_or_skip(function, event, event_id, batched=batched)
 
 
 def priority_window() -> int:
@@ -241,7 +203,7 @@ def run_end(claimed: store.ClaimedRun, outcome: Completed | Failed, worker_id: s
         output=output,
         now=clock.now(),
         emitted=emitted,
-        pending=store.ended_pending(registry.listens_to, trigger_events),
+        pending=store.ended_pending(fleet.listens_to, trigger_events),
         drop_pauses=bool(function and function.cancel),
     )
 

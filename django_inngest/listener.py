@@ -2,6 +2,10 @@
 own, every notification handed to the worker on this thread (which may pick up events right
 here, see `Worker._notified`). SQLite: the operating system's file notifications (inotify on
 Linux) on the database's folder, then `PRAGMA data_version`, which each commit changes.
+
+Once connected, the LISTEN thread sends itself a notification through the worker's ordinary
+connection; if that never arrives (LISTEN through a pooler in transaction mode), it says so
+once and marks itself `broken`, and the worker polls instead.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import ctypes
 import functools
 import logging
 import os
+import secrets
 import select
 import sqlite3
 import sys
@@ -43,6 +48,9 @@ _KEYS = (
     "passfile",
     "connect_timeout",
 )
+#: Seconds to wait for the probe notification, per attempt (two attempts).
+PROBE_SECONDS = 5.0
+PROBE_PREFIX = "probe:"
 
 
 class PostgresListener(threading.Thread):
@@ -61,6 +69,13 @@ class PostgresListener(threading.Thread):
         self._params = {k: params[k] for k in _KEYS if params.get(k) not in (None, "")}
         self._on_notify = on_notify
         self._stopped = threading.Event()
+        self.db_alias = db_alias
+        self.broken = False
+        """Set when LISTEN never heard this worker's own notification: poll instead."""
+        self._probe = f"{PROBE_PREFIX}{secrets.token_hex(4)}"
+        self._probe_sent_at: float | None = None
+        self._probe_attempts = 0
+        self._probe_done = False
 
     def stop(self) -> None:
         self._stopped.set()
@@ -75,8 +90,13 @@ class PostgresListener(threading.Thread):
                         connection.execute(f"LISTEN {store.CHANNEL}")
                         self._on_notify(None)  # anything sent while we were not listening
                         while not self._stopped.is_set():
+                            self._probe_if_due()
                             for notification in connection.notifies(timeout=0.5, stop_after=1):
-                                self._on_notify(notification.payload)
+                                payload = notification.payload
+                                if payload.startswith(PROBE_PREFIX):
+                                    self._heard(payload)
+                                else:
+                                    self._on_notify(payload)
                 except psycopg.Error as error:
                     if self._outage is None:
                         logger.warning("LISTEN connection lost; reconnecting", exc_info=True)
@@ -85,6 +105,36 @@ class PostgresListener(threading.Thread):
                     self._stopped.wait(1.0)
         finally:
             connections.close_all()  # those `on_notify` opened on this thread
+
+    def _probe_if_due(self) -> None:
+        """Send the probe through the ordinary connection (again after PROBE_SECONDS); after
+        two unanswered, give up on LISTEN."""
+        if self._probe_done:
+            return
+        now = time.monotonic()
+        if self._probe_sent_at is not None and now - self._probe_sent_at < PROBE_SECONDS:
+            return
+        if self._probe_attempts >= 2:
+            self._probe_done, self.broken = True, True
+            logger.warning(
+                "LISTEN on database %r received none of this worker's notifications (a pooler "
+                "such as PgBouncer in transaction mode?); polling instead. Set "
+                "INNGEST['LISTEN_DATABASE'] to an alias with a direct connection.",
+                self.db_alias,
+            )
+            self._on_notify(None)  # the worker looks now, and polls from here on
+            return
+        self._probe_attempts += 1
+        self._probe_sent_at = now
+        try:
+            store.notify(self._probe)  # autocommit: sent at once
+        except Exception:
+            logger.warning("could not send the LISTEN probe; will try again", exc_info=True)
+
+    def _heard(self, payload: str) -> None:
+        if payload == self._probe and not self._probe_done:
+            self._probe_done = True
+            logger.info("LISTEN works database=%s", self.db_alias)
 
 
 #: inotify(7): a watched directory's file was written, created or moved in.

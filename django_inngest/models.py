@@ -384,3 +384,56 @@ class Cancellation(models.Model):
 
     def __str__(self) -> str:
         return f"cancel {self.function_id} {self.id}"
+
+
+class AppSync(models.Model):
+    """The functions of an app as one deploy declared them (a worker's start, or
+    `inngest_sync`). The newest sync of each app is its current function set: events start runs
+    of the current sets' functions, whichever worker matches them."""
+
+    app_id = models.CharField(max_length=255)
+    version = models.CharField(max_length=40, help_text="Hash of the functions' definitions.")
+    synced_at = models.DateTimeField()
+    synced_by = models.CharField(max_length=128, help_text="The worker, or inngest_sync.")
+
+    class Meta:
+        indexes = [models.Index(fields=["app_id", "-id"], name="inngest_sync_app")]
+
+    def __str__(self) -> str:
+        return f"{self.app_id} {self.version[:12]} ({self.synced_by})"
+
+
+class SyncedFunction(models.Model):
+    """One function of a sync, as its definition (triggers and options as JSON)."""
+
+    sync = models.ForeignKey(AppSync, on_delete=models.CASCADE, related_name="functions")
+    function_id = models.CharField(max_length=255, help_text='"{app_id}-{fn_id}"')
+    name = models.CharField(max_length=255)
+    triggers = models.JSONField(default=list)
+    options = models.JSONField(default=dict)
+    hash = models.CharField(max_length=40)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sync", "function_id"], name="inngest_synced_once"),
+        ]
+
+    def __str__(self) -> str:
+        return self.function_id
+
+
+class WorkerRecord(models.Model):
+    """A worker process, kept up to date by its heartbeat; gone when not seen for three."""
+
+    id = models.CharField(primary_key=True, max_length=128, help_text="The worker id.")
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    version = models.CharField(max_length=40, help_text="Hash of its functions' definitions.")
+    functions = models.JSONField(default=list, help_text="Ids of the functions it serves.")
+    concurrency = models.PositiveIntegerField()
+    in_flight = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.id

@@ -84,6 +84,10 @@ class CronScheduler:
 
     def __init__(self, functions: Iterable[Function], *, worker_id: str) -> None:
         self.worker_id = worker_id
+        functions = list(functions)
+        self.apps = {function.app_id for function in functions} or None
+        """The apps whose schedules this code declares (other apps' are left alone); None,
+        for code without functions, is every app."""
         self.declared = {item.key: item for item in declared_schedules(functions)}
         self._entries: dict[ScheduleKey, _Entry] = {}
 
@@ -93,7 +97,7 @@ class CronScheduler:
         Schedules that this code no longer declares are deleted, so workers still running
         older code stop firing them at their next tick.
         """
-        self._load(store.sync_cron_schedules(self.declared, now=now))
+        self._load(store.sync_cron_schedules(self.declared, now=now, apps=self.apps))
 
     def _load(self, states: dict[ScheduleKey, ScheduleState]) -> None:
         self._entries = {}

@@ -114,7 +114,7 @@ def drain(
             planner=planner,
             pending=registry.listens_to,
             priority_window=priority_window(),
-            function_ids=only,
+            serves=only,
         )
         if not fanned.events and not claimed:
             return summary

@@ -29,7 +29,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
-from django_inngest import conf, store
+from django_inngest import conf, fleet, store
 from django_inngest.checks import migrations_problem
 from django_inngest.core import clock
 from django_inngest.core.engine import (
@@ -46,11 +46,7 @@ from django_inngest.execution import (
     function_exists,
     log_dropped,
     log_end,
-    not_registered,
-    planner,
-    priority_window,
     record_outcome,
-    route,
     run_end,
     sweep_leases,
 )
@@ -72,6 +68,9 @@ T = TypeVar("T")
 IO_THREADS = 4
 #: PostgreSQL workers wake on NOTIFY; this slow poll only covers a lost notification.
 POSTGRES_FALLBACK_POLL = 10.0
+#: A PostgreSQL worker whose LISTEN connection hears nothing (behind a transaction-mode pooler)
+#: polls this often instead.
+LISTEN_BROKEN_POLL = 2.0
 #: Events fanned out per transaction.
 FAN_OUT_LIMIT = 200
 #: How often a worker releases parked runs whose key has free slots (a safety net).
@@ -162,11 +161,15 @@ class Worker:
         """The run running alone, if one does."""
         self._signals = 0
         self._outage = Outage(logger)
+        self._listener: PostgresListener | None = None
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
         self.tally: Counter[str] = Counter()
         """Invocations by what they ended with (`TALLIES`' names)."""
         self._started_at = time.monotonic()
+        self.fleet = fleet.Membership(
+            self.worker_id, concurrency=self.concurrency, functions=registry.all()
+        )
 
     # -- public ----------------------------------------------------------------------------
 
@@ -189,12 +192,20 @@ class Worker:
             raise WorkerConfigError(problem)
         self._started_at = time.monotonic()
         logger.info(
-            "worker starting worker_id=%s concurrency=%s functions=%s",
+            "worker starting worker_id=%s concurrency=%s functions=%s version=%s",
             self.worker_id,
             self.concurrency,
             len(registry.all()),
+            self.fleet.version[:12],
         )
-        asyncio.run(self._main())
+        self.fleet.join(clock.now())
+        try:
+            asyncio.run(self._main())
+        finally:
+            try:
+                hygienic(self.fleet.leave)
+            except DatabaseError:
+                logger.warning("could not delete this worker's row", exc_info=True)
         logger.info("worker stopped worker_id=%s", self.worker_id)
 
     def summary(self) -> str:
@@ -230,7 +241,8 @@ class Worker:
         ]
         listener: PostgresListener | None = None
         if self._postgresql:
-            listener = PostgresListener(store.alias(), self._notified, self._outage)
+            listen_alias = conf.get().LISTEN_DATABASE or store.alias()
+            listener = self._listener = PostgresListener(listen_alias, self._notified, self._outage)
             listener.start()
         else:
             background.append(asyncio.create_task(self._watch_sqlite_files()))
@@ -317,21 +329,29 @@ class Worker:
         try:
             free = self._free()
             settings = conf.get()
+            catalog = self.fleet.catalog
             common: dict[str, Any] = {
                 "now": clock.now(),
                 "lease_seconds": settings.LEASE_SECONDS,
-                "planner": planner,
-                "pending": registry.listens_to,
-                "priority_window": priority_window(),
+                "planner": catalog.planner,
+                "pending": fleet.listens_to,
+                "priority_window": catalog.priority_window(),
+                "serves": catalog.serves(),
             }
             claimed = None
             if event is not None:
-                claimed = store.pick_up_event(event, route, self.worker_id, limit=free, **common)
+                claimed = store.pick_up_event(
+                    event, catalog.route, self.worker_id, limit=free, **common
+                )
             if claimed is not None:
                 fanned = 1
             elif events:
                 picked = store.pick_up(
-                    route, self.worker_id, limit=free, fan_out_limit=FAN_OUT_LIMIT, **common
+                    catalog.route,
+                    self.worker_id,
+                    limit=free,
+                    fan_out_limit=FAN_OUT_LIMIT,
+                    **common,
                 )
                 claimed, fanned = picked.claimed, picked.fanned.events
             else:
@@ -379,13 +399,18 @@ class Worker:
 
     async def _idle_timeout(self, full: bool) -> float:
         settings = conf.get()
+        broken = self._listener is not None and self._listener.broken
+        postgres_poll = LISTEN_BROKEN_POLL if broken else POSTGRES_FALLBACK_POLL
         fallback = settings.POLL_INTERVAL or (
-            POSTGRES_FALLBACK_POLL if self._postgresql else settings.IDLE_QUERY_INTERVAL
+            postgres_poll if self._postgresql else settings.IDLE_QUERY_INTERVAL
         )
         if full:
             return fallback
         try:
-            due = await self._io_call(store.next_due_at, priority_window())
+            catalog = self.fleet.catalog
+            due = await self._io_call(
+                store.next_due_at, catalog.priority_window(), catalog.serves()
+            )
         except DatabaseError:
             return fallback
         if due is None:
@@ -418,10 +443,11 @@ class Worker:
         function = registry.get(claimed.function_id)
         try:
             if function is None:
-                outcome: Outcome = not_registered(claimed)
-            elif function.is_async:
+                await self._io_call(self.fleet.give_back, claimed.run_id, claimed.function_id)
+                return
+            if function.is_async:
                 runtime = self._async_runtime()
-                outcome = await invoke_async(
+                outcome: Outcome = await invoke_async(
                     execution_for(claimed, function, self.worker_id, runtime, self._steps)
                 )
             else:
@@ -526,12 +552,22 @@ class Worker:
     async def _heartbeat(self) -> None:
         if self._inflight:
             await self._io_call(store.heartbeat, self.worker_id, conf.get().LEASE_SECONDS)
+        await self._io_call(self.fleet.seen, clock.now(), in_flight=len(self._inflight))
 
     async def _sweep(self) -> None:
         returned = await self._io_call(sweep_leases, self.worker_id)
         if returned:
             logger.warning("returned %s runs whose worker stopped renewing its lease", returned)
             self._poke()
+        try:
+            await self._io_call(self.fleet.sweep, clock.now(), self._fail_orphan)
+        except DatabaseError:
+            raise
+        except Exception:  # a bug here must not stop the sweep of expired leases
+            logger.exception("sweeping the fleet failed; will try again")
+
+    def _fail_orphan(self, claimed: store.ClaimedRun, error: dict[str, Any]) -> None:
+        record_outcome(claimed, Failed(error=error), self.worker_id)
 
     async def _release_parked(self) -> None:
         if await self._io_call(store.release_parked_with_room):

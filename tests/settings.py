@@ -67,6 +67,12 @@ INNGEST = {
     "HEARTBEAT_SECONDS": env.float("INNGEST_HEARTBEAT_SECONDS", default=10.0),
     "SWEEP_SECONDS": env.float("INNGEST_SWEEP_SECONDS", default=5.0),
     "POLL_INTERVAL": env.float("INNGEST_POLL_INTERVAL", default=None),
+    "ORPHAN_GRACE_SECONDS": env.float("INNGEST_ORPHAN_GRACE_SECONDS", default=600.0),
     "EVENT_KEYS": ["test-event-key", "next-event-key"],
     "SIGNING_KEYS": ["signkey-test-0123456789abcdef"],
 }
+
+# Worker processes of tests/e2e/test_fleet.py LISTEN through a database alias of its own.
+if env("LISTEN_DATABASE_URL", default=None):
+    DATABASES["listen"] = env.db("LISTEN_DATABASE_URL")
+    INNGEST["LISTEN_DATABASE"] = "listen"

@@ -65,7 +65,15 @@ else:  # ModelAdmin is generic only in django-stubs
 
 @admin.register(Event)
 class EventAdmin(_ModelAdmin):
-    list_display = ("id", "event_name", "sender_id", "received", "occurred", "run_count")
+    list_display = (
+        "id",
+        "event_name",
+        "sender_id",
+        "received",
+        "occurred",
+        "matching",
+        "run_count",
+    )
     list_filter = (ReceivedWithinFilter, InternalEventsFilter, EventNameFilter)
     search_fields = ("id",)
     search_help_text = "An event id (ours or the sender's), or text in the name or the data."
@@ -132,6 +140,15 @@ class EventAdmin(_ModelAdmin):
     def occurred(self, event: Event) -> str:
         moment = datetime.fromtimestamp(event.ts / 1000, UTC)
         return date_format(localtime(moment), "Y-m-d H:i:s")
+
+    @admin.display(description="Matched")
+    def matching(self, event: Event) -> SafeString | str:
+        """Events no worker has matched yet are marked: their runs do not exist yet."""
+        if event.pending:
+            return format_html(
+                '<span class="inngest-status inngest-status-pending">{}</span>', "Pending"
+            )
+        return "yes"
 
     @admin.display(description="Runs")
     def run_count(self, event: Event) -> int:

@@ -23,6 +23,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 
 from django_inngest.admin import charts, stats
 from django_inngest.admin.display import STATUS_LABELS, format_duration, status_badge
@@ -33,6 +34,7 @@ from django_inngest.core.errors import InngestError, UnstorableValueError
 from django_inngest.core.events import MAX_JSON_DEPTH, storable_json
 from django_inngest.core.events import Event as EventValue
 from django_inngest.core.function import Function
+from django_inngest.fleet_status import FleetStatus, fleet_status
 from django_inngest.models import FunctionRun
 from django_inngest.registry import registry
 from django_inngest.scheduler import CronStatus, cron_status
@@ -279,6 +281,50 @@ def functions(request: HttpRequest, site: AdminSite) -> HttpResponse:
 # --- dashboard --------------------------------------------------------------------------------
 
 
+def _fleet(status: FleetStatus) -> dict[str, Any]:
+    """Workers, warnings, backlog and missed ticks, as the dashboard shows them."""
+    age = status.pending_age
+    return {
+        "warnings": status.warnings,
+        "live": len(status.live),
+        "gone": len(status.workers) - len(status.live),
+        "workers": [
+            {
+                "id": worker.record.id,
+                "host": worker.record.host,
+                "pid": worker.record.pid,
+                "version": worker.record.version[:12],
+                "in_flight": worker.record.in_flight,
+                "concurrency": worker.record.concurrency,
+                "functions": len(worker.record.functions),
+                "last_seen": format_duration(worker.silent_for),
+                "started": localtime(worker.record.started_at),
+                "gone": worker.gone,
+            }
+            for worker in status.workers
+        ],
+        "pending_events": status.backlog.pending_events,
+        "pending_age": format_duration(age) if age is not None else None,
+        "due": [
+            {
+                "function_id": due.function_id,
+                "count": due.count,
+                "late": format_duration(status.lateness(due)),
+            }
+            for due in status.backlog.due
+        ],
+        "missed": [
+            {
+                "function_id": tick.function_id,
+                "cron": tick.cron,
+                "due_at": localtime(tick.due_at),
+                "late": format_duration(tick.late_by),
+            }
+            for tick in status.missed_ticks
+        ],
+    }
+
+
 def dashboard(request: HttpRequest, site: AdminSite) -> HttpResponse:
     now = clock.now()
     windows = []
@@ -316,6 +362,7 @@ def dashboard(request: HttpRequest, site: AdminSite) -> HttpResponse:
         )
     context = {
         **page_context(request, site, "Inngest dashboard"),
+        "fleet": _fleet(fleet_status(now)),
         "windows": windows,
         "legend": [status_badge(status) for status in STATUS_LABELS],
         "now": now,

@@ -7,7 +7,8 @@ work. Due times use the engine clock; lease expiry uses the database's clock on 
 """
 
 # The modules, lowest first: _sql, events, concurrency, checkpoints, runs, flow, matching, claim,
-# cron. Each imports only from those listed before it, so they cannot import in a cycle.
+# cron; fleet sits beside events. Each imports only from those listed before it, so they cannot import in a cycle.
+from django_inngest.models import WorkerRecord
 from django_inngest.store._sql import (
     CHANNEL,
     EVENT_ID_TTL,
@@ -51,6 +52,20 @@ from django_inngest.store.events import (
     has_pending_events,
     insert_events,
 )
+from django_inngest.store.fleet import (
+    Backlog,
+    DueRuns,
+    Synced,
+    backlog,
+    cron_schedules,
+    forget_workers_seen_before,
+    give_back,
+    register_worker,
+    served_since,
+    unregister_worker,
+    worker_seen,
+    workers,
+)
 from django_inngest.store.flow import Planner
 from django_inngest.store.matching import FanOut, Route, fan_out
 from django_inngest.store.runs import (
@@ -78,7 +93,9 @@ __all__ = [
     "EVENT_ID_TTL",
     "QUEUE",
     "RUN",
+    "Backlog",
     "ClaimedRun",
+    "DueRuns",
     "FanOut",
     "LostRun",
     "PickUp",
@@ -89,12 +106,16 @@ __all__ = [
     "ScheduleKey",
     "ScheduleState",
     "StepWrite",
+    "Synced",
     "TickOutcome",
+    "WorkerRecord",
     "active_runs",
     "alias",
+    "backlog",
     "cancel_run",
     "claim",
     "cron_schedule_states",
+    "cron_schedules",
     "described_event",
     "end_run",
     "end_runs",
@@ -103,7 +124,9 @@ __all__ = [
     "event_value",
     "fan_out",
     "fire_cron_tick",
+    "forget_workers_seen_before",
     "from_ms",
+    "give_back",
     "has_pending_events",
     "heartbeat",
     "insert_events",
@@ -117,6 +140,7 @@ __all__ = [
     "pick_up_event",
     "prune",
     "record_cancellation",
+    "register_worker",
     "release",
     "release_parked_with_room",
     "rerun",
@@ -126,8 +150,12 @@ __all__ = [
     "runs_in_window",
     "save_step",
     "save_steps",
+    "served_since",
     "suspend_run",
     "sync_cron_schedules",
     "time_out",
+    "unregister_worker",
+    "worker_seen",
+    "workers",
     "write_turn",
 ]

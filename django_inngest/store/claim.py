@@ -5,12 +5,12 @@ key is full), and the leases themselves: heartbeats, expiry and release.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Min
+from django.db.models import Min, Q, QuerySet
 
 from django_inngest.core.engine import FINAL_STEP_STATUSES, Memo
 from django_inngest.core.events import Event as EventValue
@@ -40,6 +40,7 @@ from django_inngest.store._sql import (
 from django_inngest.store.checkpoints import load_memos
 from django_inngest.store.concurrency import _admit, _free_slots
 from django_inngest.store.events import event_map, event_value
+from django_inngest.store.fleet import seen, sync_marker_sql
 from django_inngest.store.flow import (
     Lease,
     LeasedRun,
@@ -89,7 +90,7 @@ def claim(
     planner: Planner | None = None,
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
-    function_ids: Sequence[str] | None = None,
+    serves: Collection[str] | None = None,
 ) -> list[ClaimedRun]:
     """Lease up to `limit` due runs to `worker_id`, in score order, in one transaction.
     With `function_ids` (`testing.drain(functions=...)`), only runs of those functions are
@@ -98,11 +99,12 @@ def claim(
     Due timers taken on the way fire here (debounce, batch, start and finish timeouts). A run
     whose concurrency key is saturated is parked until a slot frees instead of being leased.
     `priority_window` is the largest priority factor in use: items that far ahead in score
-    order are looked at.
+    order are looked at. With `serves`, only runs of those functions are leased (timers fire
+    whatever their function).
     """
     horizon = now + timedelta(seconds=priority_window)
     if not is_postgresql() and not (
-        QueueItem.objects.using(alias())
+        _served(QueueItem.objects.using(alias()), serves)
         .filter(lease_expires_at__isnull=True, parked_on__isnull=True)
         .filter(score__lte=horizon, available_at__lte=now)
         .exists()
@@ -110,7 +112,7 @@ def claim(
         return []  # SQLite: an idle pass reads without taking the write lock
     with atomic():
         started = _lease(
-            worker_id, limit, now, lease_seconds, planner, pending, priority_window, function_ids
+            worker_id, limit, now, lease_seconds, planner, pending, priority_window, serves
         )
     return _claimed(started)
 
@@ -132,6 +134,7 @@ def pick_up(
     planner: Planner | None = None,
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
+    serves: Collection[str] | None = None,
 ) -> PickUp:
     """`fan_out` then `claim`, in one transaction. When no run was already due, the runs the
     match creates and this worker has slots for are leased to it as they are created; the
@@ -144,6 +147,7 @@ def pick_up(
             slots=limit,
             seconds=lease_seconds,
             priority_window=priority_window,
+            serves=None if serves is None else frozenset(serves),
         )
     with atomic():
         fanned = fan_out_in_transaction(
@@ -166,6 +170,7 @@ def pick_up(
                 planner,
                 pending,
                 priority_window,
+                serves,
             )
         if fanned.resumed or queued - set(started.run_ids):
             notify()
@@ -197,6 +202,7 @@ def pick_up_event(
     planner: Planner | None = None,
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
+    serves: Collection[str] | None = None,
 ) -> list[ClaimedRun] | None:
     """`pick_up` of one event known from its notification (`described_event`), in one
     statement on PostgreSQL: the event is taken and its runs created and leased to
@@ -206,12 +212,16 @@ def pick_up_event(
     control before or at the start (batch, rate limit, debounce, a sender's event id,
     singleton, throttle, concurrency), within `limit`; no run waits for an event of its name;
     no run is already due. None otherwise, or when another worker took the event first:
-    nothing was written and `pick_up` does the rest.
+    nothing was written and `pick_up` does the rest. Nor when a function it starts is not
+    among those the worker `serves`, or when an app synced since `route` last looked.
     """
+    seen.routed = None
     plans = list(route(event_map(event), event["id"]))
+    routed_with = seen.routed
     if (
         not is_postgresql()
         or len(plans) > limit
+        or (serves is not None and any(plan.function_id not in serves for plan in plans))
         or from_ms(event["ts"]) > now
         or any(not _starts_at_once(plan, event) for plan in plans)
     ):
@@ -224,13 +234,16 @@ def pick_up_event(
         intake.start(plan, [event])
     horizon = now + timedelta(seconds=priority_window)
     queue, pause = _table(QueueItem), _table(Pause)
+    same_sets, same_params = "", list[Any]()
+    if routed_with is not None:
+        same_sets, same_params = f" AND {sync_marker_sql()} = %s", [routed_with]
     claimed = intake.write_claiming(
         f"UPDATE {_table(Event)} SET pending = false WHERE id = %s AND pending "
         f"AND NOT EXISTS (SELECT 1 FROM {pause} WHERE event_name = %s) "
         f"AND NOT EXISTS (SELECT 1 FROM {queue} WHERE lease_expires_at IS NULL "
-        f"AND parked_on IS NULL AND score <= %s AND available_at <= %s) "
+        f"AND parked_on IS NULL AND score <= %s AND available_at <= %s){same_sets} "
         f"RETURNING data, receipt_order",
-        [event["id"], event["name"], _when(horizon), _when(now)],
+        [event["id"], event["name"], _when(horizon), _when(now), *same_params],
     )
     if claimed is None:
         return None
@@ -271,20 +284,16 @@ def _lease(
     planner: Planner | None,
     pending: Callable[[str], bool] | None,
     priority_window: int,
-    function_ids: Sequence[str] | None = None,
+    serves: Collection[str] | None = None,
 ) -> _Started:
     """`claim`'s writes, inside the caller's transaction."""
     db = alias()
     queue = _table(QueueItem)
     expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
     lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
-    only, only_params = "", []
-    if function_ids is not None:
-        only = (
-            f"AND (kind <> %s OR run_id IN (SELECT id FROM {_table(FunctionRun)} "
-            f"WHERE function_id IN ({', '.join(['%s'] * len(function_ids))}))) "
-        )
-        only_params = [QueueItem.Kind.RUN.value, *function_ids]
+    served_sql, served_params = "", list[Any]()
+    if serves is not None:
+        served_sql, served_params = _served_sql(serves)
     horizon = now + timedelta(seconds=priority_window)
     items: list[dict[str, Any]] = []
     for _ in range(2):  # a second look picks up the runs that fired timers just created
@@ -293,8 +302,8 @@ def _lease(
         with _connection().cursor() as cursor:
             cursor.execute(
                 f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
-                f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
-                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s {only}"
+                f"WHERE id IN (SELECT id FROM {queue} q WHERE lease_expires_at IS NULL "
+                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s{served_sql} "
                 f"ORDER BY score, id LIMIT %s{lock}) "
                 f"RETURNING {', '.join(_CLAIMED)}, score",
                 [
@@ -302,7 +311,7 @@ def _lease(
                     *expiry_params,
                     _when(horizon),
                     _when(now),
-                    *only_params,
+                    *served_params,
                     limit - len(items),
                 ],
             )
@@ -358,6 +367,29 @@ def _one_suspect(taken: list[dict[str, Any]], kept: list[dict[str, Any]]) -> lis
         lease_owner=None, lease_expires_at=None
     )
     return [item for item in taken if item not in extra]
+
+
+def _served_sql(serves: Collection[str]) -> tuple[str, list[Any]]:
+    """The condition on queue items `q` that keeps runs of the functions in `serves`."""
+    run = _table(FunctionRun)
+    if is_postgresql():
+        return (
+            f" AND (q.kind <> %s OR EXISTS (SELECT 1 FROM {run} r WHERE r.id = q.run_id "
+            f"AND r.function_id = ANY(%s)))",
+            [RUN, sorted(serves)],
+        )
+    marks = ", ".join(["%s"] * len(serves)) or "NULL"
+    return (
+        f" AND (q.kind <> %s OR EXISTS (SELECT 1 FROM {run} r WHERE r.id = q.run_id "
+        f"AND r.function_id IN ({marks})))",
+        [RUN, *sorted(serves)],
+    )
+
+
+def _served(items: QuerySet[QueueItem], serves: Collection[str] | None) -> QuerySet[QueueItem]:
+    if serves is None:
+        return items
+    return items.filter(~Q(kind=RUN) | Q(run__function_id__in=list(serves)))
 
 
 def _claimed(started: _Started) -> list[ClaimedRun]:
@@ -633,9 +665,10 @@ def _requeue(returned: Sequence[tuple[str | None, str | None, str | None]]) -> N
     _free_slots(key for _, *keys in returned for key in keys)
 
 
-def next_due_at(priority_window: int = 0) -> datetime | None:
-    """About when the next ready queue item becomes due (read from the ready index)."""
-    ready = QueueItem.objects.using(alias()).filter(
+def next_due_at(priority_window: int = 0, serves: Collection[str] | None = None) -> datetime | None:
+    """About when the next ready queue item becomes due (read from the ready index); with
+    `serves`, of runs of those functions and timers."""
+    ready = _served(QueueItem.objects.using(alias()), serves).filter(
         lease_expires_at__isnull=True, parked_on__isnull=True
     )
     first: datetime | None = ready.aggregate(first=Min("score"))["first"]

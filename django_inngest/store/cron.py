@@ -5,7 +5,7 @@ tick's run exactly once across workers.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,18 +27,21 @@ class ScheduleState:
 
 
 def sync_cron_schedules(
-    declared: Iterable[ScheduleKey], *, now: datetime
+    declared: Iterable[ScheduleKey], *, now: datetime, apps: Collection[str] | None = None
 ) -> dict[ScheduleKey, ScheduleState]:
     """Make the stored schedules exactly `declared` (what a starting worker's code declares):
-    keep those that exist, add the new ones, delete the rest. Returns the state of each."""
+    keep those that exist, add the new ones, delete the rest; with `apps`, only the rest
+    of those apps (another app's schedules are its own). Returns the state of each."""
     db = alias()
     wanted = set(declared)
+    prefixes = None if apps is None else tuple(f"{app}-" for app in apps)
     with atomic():
         stored = {
             (row["function_id"], row["cron"], row["timezone"]): row["id"]
             for row in CronSchedule.objects.using(db).values(
                 "id", "function_id", "cron", "timezone"
             )
+            if prefixes is None or row["function_id"].startswith(prefixes)
         }
         gone = [row_id for key, row_id in stored.items() if key not in wanted]
         if gone:

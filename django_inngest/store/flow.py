@@ -56,6 +56,8 @@ class Lease:
     slots: int
     seconds: float
     priority_window: int
+    serves: frozenset[str] | None = None
+    """The functions the worker has the code of (None: all); only their runs are leased."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,6 +179,7 @@ class _Intake:
             and len(self.leased) < lease.slots
             and available <= now
             and not plan.concurrency  # a key's slots are counted when claiming
+            and (lease.serves is None or plan.function_id in lease.serves)
         ):
             run.status, run.started_at = RunStatus.RUNNING, now
             item.lease_owner, item.lease_expires_at = lease.worker_id, self.lease_expires_at

@@ -38,6 +38,7 @@ from django_inngest.store._sql import (
     notify,
 )
 from django_inngest.store.events import event_map, has_pending_events
+from django_inngest.store.fleet import note_sync_marker, sync_marker_sql
 from django_inngest.store.flow import (
     Lease,
     LeasedRun,
@@ -135,8 +136,8 @@ def fan_out_in_transaction(
         # Whether runs wait for each event's name comes with it: one round trip, not one per name.
         cursor.execute(
             f"SELECT e.id, e.user_id, e.name, e.data, e.ts, e.receipt_order, EXISTS (SELECT 1 "
-            f"FROM {pause} p WHERE p.event_name = e.name), {extra} FROM {event} e "
-            f"WHERE e.pending ORDER BY e.receipt_order LIMIT %s{lock}",
+            f"FROM {pause} p WHERE p.event_name = e.name), {extra}, {sync_marker_sql()} "
+            f"FROM {event} e WHERE e.pending ORDER BY e.receipt_order LIMIT %s{lock}",
             [*params, limit],
         )
         found = cursor.fetchall()
@@ -155,6 +156,7 @@ def fan_out_in_transaction(
     ]
     has_pauses = {row[2]: bool(row[6]) for row in found}
     db_now, backlog = found[0][7] or datetime.now(UTC), bool(found[0][8])
+    note_sync_marker(found[0][9])  # before `route`: the functions synced with these events
     if lease is None or backlog:
         intake = _Intake(now, planner or _no_planner, pending)
     else:

@@ -173,3 +173,66 @@ def test_the_dashboard_draws_runs_per_minute_and_durations_per_function(
     expect(page.locator("svg.inngest-chart rect.inngest-p95").first).to_be_visible()
     expect(page.locator(".inngest-window").nth(1)).to_contain_text("54 runs")
     screenshot(page, "dashboard.png")
+
+
+def test_the_dashboard_shows_live_and_gone_workers_two_versions_and_the_backlog(
+    page: Page, shop: Shop, clock: FrozenClock
+) -> None:
+    """Worker rows as heartbeats leave them: two live workers of different versions (a deploy
+    half done), one gone; orders queued that no worker took, events not yet matched, a cron
+    tick missed."""
+    from django_inngest import store
+    from django_inngest.execution import route
+    from django_inngest.models import CronSchedule, WorkerRecord
+
+    for minute in range(12):
+        shop.order(minute)
+        clock.advance(timedelta(seconds=60))
+    CronSchedule.objects.create(
+        function_id="tests-nightly-report",
+        cron="TZ=Europe/Paris 0 3 * * *",
+        timezone="Europe/Paris",
+        created_at=clock.now() - timedelta(days=1),
+    )
+    client = inngest.Inngest(app_id="tests")
+    client.send_sync(
+        [inngest.Event(name="shop/order.placed", data={"order_id": n}) for n in range(40)]
+    )
+    store.fan_out(route, now=clock.now())
+    clock.advance(timedelta(seconds=95))
+    client.send_sync(
+        [inngest.Event(name="shop/cart.abandoned", data={"cart": n}) for n in range(7)]
+    )
+    clock.advance(timedelta(seconds=20))
+    now = clock.now()
+    for worker_id, version, in_flight, seen_ago in (
+        ("web-7f9c:4127:a1b2c3", "3f1e9a0c5b7d2e4f6a8b0c1d2e3f4a5b6c7d8e9f", 8, 2),
+        ("web-2d41:3310:d4e5f6", "9b2c4d6e8f0a1b3c5d7e9f1a2b3c4d5e6f7a8b9c", 3, 6),
+        ("web-2d41:2984:0a9b8c", "9b2c4d6e8f0a1b3c5d7e9f1a2b3c4d5e6f7a8b9c", 10, 187),
+    ):
+        WorkerRecord.objects.create(
+            id=worker_id,
+            host=worker_id.split(":")[0],
+            pid=int(worker_id.split(":")[1]),
+            version=version,
+            functions=["tests-charge-order", "tests-cart-reminder"],
+            concurrency=10,
+            in_flight=in_flight,
+            started_at=now - timedelta(minutes=40 if seen_ago > 60 else 4),
+            last_seen_at=now - timedelta(seconds=seen_ago),
+        )
+
+    page.goto("/admin/django_inngest/functionrun/dashboard/")
+
+    fleet = page.locator(".inngest-fleet")
+    expect(fleet).to_contain_text("2 live · 1 gone")
+    expect(fleet.locator(".inngest-warning")).to_contain_text("2 versions live")
+    expect(fleet.locator("tr.inngest-gone")).to_contain_text("web-2d41:2984:0a9b8c")
+    expect(fleet).to_contain_text("Events not yet matched: 7")
+    expect(fleet).to_contain_text("tests-charge-order")
+    expect(fleet).to_contain_text("tests-nightly-report")
+    page.locator(".inngest-fleet").screenshot(path=str(ARTIFACTS / "dashboard-fleet.png"))
+    screenshot(page, "dashboard-with-fleet.png")
+
+    page.goto("/admin/django_inngest/event/")
+    expect(page.locator("#result_list .inngest-status-pending")).to_have_count(7)

@@ -69,6 +69,12 @@ def test_settings_mistakes_name_the_key(inngest_client: inngest.Inngest) -> None
     assert any("RETRY_BACKOFF']=[] must be a non-empty list" in m for m in found)
 
 
+def test_the_listen_database_must_be_a_database_alias(inngest_client: inngest.Inngest) -> None:
+    with override_settings(INNGEST={"LISTEN_DATABASE": "direct"}):
+        found = [msg for id_, msg in messages() if id_ == "django_inngest.E001"]
+    assert found == ["INNGEST['LISTEN_DATABASE']='direct' is not a database alias in DATABASES"]
+
+
 def test_heartbeats_must_come_before_the_lease_expires(inngest_client: inngest.Inngest) -> None:
     with override_settings(INNGEST={"LEASE_SECONDS": 5, "HEARTBEAT_SECONDS": 5}):
         assert any("HEARTBEAT_SECONDS" in msg for _, msg in messages())

@@ -19,7 +19,7 @@ import pytest
 from django.test import Client
 
 import django_inngest as inngest
-from django_inngest import execution
+from django_inngest import fleet
 from django_inngest.core import clock as engine_clock
 from django_inngest.core import ids
 from django_inngest.core.clock import FrozenClock
@@ -125,14 +125,14 @@ def test_any_error_while_planning_one_function_is_contained(
     inngest_client.create_function(fn_id="plain", trigger=inngest.TriggerEvent(event="t"))(
         lambda ctx: "plain"
     )
-    real_plan_run = execution.plan_run
+    real_plan_run = fleet.plan_run
 
     def plan_run(function: Any, event: Any, event_id: str, **options: Any) -> Any:
         if function.id == "tests-fragile" and event["data"].get("poison"):
             raise RuntimeError("planning failed")
         return real_plan_run(function, event, event_id, **options)
 
-    monkeypatch.setattr(execution, "plan_run", plan_run)
+    monkeypatch.setattr(fleet, "plan_run", plan_run)
     [poison, good] = inngest_client.send_sync(
         [inngest.Event(name="t", data={"poison": True}), inngest.Event(name="t")]
     )

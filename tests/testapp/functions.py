@@ -185,3 +185,18 @@ async def import_images(ctx: inngest.Context) -> dict[str, int]:
     urls = await ctx.step.run("fetch-urls", fetch_urls, ctx.event.data["product_id"])
     await ctx.step.sleep("cool-down", timedelta(minutes=5))
     return {"count": len(urls)}
+
+
+# Deploys (tests/e2e/test_fleet.py): F is in every worker's code; G only in worker processes
+# started with TESTAPP_FLEET_G, as a function added by a newer deploy.
+@client.create_function(fn_id="fleet-f", trigger=inngest.TriggerEvent(event="e2e/fleet.f"))
+def fleet_f(ctx: inngest.ContextSync) -> dict[str, int]:
+    return {"pid": os.getpid()}
+
+
+if os.environ.get("TESTAPP_FLEET_G"):
+
+    @client.create_function(fn_id="fleet-g", trigger=inngest.TriggerEvent(event="e2e/fleet.g"))
+    def fleet_g(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict[str, int]:
+        step.run("work", time.sleep, ctx.event.data.get("seconds", 0))
+        return {"pid": os.getpid()}

@@ -77,3 +77,40 @@ def test_the_dashboard_draws_svg_charts_for_the_last_hour_and_day(
         ("tests-<b>bold</b>", "2.0 s"),
         ("tests-a", "4.0 s"),
     ]
+
+
+def test_the_dashboard_shows_workers_versions_the_backlog_and_warnings(
+    admin_client: Client, clock: FrozenClock
+) -> None:
+    from django_inngest.models import Event, WorkerRecord
+
+    now = clock.now()
+    for worker_id, version, seen_ago in (
+        ("w-new", "b" * 40, 1),
+        ("w-old", "a" * 40, 2),
+        ("w-dead", "a" * 40, 120),
+    ):
+        WorkerRecord.objects.create(
+            id=worker_id,
+            host="h",
+            pid=1,
+            version=version,
+            functions=["tests-a"],
+            concurrency=10,
+            in_flight=4,
+            started_at=now - timedelta(hours=1),
+            last_seen_at=now - timedelta(seconds=seen_ago),
+        )
+    Event.objects.create(
+        id=ids.ulid(), name="shop/x", ts=0, received_at=now - timedelta(seconds=30)
+    )
+    fleet = admin_client.get(URL).context["fleet"]
+    assert (fleet["live"], fleet["gone"], fleet["pending_events"]) == (2, 1, 1)
+    assert fleet["warnings"] == ["2 versions live: aaaaaaaaaaaa (1), bbbbbbbbbbbb (1)"]
+    assert {w["id"]: w["gone"] for w in fleet["workers"]} == {
+        "w-new": False,
+        "w-old": False,
+        "w-dead": True,
+    }
+    html = admin_client.get(URL).content.decode()
+    assert "2 versions live" in html and "w-dead" in html

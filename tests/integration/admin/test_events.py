@@ -118,3 +118,18 @@ def test_the_events_list_filters_by_name_or_prefix_and_can_hide_inngest_events(
     assert names(name="shop/*") == ["shop/cart.abandoned", "shop/order.placed"]
     assert names(internal="hide") == ["billing/refund", "shop/cart.abandoned", "shop/order.placed"]
     assert "inngest/function.finished" in names()
+
+
+def test_the_events_list_marks_events_no_worker_has_matched_yet(
+    admin_client: Client, inngest_client: inngest.Inngest
+) -> None:
+    inngest_client.send_sync(inngest.Event(name="shop/waiting"))
+    Event.objects.create(
+        id="01J0000000000000000000000Z",
+        name="shop/done",
+        ts=0,
+        received_at=Event.objects.get().received_at,
+        pending=False,
+    )
+    html = admin_client.get("/admin/django_inngest/event/").content.decode()
+    assert html.count("inngest-status-pending") == 1

@@ -1,0 +1,42 @@
+"""`manage.py inngest_sync`: make this code's functions the current set of their apps, as a
+worker does when it starts; for a deploy pipeline to run before traffic moves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.core.management.base import BaseCommand, CommandError
+
+from django_inngest import fleet
+from django_inngest.core import clock
+from django_inngest.registry import registry
+from django_inngest.scheduler import CronScheduler
+
+
+class Command(BaseCommand):
+    help = "Record this code's functions as the current function set of their apps."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        errors = [
+            message
+            for message in checks.run_checks(tags=["django_inngest"])
+            if message.level >= checks.ERROR
+        ]
+        if errors:
+            raise CommandError(
+                "nothing synced until these are fixed:\n"
+                + "\n".join(f"  {message}" for message in errors)
+            )
+        functions = registry.all()
+        if not functions:
+            raise CommandError("no functions found: nothing to sync")
+        now = clock.now()
+        for synced in fleet.sync_functions(functions, now=now, by="inngest_sync"):
+            state = "synced" if synced.created else "unchanged"
+            count = sum(function.app_id == synced.app_id for function in functions)
+            self.stdout.write(
+                f"app {synced.app_id}: {state}, version {synced.version[:12]}, "
+                f"{count} functions (sync {synced.sync_id})"
+            )
+        CronScheduler(functions, worker_id="inngest_sync").start(now)
