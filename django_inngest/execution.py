@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django_inngest import conf, store
+from django_inngest import conf, killpoints, store
 from django_inngest.core import clock
 from django_inngest.core.backoff import clamp_retry_after, retry_delay
 from django_inngest.core.engine import (
@@ -80,6 +80,7 @@ class DatabaseStepStore:
         self.steps = steps
 
     def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
+        killpoints.park("before-checkpoint")
         if events or self.steps is None:
             return store.save_step(self.run_id, self.worker_id, record, events)
         return self.steps.submit(self._write(record)).result()

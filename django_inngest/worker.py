@@ -26,7 +26,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
-from django_inngest import conf, store
+from django_inngest import conf, killpoints, store
 from django_inngest.core import clock
 from django_inngest.core.engine import (
     Completed,
@@ -319,6 +319,7 @@ class Worker:
         task.add_done_callback(done)
 
     async def _execute(self, claimed: store.ClaimedRun) -> None:
+        killpoints.park("after-claim")
         function = registry.get(claimed.function_id)
         try:
             if function is None:

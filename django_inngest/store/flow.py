@@ -15,6 +15,7 @@ from django.db.models import Model
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.sql import InsertQuery
 
+from django_inngest import killpoints
 from django_inngest.core import ids
 from django_inngest.core.errors import RunEndedError, RunNotFoundError
 from django_inngest.core.flow import Gcra, RunPlan
@@ -337,6 +338,7 @@ def _debounce(plan: RunPlan, row: Mapping[str, Any], now: datetime) -> None:
     }
     state.updated_at = now
     state.save(using=alias())
+    killpoints.park("debounce")
     _set_timer(QueueItem.Kind.DEBOUNCE, spec.key, fire_at)
 
 
@@ -370,6 +372,7 @@ def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intak
     db = alias()
     QueueItem.objects.using(db).filter(kind=QueueItem.Kind.BATCH, ref=state.key).delete()
     state.delete(using=db)
+    killpoints.park("batch-flush")
     found = {
         row["id"]: row
         for row in Event.objects.using(db)

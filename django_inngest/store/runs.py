@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django_inngest import killpoints
 from django_inngest.core import ids
 from django_inngest.core.engine import PauseSpec, StepRecord, StepStatus
 from django_inngest.core.errors import RunEndedError, RunNotFoundError
@@ -119,6 +120,7 @@ def suspend_run(
         FunctionRun.objects.using(db).filter(id=run_id).update(status=status, attempt=0)
         Pause.objects.using(db).bulk_create([_pause_row(run_id, spec) for spec in pauses])
         insert_events(events, received_at=now)
+        killpoints.park("suspend")
     return True
 
 

@@ -144,7 +144,7 @@ def fault_batch(ctx: inngest.ContextSync, step: inngest.StepSync) -> list[int]:
 @client.create_function(
     fn_id="faults-debounce",
     trigger=inngest.TriggerEvent(event="faults/debounce"),
-    debounce=inngest.Debounce(period=timedelta(milliseconds=500)),
+    debounce=inngest.Debounce(period=timedelta(seconds=2)),
 )
 def fault_debounce(ctx: inngest.ContextSync, step: inngest.StepSync) -> int:
     step.run("record", _effect, ctx.run_id, "record")
