@@ -149,3 +149,10 @@ def fault_batch(ctx: inngest.ContextSync, step: inngest.StepSync) -> list[int]:
 def fault_debounce(ctx: inngest.ContextSync, step: inngest.StepSync) -> int:
     step.run("record", _effect, ctx.run_id, "record")
     return int(ctx.event.data["n"])
+
+
+@client.create_function(fn_id="faults-slow", trigger=inngest.TriggerEvent(event="faults/slow"))
+def fault_slow(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
+    step.run("slow", _effect, ctx.run_id, "slow")
+    step.run("nap", time.sleep, ctx.event.data["seconds"])
+    return step.run("after", _effect, ctx.run_id, "after")
