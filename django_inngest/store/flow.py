@@ -279,18 +279,22 @@ def _no_planner(function_id: str, event: Mapping[str, Any], event_id: str, batch
 
 
 def _lock_state(key: str, kind: str, now: datetime) -> FlowState:
-    """The state row of `key` (created when missing), locked until the transaction ends."""
+    """The state row of `key` (created when missing), locked until the transaction ends.
+
+    On PostgreSQL the row another worker created (so ours was not inserted) may be gone again
+    by the time it is read, flushed by a third worker: then it is looked for, or made, again.
+    """
     db = alias()
     query = FlowState.objects.using(db).filter(key=key)
     if is_postgresql():
         query = query.select_for_update()
-    state = query.first()
-    if state is None:
+    while True:
+        state = query.first()
+        if state is not None:
+            return state
         FlowState.objects.using(db).bulk_create(
             [FlowState(key=key, kind=kind, data={}, updated_at=now)], ignore_conflicts=True
         )
-        state = query.get()
-    return state
 
 
 def _try_lock_state(key: str) -> FlowState | Literal[False] | None:
