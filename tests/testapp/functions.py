@@ -125,7 +125,10 @@ def fault_sleep(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
 def fault_wait(ctx: inngest.ContextSync, step: inngest.StepSync) -> object:
     step.run("before", _effect, ctx.run_id, "before")
     found = step.wait_for_event(
-        "go", event="faults/go", if_exp="async.data.k == event.data.k", timeout=600_000
+        "go",
+        event="faults/go",
+        if_exp="async.data.k == event.data.k",
+        timeout=ctx.event.data.get("timeout_ms", 600_000),
     )
     step.run("after", _effect, ctx.run_id, "after")
     return found.data["k"] if found else None
