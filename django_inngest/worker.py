@@ -168,6 +168,8 @@ class Worker:
             asyncio.create_task(self._every(PARKED_CHECK_SECONDS, self._release_parked)),
             asyncio.create_task(self._schedule_cron()),
         ]
+        if conf.get().PRUNE_INTERVAL_SECONDS:  # one worker per interval prunes (retention.py)
+            background.append(asyncio.create_task(self._every(self._prune_check(), self._prune)))
         listener: PostgresListener | None = None
         if self._postgresql:
             listener = PostgresListener(store.alias(), self._notified)
@@ -418,6 +420,20 @@ class Worker:
         if returned:
             logger.warning("returned %s runs whose worker stopped renewing its lease", returned)
             self._poke()
+
+    @staticmethod
+    def _prune_check() -> float:
+        """How often a worker asks whether it is its turn to prune (a cheap upsert)."""
+        return min(60.0, conf.get().PRUNE_INTERVAL_SECONDS or 60.0)
+
+    async def _prune(self) -> None:
+        interval = conf.get().PRUNE_INTERVAL_SECONDS
+        assert interval
+        retention = store.retention_of_settings()
+        call = functools.partial(store.prune_when_due, interval=interval, retention=retention)
+        pruned = await self._io_call(call, now=clock.now())
+        if pruned is not None:
+            logger.info("pruned worker_id=%s: %s", self.worker_id, pruned.summary())
 
     async def _release_parked(self) -> None:
         if await self._io_call(store.release_parked_with_room):
