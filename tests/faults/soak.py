@@ -231,6 +231,17 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def database_error_lines() -> int:
+    """Lines of the workers' logs about failed database calls (an outage should log a few
+    lines per worker, not one per second)."""
+    found = 0
+    for log in (ROOT / "tests" / "artifacts").glob("soak-worker-*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if " ERROR " in line or ("WARNING" in line and "database" in line):
+                found += 1
+    return found
+
+
 def settled() -> bool:
     from django_inngest.models import Event, FunctionRun
 
@@ -278,6 +289,7 @@ def measure(
         "duplicates_per_10000_steps": round(extra * 10_000 / steps, 1) if steps else 0.0,
         "lost_runs": lost,
         "invariants_broken": broken,
+        "database_error_log_lines": database_error_lines(),
         "rss_kib": {slot.index: slot.rss for slot in slots},
         "worker0_rss_growth_after_warm_up": round(growth, 3) if growth is not None else None,
     }
@@ -298,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
     call_command("migrate", verbosity=0)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for old_log in (ROOT / "tests" / "artifacts").glob("soak-worker-*.log"):
+        old_log.unlink()
     slots = [Slot(index=n, env=env, concurrency=args.concurrency) for n in range(args.workers)]
     for slot in slots:
         slot.start()
