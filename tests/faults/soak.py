@@ -390,8 +390,9 @@ def print_report(report: dict[str, Any], send_errors: list[str]) -> None:
     for key, value in report.items():
         if key not in skip:
             print(f"{key}: {value}")
-    for index, samples in report["rss_kib"].items():
-        series = ", ".join(f"{at:.0f}s:{kib // 1024}M(g{gen})" for at, gen, kib in samples)
+    for index, samples in report["rss_kib"].items():  # one sample a minute (all in --json)
+        shown = [sample for n, sample in enumerate(samples) if n % 6 == 0 or n == len(samples) - 1]
+        series = ", ".join(f"{at:.0f}s:{kib // 1024}M(g{gen})" for at, gen, kib in shown)
         print(f"worker {index} RSS: {series}")
     for line in report["invariants_broken"][:50]:
         print(f"invariant broken: {line}")
