@@ -243,10 +243,13 @@ def database_error_lines() -> int:
 
 
 def settled() -> bool:
-    from django_inngest.models import Event, FunctionRun
+    """No event waits to be matched, no run to end, and no batch or debounce to fire."""
+    from django_inngest.models import Event, FlowState, FunctionRun
 
-    return not Event.objects.filter(pending=True).exists() and not (
-        FunctionRun.objects.active().exists()
+    return (
+        not Event.objects.filter(pending=True).exists()
+        and not FunctionRun.objects.active().exists()
+        and not FlowState.objects.filter(kind__in=("batch", "debounce")).exists()
     )
 
 
