@@ -107,18 +107,18 @@ def prune(
     if dry_run:
         _count(pruned, cutoffs, events_cutoff, now)
         return pruned
+    # Each batch looks past the last id of the one before (keyset order): the index entries
+    # of deleted rows stay until VACUUM, and scanning them again would make a prune quadratic.
     batch = first_batch
     for statuses, cutoff in cutoffs:
-        while True:
-            run_ids = _old_runs(statuses, cutoff, batch)
-            if not run_ids:
-                break
+        after = ""
+        while run_ids := _old_runs(statuses, cutoff, batch, after):
             batch = _timed(pruned, batch, functools.partial(_delete_runs, pruned, run_ids))
-    while True:
-        event_ids = _old_events(events_cutoff, batch)
-        if not event_ids:
-            break
+            after = run_ids[-1]
+    after = ""
+    while event_ids := _old_events(events_cutoff, batch, after):
         batch = _timed(pruned, batch, functools.partial(_delete_events, pruned, event_ids))
+        after = event_ids[-1]
     _prune_small_tables(pruned, now, events_cutoff)
     return pruned
 
@@ -166,8 +166,9 @@ def _ended_before(statuses: Sequence[str], cutoff: datetime) -> Any:
     return FunctionRun.objects.using(alias()).filter(_ended_before_q(statuses, cutoff))
 
 
-def _old_runs(statuses: Sequence[str], cutoff: datetime, limit: int) -> list[str]:
-    return list(_ended_before(statuses, cutoff).order_by("id").values_list("id", flat=True)[:limit])
+def _old_runs(statuses: Sequence[str], cutoff: datetime, limit: int, after: str) -> list[str]:
+    found = _ended_before(statuses, cutoff).filter(id__gt=after).order_by("id")
+    return list(found.values_list("id", flat=True)[:limit])
 
 
 def _delete_runs(pruned: Pruned, run_ids: list[str]) -> None:
@@ -204,8 +205,9 @@ def _unreferenced_events(cutoff: datetime, doomed: Q | None = None) -> Any:
     )
 
 
-def _old_events(cutoff: datetime, limit: int) -> list[str]:
-    return list(_unreferenced_events(cutoff).order_by("id").values_list("id", flat=True)[:limit])
+def _old_events(cutoff: datetime, limit: int, after: str) -> list[str]:
+    found = _unreferenced_events(cutoff).filter(id__gt=after).order_by("id")
+    return list(found.values_list("id", flat=True)[:limit])
 
 
 def _delete_events(pruned: Pruned, event_ids: list[str]) -> None:
