@@ -53,8 +53,14 @@ class InngestSettings:
     WORKER_CONCURRENCY: int = 10
     PRIORITY_RANGE: int = 600
     """Priority factors are kept within ±this many seconds."""
-    RETENTION_DAYS: int = 30
-    """`inngest_prune` deletes runs ended, and events received, longer ago than this."""
+    RETENTION_COMPLETED_DAYS: float = 7
+    """`inngest_prune` deletes completed (and skipped) runs ended longer ago than this, and
+    events received longer ago that no run refers to."""
+    RETENTION_FAILED_DAYS: float = 14
+    """`inngest_prune` deletes failed (and cancelled) runs ended longer ago than this."""
+    PRUNE_INTERVAL_SECONDS: float | None = None
+    """When set, workers prune by themselves this often (one worker per interval); off by
+    default: deleting history is the operator's decision."""
     CRON_TIMEZONE: str = "UTC"
     """The zone of cron schedules written without a ``TZ=`` prefix."""
     CRON_CATCH_UP: bool = True
@@ -90,7 +96,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "IDLE_QUERY_INTERVAL": _NUMBERS,
     "WORKER_CONCURRENCY": (int,),
     "PRIORITY_RANGE": (int,),
-    "RETENTION_DAYS": (int,),
+    "RETENTION_COMPLETED_DAYS": _NUMBERS,
+    "RETENTION_FAILED_DAYS": _NUMBERS,
+    "PRUNE_INTERVAL_SECONDS": (*_NUMBERS, type(None)),
     "CRON_TIMEZONE": (str,),
     "CRON_CATCH_UP": (bool,),
     "CRON_GRACE_SECONDS": _NUMBERS,

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django_inngest import conf, fleet, store
+from django_inngest import conf, fleet, killpoints, store
 from django_inngest.core import clock
 from django_inngest.core.backoff import clamp_retry_after, retry_delay
 from django_inngest.core.engine import (
@@ -88,6 +88,7 @@ class DatabaseStepStore:
         self.steps = steps
 
     def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
+        killpoints.park("before-checkpoint")
         if events or self.steps is None:
             return store.save_step(self.run_id, self.worker_id, record, events)
         return self.steps.submit(self._write(record)).result()

@@ -29,7 +29,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
-from django_inngest import conf, fleet, store
+from django_inngest import conf, fleet, killpoints, store
 from django_inngest.checks import migrations_problem
 from django_inngest.core import clock
 from django_inngest.core.engine import (
@@ -239,6 +239,8 @@ class Worker:
             asyncio.create_task(self._every(PARKED_CHECK_SECONDS, self._release_parked)),
             asyncio.create_task(self._schedule_cron()),
         ]
+        if conf.get().PRUNE_INTERVAL_SECONDS:  # one worker per interval prunes (retention.py)
+            background.append(asyncio.create_task(self._every(self._prune_check(), self._prune)))
         listener: PostgresListener | None = None
         if self._postgresql:
             listen_alias = conf.get().LISTEN_DATABASE or store.alias()
@@ -440,6 +442,7 @@ class Worker:
         task.add_done_callback(done)
 
     async def _execute(self, claimed: store.ClaimedRun) -> None:
+        killpoints.park("after-claim")
         function = registry.get(claimed.function_id)
         try:
             if function is None:
@@ -568,6 +571,20 @@ class Worker:
 
     def _fail_orphan(self, claimed: store.ClaimedRun, error: dict[str, Any]) -> None:
         record_outcome(claimed, Failed(error=error), self.worker_id)
+
+    @staticmethod
+    def _prune_check() -> float:
+        """How often a worker asks whether it is its turn to prune (a cheap upsert)."""
+        return min(60.0, conf.get().PRUNE_INTERVAL_SECONDS or 60.0)
+
+    async def _prune(self) -> None:
+        interval = conf.get().PRUNE_INTERVAL_SECONDS
+        assert interval
+        retention = store.retention_of_settings()
+        call = functools.partial(store.prune_when_due, interval=interval, retention=retention)
+        pruned = await self._io_call(call, now=clock.now())
+        if pruned is not None:
+            logger.info("pruned worker_id=%s: %s", self.worker_id, pruned.summary())
 
     async def _release_parked(self) -> None:
         if await self._io_call(store.release_parked_with_room):

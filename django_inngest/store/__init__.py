@@ -68,16 +68,21 @@ from django_inngest.store.fleet import (
 )
 from django_inngest.store.flow import Planner
 from django_inngest.store.matching import FanOut, Route, fan_out
+from django_inngest.store.retention import (
+    Pruned,
+    Retention,
+    prune,
+    prune_when_due,
+    retention_of_settings,
+)
 from django_inngest.store.runs import (
     BATCH_RUN_WINDOW,
-    Pruned,
     RunEnd,
     active_runs,
     cancel_run,
     end_run,
     end_runs,
     ended_pending,
-    prune,
     record_cancellation,
     rerun,
     retry_run,
@@ -101,6 +106,7 @@ __all__ = [
     "PickUp",
     "Planner",
     "Pruned",
+    "Retention",
     "Route",
     "RunEnd",
     "ScheduleKey",
@@ -139,11 +145,13 @@ __all__ = [
     "pick_up",
     "pick_up_event",
     "prune",
+    "prune_when_due",
     "record_cancellation",
     "register_worker",
     "release",
     "release_parked_with_room",
     "rerun",
+    "retention_of_settings",
     "retry_run",
     "return_expired_leases",
     "run_ids_of_event",

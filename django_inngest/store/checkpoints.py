@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django_inngest import killpoints
 from django_inngest.core.engine import (
     FINAL_STEP_STATUSES,
     LeaseLost,
@@ -113,6 +114,7 @@ def save_steps(writes: Sequence[StepWrite]) -> list[Memo | LeaseLost]:
         return [outcome for write in writes for outcome in save_steps([write])]
     with write_turn():  # one statement needs no transaction of its own
         written = _insert_final_steps(writes)
+    killpoints.park("after-checkpoint")
     outcomes: list[Memo | LeaseLost] = []
     for write, key in zip(writes, keys, strict=True):
         if key in written:

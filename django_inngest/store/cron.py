@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django_inngest import killpoints
 from django_inngest.core.events import PreparedEvent
 from django_inngest.core.flow import RunPlan
 from django_inngest.models import CronSchedule, CronTick
@@ -124,5 +125,6 @@ def fire_cron_tick(
         intake.flush()
         CronTick.objects.using(db).filter(id=inserted[0]).update(run_id=run_ids[-1])
         CronSchedule.objects.using(db).filter(id=schedule["id"]).update(last_tick_at=scheduled_at)
+        killpoints.park("cron-tick")
         notify()
     return TickOutcome.FIRED

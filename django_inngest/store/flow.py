@@ -15,6 +15,7 @@ from django.db.models import Model
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.sql import InsertQuery
 
+from django_inngest import killpoints
 from django_inngest.core import ids
 from django_inngest.core.errors import RunEndedError, RunNotFoundError
 from django_inngest.core.flow import Gcra, RunPlan
@@ -324,18 +325,22 @@ def _no_planner(function_id: str, event: Mapping[str, Any], event_id: str, batch
 
 
 def _lock_state(key: str, kind: str, now: datetime) -> FlowState:
-    """The state row of `key` (created when missing), locked until the transaction ends."""
+    """The state row of `key` (created when missing), locked until the transaction ends.
+
+    On PostgreSQL the row another worker created (so ours was not inserted) may be gone again
+    by the time it is read, flushed by a third worker: then it is looked for, or made, again.
+    """
     db = alias()
     query = FlowState.objects.using(db).filter(key=key)
     if is_postgresql():
         query = query.select_for_update()
-    state = query.first()
-    if state is None:
+    while True:
+        state = query.first()
+        if state is not None:
+            return state
         FlowState.objects.using(db).bulk_create(
             [FlowState(key=key, kind=kind, data={}, updated_at=now)], ignore_conflicts=True
         )
-        state = query.get()
-    return state
 
 
 def _try_lock_state(key: str) -> FlowState | Literal[False] | None:
@@ -383,6 +388,7 @@ def _debounce(plan: RunPlan, row: Mapping[str, Any], now: datetime) -> None:
     }
     state.updated_at = now
     state.save(using=alias())
+    killpoints.park("debounce")
     _set_timer(QueueItem.Kind.DEBOUNCE, spec.key, fire_at)
 
 
@@ -416,6 +422,7 @@ def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intak
     db = alias()
     QueueItem.objects.using(db).filter(kind=QueueItem.Kind.BATCH, ref=state.key).delete()
     state.delete(using=db)
+    killpoints.park("batch-flush")
     found = {
         row["id"]: row
         for row in Event.objects.using(db)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django_inngest import killpoints
 from django_inngest.core import ids
 from django_inngest.core.engine import StepStatus, pause_result
 from django_inngest.core.errors import RunEndedError, RunNotFoundError, storable_text
@@ -172,6 +173,7 @@ def fan_out_in_transaction(
             intake.flush()  # listeners created above must be visible to this event
             resumed += _match_pauses(row, now, pending)
     seen = [row["id"] for row in rows]
+    killpoints.park("fan-out")
     intake.flush(
         (f"UPDATE {event} SET pending = false WHERE id IN ({', '.join(['%s'] * len(seen))})", seen)
     )

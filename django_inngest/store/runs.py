@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django_inngest import killpoints
 from django_inngest.core import ids
 from django_inngest.core.engine import PauseSpec, StepRecord, StepStatus
 from django_inngest.core.errors import RunEndedError, RunNotFoundError
@@ -23,11 +24,8 @@ from django_inngest.core.events import (
 from django_inngest.models import (
     ENDED_STATUSES,
     Cancellation,
-    CronTick,
     Event,
-    FlowState,
     FunctionRun,
-    IdempotencyKey,
     Pause,
     QueueItem,
     RunStatus,
@@ -133,6 +131,7 @@ def suspend_run(
             after = receipt_position()  # only events received from now on can end the wait
             Pause.objects.using(db).bulk_create([_pause_row(run_id, s, after) for s in pauses])
         insert_events(events, received_at=now)
+        killpoints.park("suspend")
     return True
 
 
@@ -484,69 +483,6 @@ def rerun(run_id: str, *, now: datetime, from_step: str | None = None) -> str:
         QueueItem.objects.using(db).create(run=new, available_at=now, score=now)
         notify()
     return new.id
-
-
-@dataclass(frozen=True, kw_only=True)
-class Pruned:
-    runs: int
-    events: int
-    keys: int
-    states: int
-    pauses: int
-    cron_ticks: int = 0
-
-
-def prune(*, now: datetime, retention: timedelta) -> Pruned:
-    """Delete what is no longer needed: runs ended before the retention period (with their
-    steps), events older than it that no run refers to, expired de-duplication keys and
-    cancellation listeners, flow-control state that no longer limits anything, and cron ticks
-    scheduled before the retention period."""
-    db = alias()
-    cutoff = now - retention
-    with atomic():
-        _, by_model = FunctionRun.objects.using(db).ended().filter(ended_at__lt=cutoff).delete()
-        runs = by_model.get(FunctionRun._meta.label, 0)
-        events, _ = (
-            Event.objects.using(db)
-            .filter(received_at__lt=cutoff, pending=False)
-            .exclude(
-                id__in=FunctionRun.objects.using(db).filter(event__isnull=False).values("event_id")
-            )
-            .delete()
-        )
-        keys, _ = IdempotencyKey.objects.using(db).filter(expires_at__lte=now).delete()
-        pauses, _ = (
-            Pause.objects.using(db).filter(expires_at__lte=now, kind=Pause.Kind.CANCEL).delete()
-        )
-        stale = now - timedelta(hours=1)
-        states = 0
-        for state in FlowState.objects.using(db).filter(updated_at__lt=stale).iterator():
-            if _state_is_idle(state, now):
-                states += (
-                    FlowState.objects.using(db)
-                    .filter(key=state.key, updated_at=state.updated_at)
-                    .delete()[0]
-                )
-        # Safe: each schedule's `last_tick_at` stops its old ticks from firing again.
-        cron_ticks, _ = CronTick.objects.using(db).filter(scheduled_at__lt=cutoff).delete()
-    return Pruned(
-        runs=runs, events=events, keys=keys, states=states, pauses=pauses, cron_ticks=cron_ticks
-    )
-
-
-def _state_is_idle(state: FlowState, now: datetime) -> bool:
-    """Whether a flow-control row would behave the same if it were missing."""
-    if state.kind == "gcra":
-        tat = state.data.get("tat")
-        return tat is None or datetime.fromisoformat(tat) <= now
-    if state.kind == "singleton":
-        holder = state.data.get("run_id")
-        return (
-            not holder or not FunctionRun.objects.using(alias()).filter(id=holder).active().exists()
-        )
-    if state.kind == "concurrency":
-        return not QueueItem.objects.using(alias()).filter(parked_on=state.key).exists()
-    return False  # debounce and batch buffers end when they fire
 
 
 def runs_in_window(

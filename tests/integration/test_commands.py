@@ -51,7 +51,7 @@ def test_prune_deletes_old_runs_events_and_idle_state_and_keeps_the_rest(
     assert FlowState.objects.filter(kind="gcra").exists()
     clock.advance(timedelta(hours=2))
     out = io.StringIO()
-    call_command("inngest_prune", stdout=out)
+    call_command("inngest_prune", "--noinput", stdout=out)
     assert "deleted 1 runs" in out.getvalue()
     assert set(FunctionRun.objects.values_list("function_id", "status")) == {
         ("tests-old", "COMPLETED"),

@@ -273,7 +273,7 @@ def test_a_pruned_tick_does_not_fire_again_even_for_a_worker_that_missed_it(
     assert drain().cron_ticks == 1
     clock.set(utc(2024, 5, 2, 0, 0, 5))
     output = io.StringIO()
-    call_command("inngest_prune", "--days", "0", stdout=output)
+    call_command("inngest_prune", "--days", "0", "--noinput", stdout=output)
     assert "and 1 cron ticks" in output.getvalue()
     assert stalled.tick(clock.now()) == 0
     assert not CronTick.objects.exists()

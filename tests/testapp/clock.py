@@ -7,8 +7,10 @@ test writes an ISO 8601 time into that file (atomically, with `set_file_clock`).
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from django_inngest.core.clock import Clock
 
 
 class FileClock:
@@ -27,3 +29,14 @@ def set_file_clock(path: Path, moment: datetime) -> None:
     partial = path.with_suffix(".partial")
     partial.write_text(moment.isoformat())
     os.replace(partial, path)
+
+
+class OffsetClock:
+    """Another clock, `seconds` off: a worker whose machine's clock drifted."""
+
+    def __init__(self, base: Clock, seconds: float) -> None:
+        self.base = base
+        self.offset = timedelta(seconds=seconds)
+
+    def now(self) -> datetime:
+        return self.base.now() + self.offset

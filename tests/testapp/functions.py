@@ -8,7 +8,8 @@ import time
 from datetime import timedelta
 
 import django_inngest as inngest
-from tests.testapp.models import WorkLog
+from django_inngest import killpoints
+from tests.testapp.models import SideEffect, WorkLog
 
 client = inngest.Inngest(app_id="e2e")
 
@@ -200,3 +201,70 @@ if os.environ.get("TESTAPP_FLEET_G"):
     def fleet_g(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict[str, int]:
         step.run("work", time.sleep, ctx.event.data.get("seconds", 0))
         return {"pid": os.getpid()}
+
+
+# -- the fault suite's functions (tests/faults): every step body appends to the SideEffect
+# ledger, so the suite can count how often each body ran.
+
+
+def _effect(run_id: str, name: str, park: str | None = None) -> str:
+    SideEffect.objects.create(run_id=run_id, step=name, pid=os.getpid(), at=time.time())
+    if park is not None:
+        killpoints.park(park)  # a worker started to be killed here waits for it
+    return name
+
+
+@client.create_function(fn_id="faults-steps", trigger=inngest.TriggerEvent(event="faults/steps"))
+def fault_steps(ctx: inngest.ContextSync, step: inngest.StepSync) -> list[str]:
+    """Three steps; the second parks in its body (after its ledger row) at `step-body`."""
+    return [
+        step.run(f"s{n}", _effect, ctx.run_id, f"s{n}", "step-body" if n == 1 else None)
+        for n in range(3)
+    ]
+
+
+@client.create_function(fn_id="faults-sleep", trigger=inngest.TriggerEvent(event="faults/sleep"))
+def fault_sleep(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
+    step.run("before", _effect, ctx.run_id, "before")
+    step.sleep("nap", ctx.event.data.get("ms", 300))
+    return step.run("after", _effect, ctx.run_id, "after")
+
+
+@client.create_function(fn_id="faults-wait", trigger=inngest.TriggerEvent(event="faults/wait"))
+def fault_wait(ctx: inngest.ContextSync, step: inngest.StepSync) -> object:
+    step.run("before", _effect, ctx.run_id, "before")
+    found = step.wait_for_event(
+        "go",
+        event="faults/go",
+        if_exp="async.data.k == event.data.k",
+        timeout=ctx.event.data.get("timeout_ms", 600_000),
+    )
+    step.run("after", _effect, ctx.run_id, "after")
+    return found.data["k"] if found else None
+
+
+@client.create_function(
+    fn_id="faults-batch",
+    trigger=inngest.TriggerEvent(event="faults/batch"),
+    batch_events=inngest.Batch(max_size=3, timeout=timedelta(seconds=60)),
+)
+def fault_batch(ctx: inngest.ContextSync, step: inngest.StepSync) -> list[int]:
+    step.run("record", _effect, ctx.run_id, "record")
+    return [event.data["n"] for event in ctx.events]
+
+
+@client.create_function(
+    fn_id="faults-debounce",
+    trigger=inngest.TriggerEvent(event="faults/debounce"),
+    debounce=inngest.Debounce(period=timedelta(seconds=2)),
+)
+def fault_debounce(ctx: inngest.ContextSync, step: inngest.StepSync) -> int:
+    step.run("record", _effect, ctx.run_id, "record")
+    return int(ctx.event.data["n"])
+
+
+@client.create_function(fn_id="faults-slow", trigger=inngest.TriggerEvent(event="faults/slow"))
+def fault_slow(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
+    step.run("slow", _effect, ctx.run_id, "slow")
+    step.run("nap", time.sleep, ctx.event.data["seconds"])
+    return step.run("after", _effect, ctx.run_id, "after")

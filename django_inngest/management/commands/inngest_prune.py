@@ -2,37 +2,64 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_inngest import conf, store
+from django_inngest import store
 from django_inngest.core import clock
 
 
 class Command(BaseCommand):
     help = (
-        "Delete runs that ended, and unreferenced events received, more than the retention "
-        "period ago, with expired de-duplication keys, idle flow-control state and old cron "
-        "ticks."
+        "Delete runs that ended longer ago than their retention period (completed 7 days, "
+        "failed 14, by default), with their steps; events no run refers to; expired "
+        "de-duplication keys, idle flow-control state and old cron ticks. In short batches."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--days",
-            type=int,
+            type=float,
             default=None,
-            help="Retention in days (default: INNGEST['RETENTION_DAYS'], 30).",
+            help="Keep every ended run this many days, whatever its status (default: "
+            "INNGEST['RETENTION_COMPLETED_DAYS'], 7, and ['RETENTION_FAILED_DAYS'], 14).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Say what would be deleted, and delete nothing.",
+        )
+        parser.add_argument(
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Do not ask before deleting.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        days = options["days"] if options["days"] is not None else conf.get().RETENTION_DAYS
-        if days < 0:
+        days = options["days"]
+        if days is not None and days < 0:
             raise CommandError(f"--days must not be negative, not {days}")
-        pruned = store.prune(now=clock.now(), retention=timedelta(days=days))
-        self.stdout.write(
-            f"deleted {pruned.runs} runs, {pruned.events} events, {pruned.keys} "
-            f"de-duplication keys, {pruned.pauses} expired listeners, {pruned.states} "
-            f"flow-control states and {pruned.cron_ticks} cron ticks"
-        )
+        retention = store.retention_of_settings(days)
+        now = clock.now()
+        if options["dry_run"] or options["interactive"]:
+            planned = store.prune(now=now, retention=retention, dry_run=True)
+            self.stdout.write(planned.summary())
+            if options["dry_run"]:
+                return
+            if not self._confirmed():
+                self.stdout.write("Nothing deleted.")
+                return
+        pruned = store.prune(now=now, retention=retention)
+        self.stdout.write(pruned.summary())
+
+    def _confirmed(self) -> bool:
+        try:
+            answer = input("Delete them? Type 'yes' to continue, or 'no' to cancel: ")
+        except EOFError as error:
+            raise CommandError(
+                "cannot ask for confirmation (no input); run with --noinput to delete"
+            ) from error
+        return answer.strip().lower() == "yes"
