@@ -59,12 +59,6 @@ def test_a_run_end_committed_but_unheard_ends_the_run_once(
     assert cutter.cuts == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (issue of helper infra): the DatabaseError of a checkpoint whose reply "
-    "was lost reaches user code as the step's error and consumes an attempt, instead of the "
-    "run being dropped and resumed from its last checkpoint",
-)
 def test_a_checkpoint_committed_but_unheard_is_neither_lost_nor_run_again(
     killer: Killer, proxy: tuple[ReplyCuttingProxy, str]
 ) -> None:
