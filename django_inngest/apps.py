@@ -16,10 +16,21 @@ class DjangoInngestConfig(AppConfig):
 
     def ready(self) -> None:
         from django_inngest import checks  # noqa: F401 - registers the checks
-        from django_inngest.registry import autodiscover
+        from django_inngest.registry import autodiscover, registry
 
         connection_created.connect(_tune_sqlite, dispatch_uid="django_inngest_sqlite")
+        # A worker meets a Django task (`tasks.py` backend) by name first: import it then.
+        for prefix in ("tasks.", "tasks/"):
+            registry.resolve_with(prefix, _task_function)
         autodiscover()
+
+
+def _task_function(name: str) -> Any:
+    try:
+        from django_inngest.tasks import resolve
+    except ImportError:  # neither django.tasks (Django 6) nor the django-tasks backport
+        return None
+    return resolve(name)
 
 
 def _tune_sqlite(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:

@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_inngest",
+    "django_tasks",
     "tests.testapp.apps.TestAppConfig",
 ]
 MIDDLEWARE = [
@@ -68,4 +69,13 @@ INNGEST = {
     "SWEEP_SECONDS": env.float("INNGEST_SWEEP_SECONDS", default=5.0),
     "EVENT_KEYS": ["test-event-key", "next-event-key"],
     "SIGNING_KEYS": ["signkey-test-0123456789abcdef"],
+}
+
+# Django's tasks framework (the django-tasks backport on Django 5.2) on the durable engine.
+TASKS = {
+    "default": {
+        "BACKEND": "django_inngest.tasks.DurableBackend",
+        "QUEUES": ["default", "emails", "reports"],
+        "OPTIONS": {"CONCURRENCY": {"reports": 1}},
+    },
 }
