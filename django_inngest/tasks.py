@@ -46,7 +46,11 @@ else:
         from django.tasks.base import Task, TaskError
         from django.tasks.exceptions import TaskResultDoesNotExist
         from django.tasks.signals import task_enqueued, task_finished, task_started
-        from django.utils.json import normalize_json
+
+        try:
+            from django.utils.json import normalize_json
+        except ImportError:
+            from django.tasks.base import normalize_json
     except ImportError:
         from django_tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
         from django_tasks.backends.base import BaseTaskBackend
@@ -115,6 +119,10 @@ def durable(
         raise ValueError(f"durable(timeout={timeout!r}): must be a timedelta of 1 second or more")
 
     def mark(func: Callable[..., T]) -> Callable[..., T]:
+        if isinstance(func, Task) or not callable(func):
+            raise TypeError(
+                f"durable(...) goes under @task, on the function itself, not on {func!r}"
+            )
         func.__django_inngest_task__ = {"retries": retries, "timeout": timeout}  # type: ignore[attr-defined]
         return func
 

@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core import checks
 from django.db import transaction
-from django.test import override_settings
+from django.test import Client, override_settings
 from django_tasks import TaskResultStatus, task_backends
 from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 from django_tasks.signals import task_enqueued, task_finished, task_started
@@ -318,3 +318,46 @@ def test_supports_flags_tell_the_truth() -> None:
     backend = task_backends["default"]
     assert backend.supports_defer and backend.supports_async_task
     assert backend.supports_get_result and backend.supports_priority
+
+
+ADMIN_RUNS = "/admin/django_inngest/functionrun/"
+
+
+def test_a_task_is_a_run_in_the_admin_that_can_be_cancelled_there(
+    admin_client: Client, clock: FrozenClock
+) -> None:
+    result = tasks.add.using(run_after=clock.now() + timedelta(hours=1)).enqueue(1, 1)
+    drain()
+    run = FunctionRun.objects.get(event_id=result.id)
+
+    listed = admin_client.get(ADMIN_RUNS, {"q": run.id}).content.decode()
+    assert "tasks.tests.testapp.tasks.add" in listed
+    page = admin_client.get(f"{ADMIN_RUNS}{run.id}/change/")
+    assert page.status_code == 200
+    admin_client.post(f"{ADMIN_RUNS}{run.id}/cancel/", follow=True)
+
+    assert tasks.add.get_result(result.id).errors[0].exception_class is TaskCancelled
+
+
+def test_a_failed_task_rerun_from_the_admin_runs_again_and_reports_the_new_outcome(
+    admin_client: Client,
+) -> None:
+    result = tasks.flaky.enqueue(3, "rerun")  # three failures: fails after its two retries
+    drain()
+    assert tasks.flaky.get_result(result.id).status == TaskResultStatus.FAILED
+
+    admin_client.post(f"{ADMIN_RUNS}{run_of(result.id).id}/rerun/")
+    drain()
+
+    fetched = tasks.flaky.get_result(result.id)
+    assert fetched.status == TaskResultStatus.SUCCESSFUL
+    assert fetched.return_value == 4
+
+
+def test_durable_above_task_is_refused_with_where_it_goes() -> None:
+    from django_inngest.tasks import durable
+
+    with pytest.raises(TypeError, match="under @task"):
+        durable(retries=1)(tasks.add)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="retries=99"):
+        durable(retries=99)
