@@ -361,3 +361,16 @@ def test_durable_above_task_is_refused_with_where_it_goes() -> None:
         durable(retries=1)(tasks.add)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="retries=99"):
         durable(retries=99)
+
+
+def test_a_task_sleeping_in_a_step_is_running_and_ends_after_the_sleep(
+    clock: FrozenClock,
+) -> None:
+    result = tasks.napper.enqueue(30)
+    drain()
+    assert run_of(result.id).status == RunStatus.SLEEPING
+    assert tasks.napper.get_result(result.id).status == TaskResultStatus.RUNNING
+
+    clock.advance(timedelta(minutes=30))
+    drain()
+    assert tasks.napper.get_result(result.id).return_value == "before and after"

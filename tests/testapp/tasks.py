@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 from django_tasks import task
@@ -90,3 +91,11 @@ def report(key: str, ms: int) -> str:
 def sleepy(seconds: float) -> str:
     time.sleep(seconds)
     return "woke"
+
+
+@task(takes_context=True)
+def napper(context: DurableTaskContext, minutes: int) -> str:
+    """Sleeps in a step, freeing the worker, then ends."""
+    before = context.step.run("before", lambda: "before")
+    context.step.sleep("nap", timedelta(minutes=minutes))
+    return f"{before} and after"
