@@ -266,6 +266,7 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
             for s in [
                 "django-inngest",
                 "django-inngest@base",
+                "django-inngest-tasks",
                 "procrastinate",
                 "django-tasks-db",
                 "dbos",

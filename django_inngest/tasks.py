@@ -106,10 +106,7 @@ def durable(
     *, retries: int | None = None, timeout: timedelta | None = None
 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Options of one task, under its `@task` decorator (they override the backend's OPTIONS):
-
-    @task()
-    @durable(retries=5, timeout=timedelta(minutes=10))
-    def send_invoice(invoice_id): ...
+    ``@task()`` then ``@durable(retries=5, timeout=timedelta(minutes=10))`` above the function.
     """
     if retries is not None and (
         isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES

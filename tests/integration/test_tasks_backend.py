@@ -374,3 +374,17 @@ def test_a_task_sleeping_in_a_step_is_running_and_ends_after_the_sleep(
     clock.advance(timedelta(minutes=30))
     drain()
     assert tasks.napper.get_result(result.id).return_value == "before and after"
+
+
+def test_a_task_over_its_time_limit_is_failed_as_cancelled(clock: FrozenClock) -> None:
+    result = tasks.overdue.enqueue()
+    drain()
+    clock.advance(timedelta(minutes=1, seconds=1))
+    drain()
+
+    fetched = tasks.overdue.get_result(result.id)
+    assert fetched.status == TaskResultStatus.FAILED
+    assert fetched.errors[0].exception_class is TaskCancelled
+    clock.advance(timedelta(minutes=5))
+    drain()
+    assert tasks.overdue.get_result(result.id).status == TaskResultStatus.FAILED

@@ -99,3 +99,11 @@ def napper(context: DurableTaskContext, minutes: int) -> str:
     before = context.step.run("before", lambda: "before")
     context.step.sleep("nap", timedelta(minutes=minutes))
     return f"{before} and after"
+
+
+@task(takes_context=True)
+@durable(timeout=timedelta(minutes=1))
+def overdue(context: DurableTaskContext) -> str:
+    """Sleeps longer than its time limit allows."""
+    context.step.sleep("long", timedelta(minutes=5))
+    return "too late"
