@@ -388,3 +388,10 @@ def test_a_task_over_its_time_limit_is_failed_as_cancelled(clock: FrozenClock) -
     clock.advance(timedelta(minutes=5))
     drain()
     assert tasks.overdue.get_result(result.id).status == TaskResultStatus.FAILED
+
+
+def test_an_async_task_checkpoints_with_async_steps() -> None:
+    result = tasks.async_steps.enqueue(3)
+    drain()
+    assert tasks.async_steps.get_result(result.id).return_value == [0, 1, 4]
+    assert RunStep.objects.filter(run__event_id=result.id).count() == 3

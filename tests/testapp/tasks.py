@@ -107,3 +107,13 @@ def overdue(context: DurableTaskContext) -> str:
     """Sleeps longer than its time limit allows."""
     context.step.sleep("long", timedelta(minutes=5))
     return "too late"
+
+
+@task(takes_context=True)
+async def async_steps(context: DurableTaskContext, n: int) -> list[int]:
+    """An async task checkpointing with the async `Step`."""
+    return [await context.step.run(f"square-{i}", _square, i) for i in range(n)]
+
+
+async def _square(i: int) -> int:
+    return i * i
