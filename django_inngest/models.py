@@ -181,6 +181,7 @@ class QueueItem(models.Model):
     ckey2 = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = no limit
     climit2 = models.PositiveIntegerField(null=True, blank=True)
     parked_on = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = ready
+    queue = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL = any worker
 
     class Meta:
         constraints = [

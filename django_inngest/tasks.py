@@ -307,6 +307,10 @@ class TaskFunction(Function):
         self.id = function_id(task.module_path)
         self.source = task.module_path
 
+    def queue_of(self, event: Mapping[str, Any]) -> str | None:
+        queue = event.get("data", {}).get("queue")
+        return queue if isinstance(queue, str) else None
+
     def problems(self) -> list[str]:
         # One concurrency entry per limited queue, of which one applies to each run.
         return [p for p in super().problems() if not p.startswith("concurrency: ")]

@@ -89,8 +89,11 @@ class Worker:
         burst: bool = False,
         shutdown_grace: float = 30.0,
         handle_signals: bool = False,
+        queues: Sequence[str] | None = None,
     ) -> None:
         settings = conf.get()
+        self.queues = frozenset(queues) if queues else None
+        """The queues of Django tasks this worker runs (None: all); functions run anyway."""
         self.concurrency = concurrency or settings.WORKER_CONCURRENCY
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency!r}")
@@ -135,10 +138,11 @@ class Worker:
                 + "\n".join(f"  {message}" for message in errors)
             )
         logger.info(
-            "worker starting worker_id=%s concurrency=%s functions=%s",
+            "worker starting worker_id=%s concurrency=%s functions=%s queues=%s",
             self.worker_id,
             self.concurrency,
             len(registry.all()),
+            ",".join(sorted(self.queues)) if self.queues else "all",
         )
         asyncio.run(self._main())
         logger.info("worker stopped worker_id=%s", self.worker_id)
@@ -247,6 +251,7 @@ class Worker:
                 "planner": planner,
                 "pending": registry.listens_to,
                 "priority_window": priority_window(),
+                "queues": self.queues,
             }
             claimed = None
             if event is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Min
+from django.db.models import Min, Q
 
 from django_inngest.core.engine import Memo
 from django_inngest.core.events import Event as EventValue
@@ -67,24 +67,29 @@ def claim(
     planner: Planner | None = None,
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
+    queues: frozenset[str] | None = None,
 ) -> list[ClaimedRun]:
     """Lease up to `limit` due runs to `worker_id`, in score order, in one transaction.
 
     Due timers taken on the way fire here (debounce, batch, start and finish timeouts). A run
     whose concurrency key is saturated is parked until a slot frees instead of being leased.
     `priority_window` is the largest priority factor in use: items that far ahead in score
-    order are looked at.
+    order are looked at. With `queues`, runs of tasks in other queues are left to others.
     """
     horizon = now + timedelta(seconds=priority_window)
+    ready = QueueItem.objects.using(alias()).filter(
+        lease_expires_at__isnull=True, parked_on__isnull=True
+    )
+    if queues is not None:
+        ready = ready.filter(Q(queue__isnull=True) | Q(queue__in=queues))
     if not is_postgresql() and not (
-        QueueItem.objects.using(alias())
-        .filter(lease_expires_at__isnull=True, parked_on__isnull=True)
-        .filter(score__lte=horizon, available_at__lte=now)
-        .exists()
+        ready.filter(score__lte=horizon, available_at__lte=now).exists()
     ):
         return []  # SQLite: an idle pass reads without taking the write lock
     with atomic():
-        started = _lease(worker_id, limit, now, lease_seconds, planner, pending, priority_window)
+        started = _lease(
+            worker_id, limit, now, lease_seconds, planner, pending, priority_window, queues
+        )
     return _claimed(started)
 
 
@@ -105,6 +110,7 @@ def pick_up(
     planner: Planner | None = None,
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
+    queues: frozenset[str] | None = None,
 ) -> PickUp:
     """`fan_out` then `claim`, in one transaction. When no run was already due, the runs the
     match creates and this worker has slots for are leased to it as they are created; the
@@ -117,6 +123,7 @@ def pick_up(
             slots=limit,
             seconds=lease_seconds,
             priority_window=priority_window,
+            queues=queues,
         )
     with atomic():
         fanned = fan_out_in_transaction(
@@ -139,6 +146,7 @@ def pick_up(
                 planner,
                 pending,
                 priority_window,
+                queues,
             )
         if fanned.resumed or queued - set(started.run_ids):
             notify()
@@ -170,6 +178,7 @@ def pick_up_event(
     planner: Planner | None = None,
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
+    queues: frozenset[str] | None = None,
 ) -> list[ClaimedRun] | None:
     """`pick_up` of one event known from its notification (`described_event`), in one
     statement on PostgreSQL: the event is taken and its runs created and leased to
@@ -178,8 +187,9 @@ def pick_up_event(
     Only when that is all `pick_up` would do: each run it starts can start now, without flow
     control before or at the start (batch, rate limit, debounce, a sender's event id,
     singleton, throttle, concurrency), within `limit`; no run waits for an event of its name;
-    no run is already due. None otherwise, or when another worker took the event first:
-    nothing was written and `pick_up` does the rest.
+    no run is already due; no run is of a task queue the worker leaves to others (`queues`).
+    None otherwise, or when another worker took the event first: nothing was written and
+    `pick_up` does the rest.
     """
     plans = list(route(event_map(event), event["id"]))
     if (
@@ -187,6 +197,7 @@ def pick_up_event(
         or len(plans) > limit
         or from_ms(event["ts"]) > now
         or any(not _starts_at_once(plan, event) for plan in plans)
+        or (queues is not None and any(plan.queue not in (None, *queues) for plan in plans))
     ):
         return None
     lease = Lease(
@@ -242,12 +253,17 @@ def _lease(
     planner: Planner | None,
     pending: Callable[[str], bool] | None,
     priority_window: int,
+    queues: frozenset[str] | None = None,
 ) -> _Started:
     """`claim`'s writes, inside the caller's transaction."""
     db = alias()
     queue = _table(QueueItem)
     expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
     lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
+    only, only_params = "", list[Any]()
+    if queues is not None:  # runs of functions have no queue: any worker takes them
+        marks = ", ".join(["%s"] * len(queues)) or "NULL"
+        only, only_params = f"AND (queue IS NULL OR queue IN ({marks})) ", sorted(queues)
     horizon = now + timedelta(seconds=priority_window)
     items: list[dict[str, Any]] = []
     for _ in range(2):  # a second look picks up the runs that fired timers just created
@@ -257,10 +273,17 @@ def _lease(
             cursor.execute(
                 f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
                 f"WHERE id IN (SELECT id FROM {queue} WHERE lease_expires_at IS NULL "
-                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s "
+                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s {only}"
                 f"ORDER BY score, id LIMIT %s{lock}) "
                 f"RETURNING {', '.join(_CLAIMED)}, score",
-                [worker_id, *expiry_params, _when(horizon), _when(now), limit - len(items)],
+                [
+                    worker_id,
+                    *expiry_params,
+                    _when(horizon),
+                    _when(now),
+                    *only_params,
+                    limit - len(items),
+                ],
             )
             # RETURNING does not keep the subquery's order; both backends return score in
             # a form that sorts by time (a datetime, or SQLite's fixed-width text).

@@ -55,6 +55,11 @@ class Lease:
     slots: int
     seconds: float
     priority_window: int
+    queues: frozenset[str] | None = None
+    """The queues of tasks the worker takes (None: all); runs without a queue always."""
+
+    def takes(self, queue: str | None) -> bool:
+        return queue is None or self.queues is None or queue in self.queues
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +157,7 @@ class _Intake:
             climit1=keys[0][1],
             ckey2=keys[1][0],
             climit2=keys[1][1],
+            queue=plan.queue,
         )
         self.items.append(item)
         lease = self.lease
@@ -160,6 +166,7 @@ class _Intake:
             and len(self.leased) < lease.slots
             and available <= now
             and not plan.concurrency  # a key's slots are counted when claiming
+            and lease.takes(plan.queue)
         ):
             run.status, run.started_at = RunStatus.RUNNING, now
             item.lease_owner, item.lease_expires_at = lease.worker_id, self.lease_expires_at

@@ -96,3 +96,20 @@ def test_a_queues_concurrency_limit_holds_across_a_worker_with_free_slots(
         assert started >= ended - 0.01, f"two reports overlapped: {spans}"
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+def test_a_worker_started_for_a_queue_leaves_the_other_queues_to_other_workers(
+    start_worker: StartWorker,
+) -> None:
+    elsewhere = tasks.record.enqueue("default queue")  # enqueued first: due first
+    report = tasks.report.enqueue("reports queue", 0)
+    reports_only = start_worker("--queue", "reports")
+    wait_until(lambda: tasks.report.get_result(report.id).is_finished, timeout=60)
+    assert tasks.record.get_result(elsewhere.id).status == TaskResultStatus.READY
+
+    any_queue = start_worker()
+    wait_until(lambda: tasks.record.get_result(elsewhere.id).is_finished, timeout=60)
+    assert tasks.record.get_result(elsewhere.id).return_value == "default queue"
+    for worker in (reports_only, any_queue):
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0

@@ -15,7 +15,10 @@ from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 from django_tasks.signals import task_enqueued, task_finished, task_started
 
 import django_inngest as inngest
+from django_inngest import store
 from django_inngest.core.clock import FrozenClock
+from django_inngest.core.clock import now as clock_now
+from django_inngest.execution import route
 from django_inngest.models import Event, FunctionRun, RunStatus, RunStep
 from django_inngest.registry import registry
 from django_inngest.tasks import DurableBackend, TaskCancelled, option_problems
@@ -395,3 +398,30 @@ def test_an_async_task_checkpoints_with_async_steps() -> None:
     drain()
     assert tasks.async_steps.get_result(result.id).return_value == [0, 1, 4]
     assert RunStep.objects.filter(run__event_id=result.id).count() == 3
+
+
+def test_a_worker_limited_to_queues_claims_only_their_tasks_and_every_function(
+    inngest_client: inngest.Inngest,
+) -> None:
+    @inngest_client.create_function(fn_id="plain", trigger=inngest.TriggerEvent(event="t/plain"))
+    def plain(ctx: inngest.ContextSync) -> None:
+        return None
+
+    tasks.add.enqueue(1, 1)
+    emails = tasks.add.using(queue_name="emails").enqueue(2, 2)
+    inngest_client.send_sync(inngest.Event(name="t/plain"))
+    store.fan_out(route, now=clock_now(), pending=registry.listens_to)
+
+    claimed = store.claim(
+        "emails-worker", limit=10, now=clock_now(), lease_seconds=30, queues=frozenset({"emails"})
+    )
+
+    assert sorted(run.function_id for run in claimed) == [
+        "tasks.tests.testapp.tasks.add",
+        "tests-plain",
+    ]
+    assert [run.run_id for run in claimed if run.function_id.startswith("tasks.")] == [
+        run_of(emails.id).id
+    ]
+    store.release("emails-worker")
+    assert drain().completed == 3

@@ -24,6 +24,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--worker-id", default=None, help="Name shown on leases and logs.")
         parser.add_argument(
+            "--queue",
+            action="append",
+            default=None,
+            dest="queues",
+            help="Run only Django tasks of this queue (repeat for several); functions run anyway.",
+        )
+        parser.add_argument(
             "--poll-interval",
             type=float,
             default=None,
@@ -49,6 +56,7 @@ class Command(BaseCommand):
             burst=options["burst"],
             shutdown_grace=options["grace"],
             handle_signals=True,
+            queues=options["queues"],
         )
         worker.run()
         if worker.unfinished:
