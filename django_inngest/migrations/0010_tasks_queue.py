@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_inngest', '0007_lean_indexes'),
+        ('django_inngest', '0009_containment'),
     ]
 
     operations = [
