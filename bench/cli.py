@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ceiling, envs, report
-from bench.plan import BACKENDS, FULL, QUICK, WORKLOADS, Plan, driver_args
+from bench.plan import BACKENDS, FULL, QUICK, WORKLOADS, Plan, driver_args, runs
 from bench.systems.base import pathroot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,11 +196,11 @@ def main() -> None:
     for backend in backends:
         names = [s for s in lineup[backend] if s in systems]
         store = results.setdefault(backend, {})
-        w6_names = [s for s in names if w6_wanted is None or s in w6_wanted]
+        w6_names = [s for s in names if (w6_wanted is None or s in w6_wanted) and runs(s, "W6")]
         for workload in [w for w in workloads if w != "W6"]:
             for repeat in range(repeats):
                 # Systems take turns within each repeat, so background noise hits all alike.
-                for system in names:
+                for system in [s for s in names if runs(s, workload)]:
                     result = run_driver(system, backend, workload, plan, f"r{repeat}")
                     store.setdefault(workload, {}).setdefault(system, []).append(result)
                     save()

@@ -15,12 +15,14 @@ BASE = "django-inngest@base"
 # What each environment installs: the current releases from PyPI (psycopg for PostgreSQL).
 REQUIREMENTS: dict[str, list[str]] = {
     "django-inngest": ["-e", f"{ROOT}[postgres]"],
+    "django-inngest-tasks": ["-e", f"{ROOT}[postgres,tasks]"],
     "procrastinate": ["procrastinate", "psycopg[binary]"],
     "django-tasks-db": ["django-tasks", "django-tasks-db", "django", "psycopg[binary]"],
     "dbos": ["dbos", "psycopg[binary]"],
 }
 VERSIONED = {
     "django-inngest": ["django-inngest", "django", "psycopg"],
+    "django-inngest-tasks": ["django-inngest", "django-tasks", "django", "psycopg"],
     "procrastinate": ["procrastinate", "psycopg"],
     "django-tasks-db": ["django-tasks", "django-tasks-db", "django", "psycopg"],
     "dbos": ["dbos", "sqlalchemy", "psycopg"],

@@ -41,12 +41,19 @@ QUICK = Plan(
     repeats=1,
 )
 
-SYSTEMS = ["django-inngest", "procrastinate", "django-tasks-db", "dbos"]
+SYSTEMS = ["django-inngest", "django-inngest-tasks", "procrastinate", "django-tasks-db", "dbos"]
 BACKENDS = {
     "postgresql": SYSTEMS,
-    "sqlite": ["django-inngest", "django-tasks-db", "dbos"],
+    "sqlite": ["django-inngest", "django-inngest-tasks", "django-tasks-db", "dbos"],
 }
 WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6"]
+ONLY_WORKLOADS = {"django-inngest-tasks": ("W1",)}
+"""Systems that run some workloads only: django-inngest as a Django tasks backend is W1
+through `task.enqueue()`, side by side with our W1 through `send_sync` and django-tasks-db."""
+
+
+def runs(system: str, workload: str) -> bool:
+    return workload in ONLY_WORKLOADS.get(system, WORKLOADS)
 
 
 def driver_args(plan: Plan, workload: str) -> list[str]:

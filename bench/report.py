@@ -7,6 +7,8 @@ import statistics
 from typing import Any
 
 OURS = "django-inngest"
+TASKS = "django-inngest-tasks"
+"""django-inngest as a Django tasks backend (W1 only)."""
 TIMES, DASH = "\u00d7", "\u2013"
 UP, DOWN = "↑", "↓"
 
@@ -88,8 +90,8 @@ def errors(results: dict[str, Any]) -> list[str]:
 
 
 def table(backend: str, results: dict[str, Any], systems: list[str], ceiling: float | None) -> str:
-    peers = [s for s in systems if s != OURS]
-    header = ["", "", OURS, *peers, *[f"{TIMES} {peer}" for peer in peers]]
+    peers = [s for s in systems if s != OURS] if OURS in systems else []
+    header = ["", "", *systems, *[f"{TIMES} {peer}" for peer in peers]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, workload, key, direction, pg_only in ROWS:
         if pg_only and backend != "postgresql":
@@ -190,6 +192,25 @@ def targets(all_results: dict[str, Any]) -> list[str]:
             None if ours is None or theirs is None else ours >= 2 * theirs,
         )
     for backend, found in all_results.items():
+        title = "PostgreSQL" if backend == "postgresql" else "SQLite"
+        tasks = _median(found, "W1", TASKS, "drain_per_s")
+        if tasks is None:
+            continue
+        theirs = _median(found, "W1", "django-tasks-db", "drain_per_s")
+        check(
+            f"{title} W1 drain through task.enqueue() >= 2x django-tasks-db",
+            tasks,
+            theirs,
+            None if theirs is None else tasks >= 2 * theirs,
+        )
+        ours = _median(found, "W1", OURS, "drain_per_s")
+        check(
+            f"{title} W1 drain through task.enqueue() within 15 % of send_sync",
+            tasks,
+            ours,
+            None if ours is None else tasks >= 0.85 * ours,
+        )
+    for backend, found in all_results.items():
         idle = _median(found, "W3", OURS, "idle_qps")
         check(
             f"{backend} idle statements/s per worker <= 1",
@@ -266,6 +287,7 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
             for s in [
                 "django-inngest",
                 "django-inngest@base",
+                "django-inngest-tasks",
                 "procrastinate",
                 "django-tasks-db",
                 "dbos",

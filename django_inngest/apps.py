@@ -1,4 +1,5 @@
-"""App configuration: autodiscover `functions` modules, register checks, tune SQLite."""
+"""App configuration: autodiscover `functions` modules (and `tasks` modules with the tasks
+backend), register checks, tune SQLite."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from django.apps import AppConfig
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
+from django.utils.module_loading import autodiscover_modules
 
 
 class DjangoInngestConfig(AppConfig):
@@ -15,11 +17,25 @@ class DjangoInngestConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django_inngest import checks  # noqa: F401 - registers the checks
-        from django_inngest.registry import autodiscover
+        from django_inngest import checks, conf  # noqa: F401 - registers the checks
+        from django_inngest.registry import autodiscover, registry
 
         connection_created.connect(_tune_sqlite, dispatch_uid="django_inngest_sqlite")
+        # A Django task (django_inngest.tasks) not imported yet is imported when a worker
+        # meets its run; with the backend in TASKS, `tasks` modules are imported up front.
+        for prefix in ("tasks.", "tasks/"):
+            registry.resolve_with(prefix, _task_function)
         autodiscover()
+        if conf.uses_tasks_backend():
+            autodiscover_modules("tasks")
+
+
+def _task_function(name: str) -> Any:
+    try:
+        from django_inngest.tasks import resolve
+    except ImportError:  # neither django.tasks (Django 6) nor the django-tasks backport
+        return None
+    return resolve(name)
 
 
 def _tune_sqlite(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:

@@ -196,6 +196,16 @@ def warnings() -> list[str]:
     return found
 
 
+def uses_tasks_backend() -> bool:
+    """Whether `settings.TASKS` (Django's tasks framework) names this package's backend."""
+    backends = getattr(django_settings, "TASKS", None)
+    return isinstance(backends, dict) and any(
+        isinstance(backend, dict)
+        and str(backend.get("BACKEND", "")).startswith("django_inngest.tasks.")
+        for backend in backends.values()
+    )
+
+
 def _is_zone(name: object) -> bool:
     try:
         zone_or_error(str(name))

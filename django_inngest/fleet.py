@@ -88,6 +88,10 @@ class Catalog:
         functions = Registry()
         broken: dict[str, str] = {}
         for stored in sets.definitions:
+            own = self.served.get(stored["id"])
+            if own is not None and definition_hash(definition(own)) == definition_hash(stored):
+                functions.register(own)  # this worker has the code, at the version synced
+                continue
             try:
                 functions.register(function_from_definition(stored))
             except FunctionDefinitionError as error:

@@ -217,6 +217,7 @@ class QueueItem(models.Model):
     steps_at_loss = models.PositiveIntegerField(
         default=0, help_text="Step results the run had when its lease was last lost."
     )
+    queue = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL = any worker
 
     class Meta:
         constraints = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from django.utils.module_loading import autodiscover_modules
@@ -27,6 +27,14 @@ class Registry:
         self._lock = threading.RLock()
         self._by_name: dict[str, list[tuple[Function, TriggerEvent]]] | None = None
         self._wildcards: list[tuple[str, Function, TriggerEvent]] = []
+        self._resolvers: dict[str, Callable[[str], Function | None]] = {}
+
+    def resolve_with(self, prefix: str, resolver: Callable[[str], Function | None]) -> None:
+        """Functions registered on first use: an unknown function id or event name starting
+        with `prefix` is given to `resolver`, which registers and returns its function (the
+        tasks backend imports a task this way in a worker that has not imported it yet)."""
+        with self._lock:
+            self._resolvers[prefix] = resolver
 
     def register(self, function: Function) -> None:
         with self._lock:
@@ -41,8 +49,17 @@ class Registry:
                 self._functions[function.on_failure.id] = function.on_failure
             self._by_name = None
 
-    def get(self, function_id: str) -> Function | None:
-        return self._functions.get(function_id)
+    def get(self, function_id: str, *, resolve: bool = True) -> Function | None:
+        found = self._functions.get(function_id)
+        if found is None and resolve and self._resolvers:
+            found = self._resolve(function_id)
+        return found
+
+    def _resolve(self, name: str) -> Function | None:
+        for prefix, resolver in list(self._resolvers.items()):
+            if name.startswith(prefix):
+                return resolver(name)
+        return None
 
     def all(self) -> list[Function]:
         with self._lock:
@@ -62,6 +79,8 @@ class Registry:
             target = self.get(invoked_function(event) or "")
             return [target] if target is not None else []
         by_name, wildcards = self._index()
+        if name not in by_name and self._resolvers and self._resolve(name) is not None:
+            by_name, wildcards = self._index()
         candidates = list(by_name.get(name, ()))
         candidates += [(fn, t) for prefix, fn, t in wildcards if name.startswith(prefix)]
         started: list[Function] = []

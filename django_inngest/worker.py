@@ -125,8 +125,11 @@ class Worker:
         burst: bool = False,
         shutdown_grace: float = 30.0,
         handle_signals: bool = False,
+        queues: Sequence[str] | None = None,
     ) -> None:
         settings = conf.get()
+        self.queues = frozenset(queues) if queues else None
+        """The queues of Django tasks this worker runs (None: all); functions run anyway."""
         self.concurrency = settings.WORKER_CONCURRENCY if concurrency is None else concurrency
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
             raise TypeError(f"concurrency must be an int, not {self.concurrency!r}")
@@ -192,11 +195,12 @@ class Worker:
             raise WorkerConfigError(problem)
         self._started_at = time.monotonic()
         logger.info(
-            "worker starting worker_id=%s concurrency=%s functions=%s version=%s",
+            "worker starting worker_id=%s concurrency=%s functions=%s version=%s queues=%s",
             self.worker_id,
             self.concurrency,
             len(registry.all()),
             self.fleet.version[:12],
+            ",".join(sorted(self.queues)) if self.queues else "all",
         )
         self.fleet.join(clock.now())
         try:
@@ -339,6 +343,7 @@ class Worker:
                 "pending": fleet.listens_to,
                 "priority_window": catalog.priority_window(),
                 "serves": catalog.serves(),
+                "queues": self.queues,
             }
             claimed = None
             if event is not None:

@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_inngest",
+    "django_tasks",
     "tests.testapp.apps.TestAppConfig",
 ]
 MIDDLEWARE = [
@@ -76,3 +77,12 @@ INNGEST = {
 if env("LISTEN_DATABASE_URL", default=None):
     DATABASES["listen"] = env.db("LISTEN_DATABASE_URL")
     INNGEST["LISTEN_DATABASE"] = "listen"
+
+# Django's tasks framework (the django-tasks backport on Django 5.2) on the durable engine.
+TASKS = {
+    "default": {
+        "BACKEND": "django_inngest.tasks.DurableBackend",
+        "QUEUES": ["default", "emails", "reports"],
+        "OPTIONS": {"CONCURRENCY": {"reports": 1}},
+    },
+}

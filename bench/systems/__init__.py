@@ -9,6 +9,7 @@ from bench.systems.base import System
 MODULES = {
     "django-inngest": "bench.systems.inngest_bench",
     "django-inngest@base": "bench.systems.inngest_bench",
+    "django-inngest-tasks": "bench.systems.inngest_tasks_bench",
     "procrastinate": "bench.systems.procrastinate_bench",
     "django-tasks-db": "bench.systems.tasks_db_bench",
     "dbos": "bench.systems.dbos_bench",

@@ -1,4 +1,5 @@
-"""Django settings shared by the Django-based systems (django-inngest and django-tasks-db).
+"""Django settings shared by the Django-based systems (django-inngest, as functions and as a
+tasks backend, and django-tasks-db).
 
 BENCH_SYSTEM picks the app, BENCH_BACKEND the database; both engines get the same SQLite
 tuning (WAL, the same `synchronous`, IMMEDIATE transactions, a busy timeout).
@@ -45,7 +46,11 @@ else:
         }
     }
 
-if SYSTEM.startswith("django-inngest"):
+if SYSTEM == "django-inngest-tasks":
+    INSTALLED_APPS = ["django_inngest", "django_tasks", "bench.systems.inngest_tasks_app"]
+    INNGEST = {"APP_ID": "bench", "RETRY_BACKOFF": [1], "RETRY_JITTER": 0}
+    TASKS = {"default": {"BACKEND": "django_inngest.tasks.DurableBackend"}}
+elif SYSTEM.startswith("django-inngest"):
     INSTALLED_APPS = ["django_inngest", "bench.systems.inngest_app"]
     INNGEST = {"APP_ID": "bench", "RETRY_BACKOFF": [1], "RETRY_JITTER": 0}
 else:

@@ -79,6 +79,10 @@ def version_of(hashes: Iterable[str]) -> str:
     return hashlib.sha1("\n".join(sorted(hashes)).encode("ascii")).hexdigest()
 
 
+#: The app of the functions `django_inngest.tasks` makes, ids `tasks.<module>.<name>`.
+TASKS_APP_ID = "tasks"
+
+
 def _not_here(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("this function is known from its stored definition; its code is elsewhere")
 
@@ -122,6 +126,8 @@ def function_from_definition(stored: Mapping[str, Any]) -> Function:
         raise FunctionDefinitionError(
             f"stored definition of function {function_id!r} cannot be read: {error}"
         ) from error
+    if function.id != function_id and stored["app_id"] == TASKS_APP_ID:
+        function.id = function_id  # a Django task's function keeps its dotted path as its id
     if function.id != function_id:
         raise FunctionDefinitionError(
             f"stored definition of function {function_id!r} rebuilds as {function.id!r}"

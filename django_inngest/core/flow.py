@@ -86,6 +86,8 @@ class RunPlan:
     """(key, mode) with mode "skip" or "cancel"."""
     start_timeout: timedelta | None = None
     finish_timeout: timedelta | None = None
+    queue: str | None = None
+    """The queue of a Django task's run (workers limited to queues take only theirs)."""
     dedupe: bool = True
     """Whether the sender's event id de-duplicates (not for debounced or batched runs)."""
     errors: list[str] = field(default_factory=list)
@@ -234,6 +236,7 @@ def plan_run(
         finish_timeout=to_timedelta(timeouts.finish)
         if timeouts and timeouts.finish is not None and not batched
         else None,
+        queue=function.queue_of(event),
         dedupe=debounce is None and batch is None and not batched,
         errors=errors,
     )

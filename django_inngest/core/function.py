@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django_inngest.core import config
@@ -125,6 +125,10 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<Function {self.id!r}>"
+
+    def queue_of(self, event: Mapping[str, Any]) -> str | None:
+        """The queue a run started by `event` belongs to; None (any worker) for functions."""
+        return None
 
     @property
     def on_failure_fn_id(self) -> str | None:

@@ -91,6 +91,7 @@ def claim(
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
     serves: Collection[str] | None = None,
+    queues: frozenset[str] | None = None,
 ) -> list[ClaimedRun]:
     """Lease up to `limit` due runs to `worker_id`, in score order, in one transaction.
     With `function_ids` (`testing.drain(functions=...)`), only runs of those functions are
@@ -101,18 +102,29 @@ def claim(
     `priority_window` is the largest priority factor in use: items that far ahead in score
     order are looked at. With `serves`, only runs of those functions are leased (timers fire
     whatever their function).
+    With `queues`, runs of tasks in other queues are left to others.
     """
     horizon = now + timedelta(seconds=priority_window)
+    ready = QueueItem.objects.using(alias()).filter(
+        lease_expires_at__isnull=True, parked_on__isnull=True
+    )
+    if queues is not None:
+        ready = ready.filter(Q(queue__isnull=True) | Q(queue__in=queues))
     if not is_postgresql() and not (
-        _served(QueueItem.objects.using(alias()), serves)
-        .filter(lease_expires_at__isnull=True, parked_on__isnull=True)
-        .filter(score__lte=horizon, available_at__lte=now)
-        .exists()
+        _served(ready, serves).filter(score__lte=horizon, available_at__lte=now).exists()
     ):
         return []  # SQLite: an idle pass reads without taking the write lock
     with atomic():
         started = _lease(
-            worker_id, limit, now, lease_seconds, planner, pending, priority_window, serves
+            worker_id,
+            limit,
+            now,
+            lease_seconds,
+            planner,
+            pending,
+            priority_window,
+            serves,
+            queues,
         )
     return _claimed(started)
 
@@ -135,6 +147,7 @@ def pick_up(
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
     serves: Collection[str] | None = None,
+    queues: frozenset[str] | None = None,
 ) -> PickUp:
     """`fan_out` then `claim`, in one transaction. When no run was already due, the runs the
     match creates and this worker has slots for are leased to it as they are created; the
@@ -148,6 +161,7 @@ def pick_up(
             seconds=lease_seconds,
             priority_window=priority_window,
             serves=None if serves is None else frozenset(serves),
+            queues=queues,
         )
     with atomic():
         fanned = fan_out_in_transaction(
@@ -171,6 +185,7 @@ def pick_up(
                 pending,
                 priority_window,
                 serves,
+                queues,
             )
         if fanned.resumed or queued - set(started.run_ids):
             notify()
@@ -203,6 +218,7 @@ def pick_up_event(
     pending: Callable[[str], bool] | None = None,
     priority_window: int = 0,
     serves: Collection[str] | None = None,
+    queues: frozenset[str] | None = None,
 ) -> list[ClaimedRun] | None:
     """`pick_up` of one event known from its notification (`described_event`), in one
     statement on PostgreSQL: the event is taken and its runs created and leased to
@@ -214,6 +230,7 @@ def pick_up_event(
     no run is already due. None otherwise, or when another worker took the event first:
     nothing was written and `pick_up` does the rest. Nor when a function it starts is not
     among those the worker `serves`, or when an app synced since `route` last looked.
+    Nor when a run would be of a task queue the worker leaves to others (`queues`).
     """
     seen.routed = None
     plans = list(route(event_map(event), event["id"]))
@@ -224,6 +241,7 @@ def pick_up_event(
         or (serves is not None and any(plan.function_id not in serves for plan in plans))
         or from_ms(event["ts"]) > now
         or any(not _starts_at_once(plan, event) for plan in plans)
+        or (queues is not None and any(plan.queue not in (None, *queues) for plan in plans))
     ):
         return None
     lease = Lease(
@@ -285,6 +303,7 @@ def _lease(
     pending: Callable[[str], bool] | None,
     priority_window: int,
     serves: Collection[str] | None = None,
+    queues: frozenset[str] | None = None,
 ) -> _Started:
     """`claim`'s writes, inside the caller's transaction."""
     db = alias()
@@ -294,6 +313,10 @@ def _lease(
     served_sql, served_params = "", list[Any]()
     if serves is not None:
         served_sql, served_params = _served_sql(serves)
+    only, only_params = "", list[Any]()
+    if queues is not None:  # runs of functions have no queue: any worker takes them
+        marks = ", ".join(["%s"] * len(queues)) or "NULL"
+        only, only_params = f" AND (queue IS NULL OR queue IN ({marks}))", sorted(queues)
     horizon = now + timedelta(seconds=priority_window)
     items: list[dict[str, Any]] = []
     for _ in range(2):  # a second look picks up the runs that fired timers just created
@@ -303,7 +326,7 @@ def _lease(
             cursor.execute(
                 f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
                 f"WHERE id IN (SELECT id FROM {queue} q WHERE lease_expires_at IS NULL "
-                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s{served_sql} "
+                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s{served_sql}{only} "
                 f"ORDER BY score, id LIMIT %s{lock}) "
                 f"RETURNING {', '.join(_CLAIMED)}, score",
                 [
@@ -312,6 +335,7 @@ def _lease(
                     _when(horizon),
                     _when(now),
                     *served_params,
+                    *only_params,
                     limit - len(items),
                 ],
             )

@@ -59,6 +59,11 @@ class Lease:
     priority_window: int
     serves: frozenset[str] | None = None
     """The functions the worker has the code of (None: all); only their runs are leased."""
+    queues: frozenset[str] | None = None
+    """The queues of tasks the worker takes (None: all); runs without a queue always."""
+
+    def takes(self, queue: str | None) -> bool:
+        return queue is None or self.queues is None or queue in self.queues
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +177,7 @@ class _Intake:
             climit1=keys[0][1],
             ckey2=keys[1][0],
             climit2=keys[1][1],
+            queue=plan.queue,
         )
         self.items.append(item)
         lease = self.lease
@@ -181,6 +187,7 @@ class _Intake:
             and available <= now
             and not plan.concurrency  # a key's slots are counted when claiming
             and (lease.serves is None or plan.function_id in lease.serves)
+            and lease.takes(plan.queue)
         ):
             run.status, run.started_at = RunStatus.RUNNING, now
             item.lease_owner, item.lease_expires_at = lease.worker_id, self.lease_expires_at

@@ -57,6 +57,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--worker-id", default=None, help="Name shown on leases and logs.")
         parser.add_argument(
+            "--queue",
+            action="append",
+            default=None,
+            dest="queues",
+            help="Run only Django tasks of this queue (repeat for several); functions run anyway.",
+        )
+        parser.add_argument(
             "--poll-interval",
             type=float,
             default=None,
@@ -115,6 +122,7 @@ class Command(BaseCommand):
             burst=options["burst"],
             shutdown_grace=options["grace"],
             handle_signals=handle_signals,
+            queues=options["queues"],
         )
 
     def _run_reloaded(self, **options: Any) -> None:
