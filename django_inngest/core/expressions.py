@@ -226,6 +226,8 @@ def equal(left: Any, right: Any) -> bool:
     if isinstance(left, Mapping) and isinstance(right, Mapping):
         _spend_on(left)
         return left.keys() == right.keys() and all(equal(left[k], right[k]) for k in left)
+    if type(left) is type(right) and isinstance(left, str | bytes) and len(left) == len(right):
+        _spend_on(left)  # equal lengths are compared byte by byte
     return bool(type(left) is type(right) and left == right)
 
 
@@ -256,6 +258,8 @@ def _compare(left: Any, right: Any) -> int | None:
     elif type(left) is not type(right) or isinstance(left, Mapping | list):
         return None
     try:
+        if isinstance(left, str | bytes):
+            _spend_on(left)
         return (left > right) - (left < right)  # type: ignore[no-any-return]
     except TypeError:
         return None
@@ -350,21 +354,32 @@ def _size(value: Any) -> int:
         return 0
     if isinstance(value, str | bytes | list | Mapping):
         return len(value)
-    raise EvaluationError(f"size() of {value!r}")
+    raise EvaluationError(f"size() of {_shown(value)}")
 
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
-        raise EvaluationError(f"int() of {value!r}")
+        raise EvaluationError(f"int() of {_shown(value)}")
     if isinstance(value, datetime):
         return int(value.timestamp())
+    if isinstance(value, str | bytes) and len(value) > 64:  # reading digits is quadratic
+        raise EvaluationError(f"int() of {_shown(value)}: out of range")
     try:
         return int(value)
     except (TypeError, ValueError, OverflowError):
         raise EvaluationError(f"int() of {_shown(value)}") from None
 
 
+def _to_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    text = _to_string(value)
+    _spend_on(text)
+    return text.encode("utf-8")
+
+
 def _to_double(value: Any) -> float:
+    _spend_on(value)
     try:
         return float(value)
     except (TypeError, ValueError, OverflowError):
@@ -379,7 +394,13 @@ def _to_string(value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
-    """`repr` of a value, cut short: error messages stay readable whatever the data."""
+    """A value in an error message, cut short and cheap to make whatever the data."""
+    if isinstance(value, Mapping | list | tuple):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, int) and value.bit_length() > 1000:
+        return f"an int of {value.bit_length()} bits"
+    if isinstance(value, str | bytes) and len(value) > 60:
+        return f"{value[:40]!r}… ({len(value)} characters)"
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:40]}…{text[-10:]} ({len(text)} characters)"
 
@@ -389,7 +410,7 @@ def _to_bool(value: Any) -> bool:
         return value
     if value in ("true", "false"):
         return bool(value == "true")
-    raise EvaluationError(f"bool() of {value!r}")
+    raise EvaluationError(f"bool() of {_shown(value)}")
 
 
 def _date(value: Any) -> datetime:
@@ -401,6 +422,7 @@ def _date(value: Any) -> datetime:
         except (OverflowError, ValueError, OSError):
             raise EvaluationError(f"timestamp() of {_shown(value)}: out of range") from None
     if isinstance(value, str):
+        _spend_on(value)
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
@@ -501,7 +523,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "double": _to_double,
     "string": _to_string,
     "bool": _to_bool,
-    "bytes": lambda v: v if isinstance(v, bytes) else _to_string(v).encode("utf-8"),
+    "bytes": _to_bytes,
     "dyn": lambda v: v,
     "type": lambda v: type(v).__name__,
     "duration": _duration,
