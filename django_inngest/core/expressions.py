@@ -105,9 +105,10 @@ class EvaluationError(InngestError):
 MAX_COST = 15_000
 """Cost units one evaluation may spend (a unit is about 0.2 µs of CPU; see
 docs/performance.md): each iteration of a macro costs 3 plus the size of its body in
-parse-tree nodes (a call 6, an index 3); a string costs a unit per `_SCAN` characters scanned, compared or built; a list or map
-`_PER_ITEM` units per item compared, searched or formatted; `matches` the text's length times
-the size of the compiled pattern, per `_REGEX` (RE2's worst case, when it cannot use its DFA)."""
+parse-tree nodes (a call 6, an index 3); a string costs a unit per `_SCAN` characters scanned,
+compared or built; a list or map `_PER_ITEM` units per item compared, searched or formatted;
+`matches` 20, plus the text's length times the size of the compiled pattern per `_REGEX`
+(RE2's worst case, when it cannot use its DFA)."""
 
 _SCAN = 256
 _PER_ITEM = 2
@@ -438,7 +439,7 @@ _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 def _duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
-    text = str(value)
+    text = value if isinstance(value, str) else _to_string(value)
     if len(text) > 64:  # no real duration is longer; the pattern below is not for long text
         raise EvaluationError(f"invalid duration {_shown(value)}")
     sign = -1 if text.startswith("-") else 1
