@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("django_inngest", "0007_lean_indexes")]
-AFTER = [("django_inngest", "0008_receipt_order")]
+BEFORE = [("django_inngest", "0009_containment")]
+AFTER = [("django_inngest", "0010_receipt_order")]
 
 
 @pytest.fixture

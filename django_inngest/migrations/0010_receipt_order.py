@@ -56,7 +56,7 @@ def forget_sequence(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_inngest", "0007_lean_indexes"),
+        ("django_inngest", "0009_containment"),
     ]
 
     operations = [
