@@ -27,7 +27,8 @@ REPEATS = 5
 
 
 def hostile_event() -> dict[str, Any]:
-    """Data an attacker could send, each field within 512 KiB."""
+    """Data an attacker could send: each field fits in one event (512 KiB); two strings of
+    500,000 characters would not, but share memory here."""
     chooser = random.Random(1)
     return {
         "name": "hostile",
@@ -37,6 +38,8 @@ def hostile_event() -> dict[str, Any]:
         "data": {
             "list": list(range(100_000)),
             "a": "a" * 500_000,
+            "b": "a" * 499_999 + "b",
+            "digits": "9" * 4_000,
             "text": "".join(chooser.choice("abcdefghij") for _ in range(500_000)),
             "strings": ["x" * 200] * 2_000,
             "map": {str(n): n for n in range(20_000)},
@@ -66,6 +69,9 @@ EXPRESSIONS = [
     "lowercase(event.data.a) == uppercase(event.data.text)",
     "json_parse(string(event.data.list)).size() == 0",
     "event.data.list.exists(x, event.data.a.contains(string(x)))",
+    "event.data.list.exists(x, event.data.a == event.data.b)",
+    "event.data.list.exists(x, bytes(event.data.a).size() == 0)",
+    "event.data.list.exists(x, int(event.data.digits) == 0)",
 ]
 
 

@@ -113,9 +113,10 @@ class EvaluationLimitError(EvaluationError):
 MAX_COST = 15_000
 """Cost units one evaluation may spend (a unit is about 0.2 µs of CPU; see
 docs/performance.md): each iteration of a macro costs 3 plus the size of its body in
-parse-tree nodes (a call 6, an index 3); a string costs a unit per `_SCAN` characters scanned, compared or built; a list or map
-`_PER_ITEM` units per item compared, searched or formatted; `matches` the text's length times
-the size of the compiled pattern, per `_REGEX` (RE2's worst case, when it cannot use its DFA)."""
+parse-tree nodes (a call 6, an index 3); a string costs a unit per `_SCAN` characters scanned,
+compared or built; a list or map `_PER_ITEM` units per item compared, searched or formatted;
+`matches` 20, plus the text's length times the size of the compiled pattern per `_REGEX`
+(RE2's worst case, when it cannot use its DFA)."""
 
 _SCAN = 256
 _PER_ITEM = 2
@@ -234,6 +235,8 @@ def equal(left: Any, right: Any) -> bool:
     if isinstance(left, Mapping) and isinstance(right, Mapping):
         _spend_on(left)
         return left.keys() == right.keys() and all(equal(left[k], right[k]) for k in left)
+    if type(left) is type(right) and isinstance(left, str | bytes) and len(left) == len(right):
+        _spend_on(left)  # equal lengths are compared byte by byte
     return bool(type(left) is type(right) and left == right)
 
 
@@ -264,6 +267,8 @@ def _compare(left: Any, right: Any) -> int | None:
     elif type(left) is not type(right) or isinstance(left, Mapping | list):
         return None
     try:
+        if isinstance(left, str | bytes):
+            _spend_on(left)
         return (left > right) - (left < right)  # type: ignore[no-any-return]
     except TypeError:
         return None
@@ -358,21 +363,32 @@ def _size(value: Any) -> int:
         return 0
     if isinstance(value, str | bytes | list | Mapping):
         return len(value)
-    raise EvaluationError(f"size() of {value!r}")
+    raise EvaluationError(f"size() of {_shown(value)}")
 
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
-        raise EvaluationError(f"int() of {value!r}")
+        raise EvaluationError(f"int() of {_shown(value)}")
     if isinstance(value, datetime):
         return int(value.timestamp())
+    if isinstance(value, str | bytes) and len(value) > 64:  # reading digits is quadratic
+        raise EvaluationError(f"int() of {_shown(value)}: out of range")
     try:
         return int(value)
     except (TypeError, ValueError, OverflowError):
         raise EvaluationError(f"int() of {_shown(value)}") from None
 
 
+def _to_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    text = _to_string(value)
+    _spend_on(text)
+    return text.encode("utf-8")
+
+
 def _to_double(value: Any) -> float:
+    _spend_on(value)
     try:
         return float(value)
     except (TypeError, ValueError, OverflowError):
@@ -387,7 +403,13 @@ def _to_string(value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
-    """`repr` of a value, cut short: error messages stay readable whatever the data."""
+    """A value in an error message, cut short and cheap to make whatever the data."""
+    if isinstance(value, Mapping | list | tuple):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, int) and value.bit_length() > 1000:
+        return f"an int of {value.bit_length()} bits"
+    if isinstance(value, str | bytes) and len(value) > 60:
+        return f"{value[:40]!r}… ({len(value)} characters)"
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:40]}…{text[-10:]} ({len(text)} characters)"
 
@@ -397,7 +419,7 @@ def _to_bool(value: Any) -> bool:
         return value
     if value in ("true", "false"):
         return bool(value == "true")
-    raise EvaluationError(f"bool() of {value!r}")
+    raise EvaluationError(f"bool() of {_shown(value)}")
 
 
 def _date(value: Any) -> datetime:
@@ -409,6 +431,7 @@ def _date(value: Any) -> datetime:
         except (OverflowError, ValueError, OSError):
             raise EvaluationError(f"timestamp() of {_shown(value)}: out of range") from None
     if isinstance(value, str):
+        _spend_on(value)
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
@@ -424,7 +447,7 @@ _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 def _duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
-    text = str(value)
+    text = value if isinstance(value, str) else _to_string(value)
     if len(text) > 64:  # no real duration is longer; the pattern below is not for long text
         raise EvaluationError(f"invalid duration {_shown(value)}")
     sign = -1 if text.startswith("-") else 1
@@ -509,7 +532,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "double": _to_double,
     "string": _to_string,
     "bool": _to_bool,
-    "bytes": lambda v: v if isinstance(v, bytes) else _to_string(v).encode("utf-8"),
+    "bytes": _to_bytes,
     "dyn": lambda v: v,
     "type": lambda v: type(v).__name__,
     "duration": _duration,

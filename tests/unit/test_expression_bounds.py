@@ -125,10 +125,17 @@ def test_matches_speaks_re2s_dialect() -> None:
         "string(event.data.l) == ''",
         "event.data.l.exists(x, (event.data.s + event.data.s).size() == 0)",
         "event.data.s.matches('(.{0,30}a){10}z')",
+        "event.data.l.exists(x, event.data.s == event.data.t)",
+        "event.data.l.exists(x, event.data.t < event.data.s)",
+        "event.data.l.exists(x, bytes(event.data.s).size() == 0)",
     ],
 )
 def test_evaluation_past_the_cost_budget_fails_naming_the_expression(source: str) -> None:
-    event = ev(l=list(range(100_000)), s="ab" * 250_000)
+    event = ev(
+        l=list(range(100_000)),
+        s="ab" * 250_000,
+        t="ab" * 249_999 + "ac",
+    )
     with pytest.raises(EvaluationError, match="cost budget") as raised:
         compile_expression(source).evaluate(event)
     assert raised.value.expression == source
@@ -376,3 +383,10 @@ def test_int_arithmetic_beyond_64_bits_is_an_overflow_error() -> None:
     while len(square) * 2 + 5 < MAX_LENGTH:
         square = f"({square})*({square})"
     assert compile_expression(square).matches(ev(x=HUGE)) is False  # the first product overflows
+
+
+def test_int_of_a_long_string_is_out_of_range_at_once() -> None:
+    """A 4,000-digit string is refused before Python reads it (quadratic: never in a loop)."""
+    expression = compile_expression("event.data.l.exists(x, int(event.data.digits) == 0)")
+    with pytest.raises(EvaluationError, match=r"int\(\) of '9999.*: out of range"):
+        expression.evaluate(ev(l=list(range(10_000)), digits="9" * 4000))
