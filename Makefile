@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# e.g. PIP_CONSTRAINTS='-c .ci/django-5.2.txt' to pin dependencies of a second venv
+PIP_CONSTRAINTS ?=
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test lint typecheck pytest worker clean bench bench-quick
@@ -10,7 +12,11 @@ CHROMIUM := /usr/bin/chromium
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,postgres]'
+	@# Before the rename to django-inngest-db, this checkout was installed as django-inngest,
+	@# the name of an unrelated distribution with the same import name (docs/install.md).
+	$(PY) -m pip uninstall --quiet --yes django-inngest
+	rm -rf django_inngest.egg-info
+	$(PY) -m pip install --quiet -e '.[dev,postgres]' $(PIP_CONSTRAINTS)
 	touch $@
 
 demo: $(VENV)/.installed
@@ -46,4 +52,4 @@ bench-quick:
 	$(PYTHON) -m bench --quick --output bench/RESULTS-quick.md
 
 clean:
-	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm
+	rm -rf $(VENV) build dist *.egg-info db.sqlite3 db.sqlite3-wal db.sqlite3-shm
