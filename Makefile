@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 PIP_CONSTRAINTS ?=
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck pytest worker clean bench bench-quick
+.PHONY: demo test lint typecheck pytest docs worker clean bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ typecheck: $(VENV)/.installed
 
 pytest: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The documentation site (also built, warnings as errors, by tests/docs in `make test`).
+docs: $(VENV)/.installed
+	$(PY) -m sphinx -W --keep-going -b html docs build/docs
 
 # The admin's browser tests drive Debian's Chromium through Playwright; Playwright never
 # downloads a browser of its own.

@@ -177,12 +177,15 @@ def default_client() -> Inngest:
 
 
 def create_function(**options: Any) -> Callable[[Handler], Function]:
+    """Declare a function on the default client (app id ``INNGEST["APP_ID"]``)."""
     return default_client().create_function(**options)
 
 
 def send_sync(events: Event | Sequence[Event]) -> list[str]:
+    """Send events with the default client, in the caller's transaction; returns their ids."""
     return default_client().send_sync(events)
 
 
 async def send(events: Event | Sequence[Event]) -> list[str]:
+    """Send events with the default client from async code; returns their ids."""
     return await default_client().send(events)
