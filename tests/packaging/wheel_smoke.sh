@@ -66,6 +66,8 @@ def greet(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict:
     return {"greeting": step.run("greet", greeting, ctx.event.data["name"])}
 FUNCTIONS
 
+# From here on, a deprecation warning (Django's included) in what the project runs is an error.
+export PYTHONWARNINGS=error::DeprecationWarning,error::PendingDeprecationWarning
 "${py}" manage.py migrate --noinput -v 0
 "${py}" manage.py check --fail-level WARNING
 "${py}" manage.py inngest_send smoke/hello --data '{"name": "wheel"}'
