@@ -2,10 +2,13 @@
 # The wheel as users get it: build the sdist and the wheel, check both, install the wheel (not the
 # source tree) into a fresh virtual environment, start a new Django project with the app, migrate,
 # check, run one function through a worker and fetch admin pages and a static file.
-# Usage: tests/packaging/wheel_smoke.sh [PYTHON]   (default python3)
+# Usage: tests/packaging/wheel_smoke.sh [PYTHON ...]   (default python3)
+# The wheel is built once, with the first interpreter (pure Python: one wheel for every version),
+# and each interpreter given installs it into a new project of its own.
 set -euo pipefail
 
-PYTHON=${1:-python3}
+if [ $# -eq 0 ]; then set -- python3; fi
+PYTHON=$1
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 server_pid=
@@ -22,7 +25,7 @@ pip_install() {
         2> >(grep -v "^WARNING: Location 'file:" >&2)
 }
 
-echo "=== wheel smoke with $("${PYTHON}" --version) in ${work} ==="
+echo "=== wheel smoke: build with $("${PYTHON}" --version) in ${work} ==="
 "${PYTHON}" -m venv "${work}/tools"
 pip_install "${work}/tools/bin/python" build twine check-wheel-contents
 # Without --sdist/--wheel, build makes the sdist and then the wheel from the sdist, so a file
@@ -34,24 +37,27 @@ pip_install "${work}/tools/bin/python" build twine check-wheel-contents
 wheel=$(ls "${work}"/dist/django_inngest_db-*.whl)
 echo "built $(basename "${wheel}") and $(basename "$(ls "${work}"/dist/*.tar.gz)")"
 
-"${PYTHON}" -m venv "${work}/app"
-py="${work}/app/bin/python"
-pip_install "${py}" "${wheel}"
-"${py}" -c "import django; print('Django', django.get_version())"
+try_wheel_with() {
+    local PYTHON=$1 n=$2
+    unset PYTHONWARNINGS  # set for the project's commands below, not for venv and pip
+    echo "=== wheel smoke: a new project on $("${PYTHON}" --version) ==="
+    "${PYTHON}" -m venv "${work}/app-${n}"
+    py="${work}/app-${n}/bin/python"
+    pip_install "${py}" "${wheel}"
+    "${py}" -c "import django; print('Django', django.get_version())"
 
-# A project started as a user would, away from the source tree.
-cd "${work}"
-mkdir site && cd site
-"${work}/app/bin/django-admin" startproject smoke .
-"${py}" manage.py startapp orders
-cat >> smoke/settings.py <<'SETTINGS'
+    # A project started as a user would, away from the source tree.
+    mkdir "${work}/site-${n}" && cd "${work}/site-${n}"
+    "${work}/app-${n}/bin/django-admin" startproject smoke .
+    "${py}" manage.py startapp orders
+    cat >> smoke/settings.py <<'SETTINGS'
 
 INSTALLED_APPS += ["rest_framework", "django_inngest", "orders"]
 DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE"}
 INNGEST = {"APP_ID": "smoke"}
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 SETTINGS
-cat > orders/functions.py <<'FUNCTIONS'
+    cat > orders/functions.py <<'FUNCTIONS'
 import django_inngest as inngest
 
 client = inngest.Inngest(app_id="smoke")
@@ -66,14 +72,14 @@ def greet(ctx: inngest.ContextSync, step: inngest.StepSync) -> dict:
     return {"greeting": step.run("greet", greeting, ctx.event.data["name"])}
 FUNCTIONS
 
-# From here on, a deprecation warning (Django's included) in what the project runs is an error.
-export PYTHONWARNINGS=error::DeprecationWarning,error::PendingDeprecationWarning
-"${py}" manage.py migrate --noinput -v 0
-"${py}" manage.py check --fail-level WARNING
-"${py}" manage.py inngest_send smoke/hello --data '{"name": "wheel"}'
-"${py}" manage.py inngest_worker --burst -v 0
+    # From here on, a deprecation warning (Django's included) in what the project runs is an error.
+    export PYTHONWARNINGS=error::DeprecationWarning,error::PendingDeprecationWarning
+    "${py}" manage.py migrate --noinput -v 0
+    "${py}" manage.py check --fail-level WARNING
+    "${py}" manage.py inngest_send smoke/hello --data '{"name": "wheel"}'
+    "${py}" manage.py inngest_worker --burst -v 0
 
-cat > "${work}/verify.py" <<'VERIFY'
+    cat > "${work}/verify-${n}.py" <<'VERIFY'
 """Runs inside the new project: the run completed, the code came from the wheel, admin pages render."""
 
 import os
@@ -117,13 +123,13 @@ for url in (
 assert "hello wheel" in body
 print(f"run {run.pk} {run.status} {run.output}; django_inngest from {package.parent}")
 VERIFY
-"${py}" "${work}/verify.py"
+    "${py}" "${work}/verify-${n}.py"
 
-# The static file served over HTTP by runserver, from the wheel's files.
-port=$("${py}" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-"${py}" manage.py runserver --noreload "127.0.0.1:${port}" > "${work}/server.log" 2>&1 &
-server_pid=$!
-"${py}" - "${port}" <<'FETCH'
+    # The static file served over HTTP by runserver, from the wheel's files.
+    port=$("${py}" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+    "${py}" manage.py runserver --noreload "127.0.0.1:${port}" > "${work}/server-${n}.log" 2>&1 &
+    server_pid=$!
+    "${py}" - "${port}" <<'FETCH'
 import sys
 import time
 import urllib.request
@@ -142,4 +148,13 @@ while True:
 assert response.status == 200 and body, (response.status, len(body))
 print(f"GET {url}: {response.status}, {len(body)} bytes")
 FETCH
-echo "=== wheel smoke passed ==="
+    kill "${server_pid}" 2>/dev/null || true
+    server_pid=
+}
+
+n=0
+for python in "$@"; do
+    n=$((n + 1))
+    try_wheel_with "${python}" "${n}"
+done
+echo "=== wheel smoke passed with $# interpreter(s) ==="
