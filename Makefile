@@ -33,7 +33,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 
 typecheck: $(VENV)/.installed
-	$(PY) -m mypy django_inngest
+	$(PY) -m mypy django_inngest tests/typing
 
 pytest: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)

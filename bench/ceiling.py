@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -59,11 +60,12 @@ def postgresql(seconds: int = 10, clients: int = 2) -> float:
 
 
 def sqlite(seconds: float = 5.0) -> float:
-    """One connection, WAL, synchronous=NORMAL (what both SQLite engines here use)."""
+    """One connection, WAL, and the `synchronous` both SQLite engines here use."""
     with tempfile.TemporaryDirectory() as folder:
         connection = sqlite3.connect(Path(folder) / "ceiling.sqlite3", isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        synchronous = os.environ.get("BENCH_SQLITE_SYNCHRONOUS", "FULL")
+        connection.execute(f"PRAGMA synchronous={synchronous}")
         connection.execute("CREATE TABLE ceiling (id INTEGER PRIMARY KEY, v INTEGER)")
         count = 0
         deadline = time.perf_counter() + seconds

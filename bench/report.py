@@ -256,7 +256,7 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         out.append(
             "- Ceiling (single-row INSERT commits/s): "
             + "; ".join(
-                f"{'PostgreSQL, pgbench, 2 clients' if b == 'postgresql' else 'SQLite WAL, synchronous=NORMAL, Python, 1 connection'}: {v:,.0f}"
+                f"{'PostgreSQL, pgbench, 2 clients' if b == 'postgresql' else 'SQLite WAL, Python, 1 connection'}: {v:,.0f}"
                 for b, v in ceilings.items()
             )
         )

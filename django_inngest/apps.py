@@ -23,10 +23,15 @@ class DjangoInngestConfig(AppConfig):
 
 
 def _tune_sqlite(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    """WAL lets readers work while a worker writes; the busy timeout makes writers wait."""
+    """Set on SQLite only what the engine's correctness needs.
+
+    WAL lets readers work while a worker writes; a busy timeout makes writers wait instead of
+    failing (10 s unless the database's OPTIONS give a `timeout` of their own). Durability
+    (`PRAGMA synchronous`) stays as the user configured it: it governs the user's own writes too.
+    """
     if connection.vendor != "sqlite":
         return
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        if "timeout" not in connection.settings_dict.get("OPTIONS", {}):
+            cursor.execute("PRAGMA busy_timeout=10000")

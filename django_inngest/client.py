@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 
@@ -22,7 +24,8 @@ from django_inngest.core.expressions import compile_expression
 from django_inngest.core.function import Function, Handler
 from django_inngest.registry import registry
 
-F = TypeVar("F", bound=Handler)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Inngest:
@@ -115,9 +118,11 @@ class Inngest:
         store.insert_events(prepared, received_at=clock.now(), ignore_existing=seed is not None)
         return [event.id for event in prepared]
 
-    async def send(self, events: Event | Sequence[Event]) -> list[str]:
+    async def send(
+        self, events: Event | Sequence[Event], *, id_seed: str | None = None
+    ) -> list[str]:
         """`send_sync` for async code, on the thread Django's async ORM calls use."""
-        ids: list[str] = await sync_to_async(self.send_sync)(events)
+        ids: list[str] = await sync_to_async(self.send_sync)(events, id_seed=id_seed)
         return ids
 
     def cancel(self, run_id: str) -> None:
@@ -176,16 +181,27 @@ def default_client() -> Inngest:
     return _default
 
 
-def create_function(**options: Any) -> Callable[[Handler], Function]:
-    """Declare a function on the default client (app id ``INNGEST["APP_ID"]``)."""
-    return default_client().create_function(**options)
+def _on_default_client(method: Callable[Concatenate[Inngest, P], R]) -> Callable[P, R]:
+    """The client method `method`, called on `default_client()`: same keywords, same types."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(default_client(), *args, **kwargs)
+
+    signature = inspect.signature(method)
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]  # without `self`
+    )
+    call.__qualname__ = method.__name__
+    return call
 
 
-def send_sync(events: Event | Sequence[Event]) -> list[str]:
-    """Send events with the default client, in the caller's transaction; returns their ids."""
-    return default_client().send_sync(events)
+create_function = _on_default_client(Inngest.create_function)
+"""`Inngest.create_function` on the default client (app id ``INNGEST["APP_ID"]``)."""
+send_sync = _on_default_client(Inngest.send_sync)
+"""`Inngest.send_sync` on the default client."""
 
 
-async def send(events: Event | Sequence[Event]) -> list[str]:
-    """Send events with the default client from async code; returns their ids."""
-    return await default_client().send(events)
+async def send(events: Event | Sequence[Event], *, id_seed: str | None = None) -> list[str]:
+    """`Inngest.send` on the default client (a coroutine function, as the client's)."""
+    return await default_client().send(events, id_seed=id_seed)

@@ -42,6 +42,9 @@ class InngestSettings:
     HEARTBEAT_SECONDS: float = 10.0
     SWEEP_SECONDS: float = 10.0
     """How often a worker returns expired leases to the queue."""
+    MAX_LEASE_LOSSES: int = 5
+    """A run whose lease is lost this many times in a row without a new step result (its
+    worker killed, its database writes failing) ends FAILED with a `WorkerLostError`."""
     POLL_INTERVAL: float | None = None
     """Seconds between checks for new work: SQLite 0.1 (a file check, not a query);
     PostgreSQL 10 as a fallback to LISTEN/NOTIFY."""
@@ -76,6 +79,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "LEASE_SECONDS": _NUMBERS,
     "HEARTBEAT_SECONDS": _NUMBERS,
     "SWEEP_SECONDS": _NUMBERS,
+    "MAX_LEASE_LOSSES": (int,),
     "POLL_INTERVAL": (*_NUMBERS, type(None)),
     "IDLE_QUERY_INTERVAL": _NUMBERS,
     "WORKER_CONCURRENCY": (int,),
@@ -116,6 +120,11 @@ def problems() -> list[str]:
             or any(isinstance(s, bool) or not isinstance(s, _NUMBERS) or s < 0 for s in item)
         ):
             found.append(f"INNGEST['RETRY_BACKOFF']={item!r} must be a non-empty list of seconds")
+        elif key == "MAX_LEASE_LOSSES" and isinstance(item, int) and item < 1:
+            found.append(
+                f"INNGEST['MAX_LEASE_LOSSES']={item!r} must be at least 1: a run whose worker "
+                "is lost that many times in a row without progress fails"
+            )
         elif key == "CRON_TIMEZONE" and not _is_zone(item):
             found.append(f"INNGEST['CRON_TIMEZONE']={item!r} is not a known time zone")
         elif isinstance(item, _NUMBERS) and item < 0:

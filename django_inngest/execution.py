@@ -1,5 +1,6 @@
 """A claimed run against the database: the plans of the runs an event starts, the step store
-of a run, and recording what an invocation ended with. Shared by the worker and
+of a run, recording what an invocation ended with, and giving back runs whose worker was lost
+(ending those lost MAX_LEASE_LOSSES times without progress). Shared by the worker and
 `testing.drain()`.
 """
 
@@ -26,23 +27,39 @@ from django_inngest.core.engine import (
     StepRecord,
     Suspended,
 )
-from django_inngest.core.events import PreparedEvent, run_ended_events
+from django_inngest.core.errors import (
+    InvalidEventError,
+    OutputUnserializableError,
+    WorkerLostError,
+    error_data,
+    storable_text,
+)
+from django_inngest.core.events import FUNCTION_FINISHED, PreparedEvent, run_ended_events
 from django_inngest.core.flow import RunPlan, plan_run
 from django_inngest.core.function import Function
 from django_inngest.models import RunStatus
 from django_inngest.registry import registry
-from django_inngest.threads import GroupWriter
+from django_inngest.threads import GroupWriter, ensure_usable_connections
 
 logger = logging.getLogger("django_inngest.worker")  # run outcomes are logged as the worker's
 
 
 def route(event: Mapping[str, Any], event_id: str) -> list[RunPlan]:
-    """The plans of the runs an event starts."""
+    """The plans of the runs an event starts. A function whose trigger or plan fails over
+    this event gets a plan that says why it is skipped; nothing here raises for data."""
     bound = conf.get().PRIORITY_RANGE
-    return [
-        plan_run(function, event, event_id, priority_bound=bound)
-        for function in registry.matching(event)
+    failed: list[tuple[Function, Exception]] = []
+    plans = []
+    for function in registry.matching(event, failed):
+        try:
+            plans.append(plan_run(function, event, event_id, priority_bound=bound))
+        except Exception as error:
+            plans.append(skipped_plan(function.id, event_id, "planning the run failed", error))
+    plans += [
+        skipped_plan(function.id, event_id, "evaluating its trigger failed", error)
+        for function, error in failed
     ]
+    return plans
 
 
 def planner(
@@ -52,9 +69,25 @@ def planner(
     function = registry.get(function_id)
     if function is None:
         return None
-    return plan_run(
-        function, event, event_id, priority_bound=conf.get().PRIORITY_RANGE, batched=batched
+    try:
+        return plan_run(
+            function, event, event_id, priority_bound=conf.get().PRIORITY_RANGE, batched=batched
+        )
+    except Exception as error:
+        return skipped_plan(function.id, event_id, "planning the run failed", error)
+
+
+def skipped_plan(function_id: str, event_id: str, what: str, error: Exception) -> RunPlan:
+    """The plan of a function skipped for one event, logged with the error's traceback."""
+    reason = storable_text(f"{what}: {type(error).__name__}: {error}")
+    logger.warning(
+        "function skipped for event event_id=%s fn=%s reason=%s",
+        event_id,
+        function_id,
+        reason,
+        exc_info=error,
     )
+    return RunPlan(function_id=function_id, skipped=reason)
 
 
 def priority_window() -> int:
@@ -143,20 +176,40 @@ def run_end(claimed: store.ClaimedRun, outcome: Completed | Failed, worker_id: s
     output = outcome.output if isinstance(outcome, Completed) else outcome.error
     trigger_events = [store.event_map(row) for row in claimed.event_rows]
     function = registry.get(claimed.function_id)
-    return store.RunEnd(
-        run_id=claimed.run_id,
-        worker_id=worker_id,
-        status=status,
-        output=output,
-        now=clock.now(),
-        emitted=run_ended_events(
+
+    def ended_events() -> list[PreparedEvent]:
+        return run_ended_events(
             function_id=claimed.function_id,
             run_id=claimed.run_id,
             trigger_events=trigger_events,
             status=status,
             output=output,
             now_ms=clock.now_ms(),
-        ),
+        )
+
+    try:
+        emitted = ended_events()
+    except InvalidEventError as error:
+        # The output is stored, but the events that carry it cannot be (too large): the run
+        # fails saying so, rather than being run again after every lease.
+        status = RunStatus.FAILED
+        output = error_data(
+            OutputUnserializableError(
+                f'function "{claimed.function_id}" ended with data that cannot be sent in '
+                f"its {FUNCTION_FINISHED} event: {error}"
+            )
+        )
+        try:
+            emitted = ended_events()
+        except InvalidEventError:
+            emitted = []
+    return store.RunEnd(
+        run_id=claimed.run_id,
+        worker_id=worker_id,
+        status=status,
+        output=output,
+        now=clock.now(),
+        emitted=emitted,
         pending=store.ended_pending(registry.listens_to, trigger_events),
         drop_pauses=bool(function and function.cancel),
     )
@@ -217,5 +270,68 @@ def record_outcome(claimed: store.ClaimedRun, outcome: Outcome, worker_id: str) 
         if not written:
             return None
         return RunStatus.WAITING if outcome.waiting else RunStatus.SLEEPING
-    logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
+    if outcome.store_failed:
+        drop_run(claimed.run_id, worker_id)
+    else:
+        logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
     return None
+
+
+def drop_run(run_id: str, worker_id: str) -> int | None:
+    """Give back a run this worker could not go on with because the engine's own database
+    writes failed: it goes on from its last checkpoint, on any worker, with no attempt used.
+    The loss counts like a lost lease: a run lost MAX_LEASE_LOSSES times without progress
+    ends FAILED (`WorkerLostError`). Returns the run's losses (None: it was no longer held)."""
+    settings = conf.get()
+    ensure_usable_connections()  # the failure may have left this thread's connection broken
+    losses = store.lose_lease(
+        run_id,
+        worker_id,
+        max_losses=settings.MAX_LEASE_LOSSES,
+        lease_seconds=settings.LEASE_SECONDS,
+    )
+    logger.debug("run dropped run_id=%s losses=%s", run_id, losses)
+    if losses is not None and losses >= settings.MAX_LEASE_LOSSES:
+        end_lost_runs(worker_id)
+    return losses
+
+
+def sweep_leases(worker_id: str) -> int:
+    """Return the runs whose lease expired to the queue (their worker died or stopped
+    renewing it) and end those lost MAX_LEASE_LOSSES times without progress; returns how
+    many leases had expired."""
+    settings = conf.get()
+    expired = store.return_expired_leases(
+        worker_id, max_losses=settings.MAX_LEASE_LOSSES, lease_seconds=settings.LEASE_SECONDS
+    )
+    if expired:
+        end_lost_runs(worker_id)
+    return expired
+
+
+def end_lost_runs(worker_id: str) -> int:
+    """End FAILED, with a `WorkerLostError`, the runs `worker_id` holds because they were lost
+    too often; their `on_failure` handlers start as for any failure. Returns how many."""
+    lost = store.lost_runs(worker_id, conf.get().MAX_LEASE_LOSSES)
+    if not lost:
+        return 0
+    ends = [
+        run_end(
+            run.claimed,
+            Failed(error=error_data(WorkerLostError(run.losses, run.last_step))),
+            worker_id,
+        )
+        for run in lost
+    ]
+    written = store.end_runs(ends)
+    for run, ended in zip(lost, written, strict=True):
+        if ended:
+            logger.warning(
+                "run failed: its worker was lost %s times without progress run_id=%s fn=%s "
+                "last_step=%s",
+                run.losses,
+                run.claimed.run_id,
+                run.claimed.function_id,
+                run.last_step,
+            )
+    return sum(written)

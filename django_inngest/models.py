@@ -62,6 +62,26 @@ class Event(models.Model):
         return self.user_id or self.id
 
 
+class EventSkip(models.Model):
+    """A function, or a waiting run, that an event skipped because routing or planning that
+    one pair failed (an expression, a flow-control key, a wait's condition): the error stays
+    with the pair and every other piece of work goes on. Shown on the event's admin page."""
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="skips", db_index=False)
+    function_id = models.CharField(max_length=255)
+    run_id = models.CharField(
+        max_length=26, blank=True, default="", help_text="The waiting run, for a wait or cancel."
+    )
+    reason = models.TextField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["event"], name="inngest_skip_event")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} skipped {self.run_id or self.function_id}"
+
+
 class FunctionRunQuerySet(models.QuerySet["FunctionRun"]):
     def ended(self) -> FunctionRunQuerySet:
         return self.filter(status__in=ENDED_STATUSES)
@@ -181,6 +201,14 @@ class QueueItem(models.Model):
     ckey2 = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = no limit
     climit2 = models.PositiveIntegerField(null=True, blank=True)
     parked_on = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001 - NULL = ready
+    lease_losses = models.PositiveIntegerField(
+        default=0,
+        help_text="Times in a row the run's lease was lost (its worker died or its database "
+        "writes failed) without a new step result; at MAX_LEASE_LOSSES the run fails.",
+    )
+    steps_at_loss = models.PositiveIntegerField(
+        default=0, help_text="Step results the run had when its lease was last lost."
+    )
 
     class Meta:
         constraints = [

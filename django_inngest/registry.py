@@ -48,8 +48,15 @@ class Registry:
         with self._lock:
             return sorted(self._functions.values(), key=lambda f: f.id)
 
-    def matching(self, event: Mapping[str, Any]) -> list[Function]:
-        """Functions an event starts: per function, the first trigger that matches wins."""
+    def matching(
+        self,
+        event: Mapping[str, Any],
+        failed: list[tuple[Function, Exception]] | None = None,
+    ) -> list[Function]:
+        """Functions an event starts: per function, the first trigger that matches wins.
+
+        A trigger whose expression raises over this event does not start its function; the
+        function and the error are added to `failed` when given."""
         name = str(event.get("name", ""))
         if name == FUNCTION_INVOKED:  # only the target runs, whatever its triggers
             target = self.get(invoked_function(event) or "")
@@ -67,6 +74,10 @@ class Registry:
                         continue
                 except ExpressionError:
                     continue  # reported by `manage.py check`; never start on a broken filter
+                except Exception as error:  # contained: this function only, this event only
+                    if failed is not None and all(f is not function for f, _ in failed):
+                        failed.append((function, error))
+                    continue
             started.append(function)
         return started
 

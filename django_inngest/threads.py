@@ -1,11 +1,14 @@
 """The worker's threads and their database connections: connection hygiene, closing a pool's
-connections, threads for sync parallel branches, and group commit (`GroupWriter`).
+connections, threads for sync parallel branches, group commit (`GroupWriter`), and logging a
+database outage once (`Outage`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -141,3 +144,57 @@ class GroupWriter(Generic[W, R]):
             if len(group) > 1:
                 return [result for one in group for result in self._results([one])]
             return [error]
+
+
+class Outage:
+    """Logs a database outage once, however many threads and runs meet it: its first failure
+    at WARNING with the error, the failures after it at DEBUG, and its end (the next success)
+    at INFO with how long it lasted, how many calls failed and how many runs were dropped."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._failures = 0
+        self._dropped = 0
+
+    @property
+    def ongoing(self) -> bool:
+        return self._since is not None
+
+    def failed(
+        self, what: str, error: BaseException | None = None, *, dropped: bool = False
+    ) -> None:
+        """`what` failed (with `error`, when there is one to show); `dropped`: a run was given
+        back because of it."""
+        with self._lock:
+            first = self._since is None
+            if first:
+                self._since = time.monotonic()
+            self._failures += 1
+            self._dropped += dropped
+        if first:
+            self._logger.warning(
+                "database unreachable or failing (%s); runs in flight are dropped and go on "
+                "from their last checkpoint; reconnecting",
+                what,
+                exc_info=error,
+            )
+        else:
+            self._logger.debug("database still failing (%s): %s", what, error)
+
+    def recovered(self) -> None:
+        """A database call succeeded: the outage, if there was one, is over."""
+        if self._since is None:  # the usual case, without taking the lock
+            return
+        with self._lock:
+            since, failures, dropped = self._since, self._failures, self._dropped
+            self._since, self._failures, self._dropped = None, 0, 0
+        if since is not None:
+            self._logger.info(
+                "database reachable again after %.1fs: %s calls failed, %s runs dropped and "
+                "queued again",
+                time.monotonic() - since,
+                failures,
+                dropped,
+            )

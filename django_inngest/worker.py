@@ -10,6 +10,7 @@ the database, shared with `testing.drain()`, is in `execution.py`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import os
@@ -37,6 +38,7 @@ from django_inngest.core.engine import (
 )
 from django_inngest.core.steps import invoke_async, invoke_sync
 from django_inngest.execution import (
+    drop_run,
     execution_for,
     function_exists,
     log_end,
@@ -46,12 +48,14 @@ from django_inngest.execution import (
     record_outcome,
     route,
     run_end,
+    sweep_leases,
 )
-from django_inngest.listener import PostgresListener
+from django_inngest.listener import PostgresListener, SqliteWatcher
 from django_inngest.registry import registry
 from django_inngest.scheduler import CronScheduler
 from django_inngest.threads import (
     GroupWriter,
+    Outage,
     close_connections_of,
     hygienic,
     run_branches_in_threads,
@@ -117,7 +121,12 @@ class Worker:
         self._slots = threading.Lock()
         self._promised = 0
         """Runs claimed that the loop has not started yet (guarded by `_slots`)."""
+        self._held: collections.deque[store.ClaimedRun] = collections.deque()
+        """Claimed runs that lost their lease before, waiting to run alone (see `_adopt`)."""
+        self._alone: str | None = None
+        """The run running alone, if one does."""
         self._signals = 0
+        self._outage = Outage(logger)
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
 
@@ -170,7 +179,7 @@ class Worker:
         ]
         listener: PostgresListener | None = None
         if self._postgresql:
-            listener = PostgresListener(store.alias(), self._notified)
+            listener = PostgresListener(store.alias(), self._notified, self._outage)
             listener.start()
         else:
             background.append(asyncio.create_task(self._watch_sqlite_files()))
@@ -210,22 +219,38 @@ class Worker:
                     if fanned >= FAN_OUT_LIMIT:
                         self._events_due = True  # more are waiting
                 failures = 0
-            except DatabaseError:
+                self._outage.recovered()
+            except DatabaseError as error:
                 self._events_due = True
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
-                logger.exception("worker cannot reach the database; retrying in %.1fs", delay)
+                self._outage.failed("claiming runs", error)
                 await self._sleep(delay)
                 continue
-            if self.burst and not progressed and not self._inflight and not self._promised:
+            except Exception:  # a bug, not data (contained in routing): never exit for it
+                self._events_due = True
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                logger.exception("worker error while taking work; retrying in %.1fs", delay)
+                await self._sleep(delay)
+                continue
+            if (
+                self.burst
+                and not progressed
+                and not self._inflight
+                and not self._promised
+                and not self._held
+            ):
                 return
-            full = len(self._inflight) >= self.concurrency
+            full = self._free() <= 0
             if progressed and not full:
                 continue
             await self._sleep(await self._idle_timeout(full))
 
     def _free(self) -> int:
         with self._slots:
+            if self._held or self._alone is not None:
+                return 0
             return self.concurrency - len(self._inflight) - self._promised
 
     def _take(
@@ -268,11 +293,27 @@ class Worker:
             self._taking.release()
 
     def _adopt(self, claimed: Sequence[store.ClaimedRun]) -> None:
-        """Start runs `_take` claimed (on the loop)."""
+        """Start runs `_take` claimed (on the loop).
+
+        A run that lost its lease before (its worker may have been killed by it) is held
+        until the worker's other runs are done, then runs alone, and the worker claims
+        nothing meanwhile: if it kills this worker too, no other run is lost with it, and
+        only it comes nearer to MAX_LEASE_LOSSES."""
         with self._slots:
             self._promised -= len(claimed)
             for run in claimed:
-                self._start(run)
+                if run.lease_losses:
+                    self._held.append(run)
+                else:
+                    self._start(run)
+            self._start_held()
+
+    def _start_held(self) -> None:
+        """Start the next held run once nothing else runs (with `_slots` held)."""
+        if self._held and not self._inflight and not self._stopping.is_set():
+            run = self._held.popleft()
+            self._alone = run.run_id
+            self._start(run)
 
     async def _events_waiting(self) -> bool:
         """Whether to fan out now. A notification about events is taken at its word; otherwise
@@ -312,7 +353,11 @@ class Worker:
         self._inflight[claimed.run_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
-            self._inflight.pop(claimed.run_id, None)
+            with self._slots:
+                self._inflight.pop(claimed.run_id, None)
+                if self._alone == claimed.run_id:
+                    self._alone = None
+                self._start_held()
             if self._wake is not None:
                 self._wake.set()
 
@@ -332,7 +377,9 @@ class Worker:
                 runtime = self._sync_runtime()
                 execution = execution_for(claimed, function, self.worker_id, runtime, self._steps)
                 outcome = await self._in_runner(invoke_sync, execution)
-            if isinstance(outcome, Dropped):
+            if isinstance(outcome, Dropped) and outcome.store_failed:
+                await self._drop(claimed, outcome.reason, None)
+            elif isinstance(outcome, Dropped):
                 logger.info("run dropped run_id=%s reason=%s", claimed.run_id, outcome.reason)
             elif isinstance(outcome, Completed | Failed):
                 end = run_end(claimed, outcome, self.worker_id)
@@ -340,13 +387,25 @@ class Worker:
                 log_end(end, claimed.function_id, written)
             else:
                 await self._io_call(record_outcome, claimed, outcome, self.worker_id)
-        except DatabaseError:
-            logger.exception(
-                "could not record run_id=%s; its lease will expire and it will run again",
-                claimed.run_id,
-            )
+        except DatabaseError as error:
+            await self._drop(claimed, "could not record its outcome", error)
         except Exception:
             logger.exception("worker error on run_id=%s", claimed.run_id)
+
+    async def _drop(
+        self, claimed: store.ClaimedRun, reason: str, error: DatabaseError | None
+    ) -> None:
+        """The engine's own writes for a run failed: give the run back to the queue (it goes
+        on from its last checkpoint, here or on another worker, no attempt used). When that
+        fails too, its lease expires and a sweep gives it back."""
+        self._outage.failed(f"run_id={claimed.run_id}: {reason}", error, dropped=True)
+        for _ in range(2):  # a second try on a fresh connection: the failure closed the first
+            try:
+                await self._io_call(drop_run, claimed.run_id, self.worker_id)
+                return
+            except DatabaseError:
+                continue
+        logger.debug("could not give back run_id=%s; its lease will expire", claimed.run_id)
 
     def _async_runtime(self) -> Runtime:
         loop = self._loop
@@ -405,15 +464,16 @@ class Worker:
             await asyncio.sleep(seconds)
             try:
                 await job()
-            except DatabaseError:
-                logger.warning("background database call failed; will try again", exc_info=True)
+                self._outage.recovered()
+            except DatabaseError as error:
+                self._outage.failed(getattr(job, "__name__", "a background job"), error)
 
     async def _heartbeat(self) -> None:
         if self._inflight:
             await self._io_call(store.heartbeat, self.worker_id, conf.get().LEASE_SECONDS)
 
     async def _sweep(self) -> None:
-        returned = await self._io_call(store.return_expired_leases)
+        returned = await self._io_call(sweep_leases, self.worker_id)
         if returned:
             logger.warning("returned %s runs whose worker stopped renewing its lease", returned)
             self._poke()
@@ -452,11 +512,28 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     async def _watch_sqlite_files(self) -> None:
-        """Any commit by another process changes the database or its WAL file."""
+        """Any commit by another process changes the database or its WAL file. On Linux the
+        kernel tells us at once (`SqliteWatcher`); the poll is the fallback elsewhere and for
+        anything missed."""
         name = str(connections[store.alias()].settings_dict["NAME"])
         if name == ":memory:" or name.startswith("file:"):
             return
-        paths = [Path(name), Path(f"{name}-wal")]
+        path = Path(name).resolve()
+        watcher = (
+            SqliteWatcher(path, self._poke, self._has_free_slot)
+            if SqliteWatcher.available()
+            else None
+        )
+        if watcher is not None:
+            watcher.start()
+        try:
+            await self._poll_sqlite_files([path, Path(f"{path}-wal")])
+        finally:
+            if watcher is not None:
+                watcher.stop()
+                await asyncio.to_thread(watcher.join, 5.0)
+
+    async def _poll_sqlite_files(self, paths: list[Path]) -> None:
 
         def signature() -> tuple[tuple[int, int] | None, ...]:
             found: list[tuple[int, int] | None] = []
@@ -498,6 +575,9 @@ class Worker:
         try:
             event = store.described_event(about)
             taken = hygienic(functools.partial(self._take, True, wait=False, event=event))
+        except DatabaseError as error:
+            self._outage.failed("picking up events on the listener", error)
+            return False
         except Exception:
             logger.warning("picking up events on the listener failed; retrying", exc_info=True)
             return False
@@ -509,6 +589,10 @@ class Worker:
         except RuntimeError:  # the loop has closed: the runs' leases are released or expire
             return True
         return fanned < FAN_OUT_LIMIT
+
+    def _has_free_slot(self) -> bool:
+        """Whether new work could start now (a full worker looks again when a run ends)."""
+        return self._free() > 0
 
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake

@@ -66,6 +66,7 @@ INNGEST = {
     "LEASE_SECONDS": env.float("INNGEST_LEASE_SECONDS", default=30.0),
     "HEARTBEAT_SECONDS": env.float("INNGEST_HEARTBEAT_SECONDS", default=10.0),
     "SWEEP_SECONDS": env.float("INNGEST_SWEEP_SECONDS", default=5.0),
+    "POLL_INTERVAL": env.float("INNGEST_POLL_INTERVAL", default=None),
     "EVENT_KEYS": ["test-event-key", "next-event-key"],
     "SIGNING_KEYS": ["signkey-test-0123456789abcdef"],
 }

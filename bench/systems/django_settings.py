@@ -1,7 +1,7 @@
 """Django settings shared by the Django-based systems (django-inngest and django-tasks-db).
 
 BENCH_SYSTEM picks the app, BENCH_BACKEND the database; both engines get the same SQLite
-tuning (WAL, synchronous=NORMAL, IMMEDIATE transactions, a busy timeout).
+tuning (WAL, the same `synchronous`, IMMEDIATE transactions, a busy timeout).
 """
 
 import os
@@ -10,6 +10,8 @@ from bench.systems.base import DATA, PG
 
 SYSTEM = os.environ.get("BENCH_SYSTEM", "django-inngest")
 BACKEND = os.environ.get("BENCH_BACKEND", "postgresql")
+# SQLite durability for both engines alike: FULL is SQLite's default, NORMAL the faster setting.
+SQLITE_SYNCHRONOUS = os.environ.get("BENCH_SQLITE_SYNCHRONOUS", "FULL")
 SLUG = SYSTEM.replace("-", "_").replace("@", "_")
 
 SECRET_KEY = "bench-only"
@@ -38,7 +40,7 @@ else:
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS};",
             },
         }
     }

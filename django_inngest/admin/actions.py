@@ -58,11 +58,22 @@ def rerun(runs: Iterable[FunctionRun]) -> ActionReport:
     return report
 
 
-def failed_step(run_id: str) -> RunStep | None:
-    """The step a failed run failed on, if it failed in a step."""
-    return (
-        RunStep.objects.using(alias()).filter(run_id=run_id, status="FAILED").order_by("id").first()
-    )
+def failed_step(run: FunctionRun) -> RunStep | None:
+    """The step a retry of a failed run starts from (see `step_to_retry`)."""
+    return step_to_retry(run, RunStep.objects.using(alias()).filter(run_id=run.id))
+
+
+def step_to_retry(run: FunctionRun, steps: Iterable[RunStep]) -> RunStep | None:
+    """The step a retry of a failed run starts from: the step it failed on; for a run whose
+    worker was lost (`WorkerLostError`), the last step it completed, which runs again before
+    the code that kept losing the worker. None: a retry would be a rerun."""
+    ordered = sorted(steps, key=lambda step: step.pk)
+    failed = next((step for step in ordered if step.status == "FAILED"), None)
+    output = run.output if isinstance(run.output, dict) else {}
+    if failed is not None or output.get("name") != "WorkerLostError":
+        return failed
+    completed = [step for step in ordered if step.status == "COMPLETED"]
+    return completed[-1] if completed else None
 
 
 def retry_from_failed_step(runs: Iterable[FunctionRun]) -> ActionReport:
@@ -70,7 +81,7 @@ def retry_from_failed_step(runs: Iterable[FunctionRun]) -> ActionReport:
     report = ActionReport()
     client = default_client()
     for run in runs:
-        step = failed_step(run.id) if run.status == RunStatus.FAILED else None
+        step = failed_step(run) if run.status == RunStatus.FAILED else None
         if step is None:
             report.refused.append(f"run {run.id} did not fail in a step")
             continue

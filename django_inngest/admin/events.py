@@ -1,5 +1,6 @@
-"""Admin of events: the list, the event page with its payload and the runs it started, and
-"send again" (a copy under a new id, through the client), which needs `send_event`."""
+"""Admin of events: the list, the event page with its payload, the runs it started and the
+functions or waiting runs it skipped (and why), and "send again" (a copy under a new id,
+through the client), which needs `send_event`."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from django_inngest.admin import actions as run_actions
 from django_inngest.admin import pages
 from django_inngest.admin.display import json_value_response, payload, status_badge
 from django_inngest.admin.listing import CappedPaginator, ReceivedWithinFilter, search_events
-from django_inngest.models import Event, FunctionRun
+from django_inngest.models import Event, EventSkip, FunctionRun
 from django_inngest.store import alias, run_ids_of_event
 
 SEND_PERMISSION = "django_inngest.send_event"
@@ -177,6 +178,12 @@ class EventAdmin(_ModelAdmin):
             ),
             "runs": [{**run, "badge": status_badge(run["status"])} for run in runs[:RUNS_SHOWN]],
             "more_runs": len(runs) > RUNS_SHOWN,
+            "skips": list(
+                EventSkip.objects.using(alias())
+                .filter(event_id=event.id)
+                .order_by("id")
+                .values("function_id", "run_id", "reason", "created_at")[:RUNS_SHOWN]
+            ),
             "can_send": self.has_send_permission(request),
             "inngest_links": pages.links(),
         }

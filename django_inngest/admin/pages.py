@@ -29,7 +29,8 @@ from django_inngest.admin.display import STATUS_LABELS, format_duration, status_
 from django_inngest.client import default_client
 from django_inngest.core import clock
 from django_inngest.core.config import TriggerCron, TriggerEvent
-from django_inngest.core.errors import InngestError
+from django_inngest.core.errors import InngestError, UnstorableValueError
+from django_inngest.core.events import MAX_JSON_DEPTH, storable_json
 from django_inngest.core.events import Event as EventValue
 from django_inngest.core.function import Function
 from django_inngest.models import FunctionRun
@@ -94,11 +95,21 @@ class InvokeForm(forms.Form):
             raise forms.ValidationError(
                 f"This is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
             ) from None
+        except RecursionError:
+            raise forms.ValidationError(
+                f"This JSON nests deeper than {MAX_JSON_DEPTH} levels."
+            ) from None
+        except ValueError as error:  # such as an integer too long to read
+            raise forms.ValidationError(f"This is not valid JSON: {error}.") from None
         if not isinstance(value, dict):
             raise forms.ValidationError(
                 f'The data must be a JSON object such as {{"id": 1}}, not {type(value).__name__} '
                 f"{text[:40]}."
             )
+        try:
+            storable_json(value, "data")
+        except UnstorableValueError as error:
+            raise forms.ValidationError(f"This data cannot be stored: {error}.") from None
         return value
 
     def clean(self) -> dict[str, Any]:

@@ -209,7 +209,7 @@ class FunctionRunAdmin(_ModelAdmin):
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[FunctionRun]) -> None:
         report(
             request,
-            run_actions.retry_from_failed_step(queryset.only("id", "status")),
+            run_actions.retry_from_failed_step(queryset.only("id", "status", "output")),
             "Retried",
         )
 
@@ -272,7 +272,7 @@ class FunctionRunAdmin(_ModelAdmin):
         )
         failed = run.status == RunStatus.FAILED
         skipped = run.status == RunStatus.SKIPPED and isinstance(run.output, dict)
-        failed_step = next((s for s in steps if s.status == "FAILED"), None)
+        failed_step = run_actions.step_to_retry(run, steps)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

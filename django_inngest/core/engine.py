@@ -22,11 +22,13 @@ from django_inngest.core.config import Duration, duration_problems, to_timedelta
 from django_inngest.core.errors import (
     ConfigError,
     DeterminismError,
+    InvalidEventError,
     NestedStepError,
     NonRetriableError,
     OutputUnserializableError,
     RetryAfterError,
     StepError,
+    UnstorableValueError,
     error_data,
 )
 from django_inngest.core.events import (
@@ -35,6 +37,8 @@ from django_inngest.core.events import (
     Event,
     PreparedEvent,
     prepare,
+    storable_json,
+    text_problem,
 )
 from django_inngest.core.expressions import ExpressionError, compile_expression
 from django_inngest.core.function import Function
@@ -162,6 +166,17 @@ class LeaseLost(Interrupt):
     """Another worker or a cancellation took the run over; drop this invocation's work."""
 
 
+class StoreFailed(Interrupt):
+    """The engine could not write the run's state (its database failed, a connection dropped):
+    never the user's error, never an attempt. The invocation is dropped and the run goes on
+    from its last checkpoint, in another invocation."""
+
+    def __init__(self, step_id: str, error: Exception) -> None:
+        super().__init__(f"could not store step {step_id!r}: {type(error).__name__}: {error}")
+        self.step_id = step_id
+        self.error = error
+
+
 class _Suspend(Interrupt):
     def __init__(
         self,
@@ -228,6 +243,9 @@ class Suspended:
 @dataclass(frozen=True, kw_only=True)
 class Dropped:
     reason: str
+    store_failed: bool = False
+    """The engine's own write failed (not a lost lease): the worker still holds the run and
+    gives it back to the queue."""
 
 
 Outcome = Completed | Failed | Retry | Suspended | Dropped
@@ -321,6 +339,9 @@ class Execution:
     def begin(self, step_id: str, op: str) -> StepCall:
         if not isinstance(step_id, str) or not step_id:
             raise ValueError(f"a step id must be a non-empty string, not {step_id!r}")
+        problem = text_problem(step_id)
+        if problem:
+            raise ValueError(f"step id {step_id[:80]!r} {problem}: it cannot be stored")
         if _current_step.get() is not None:
             raise _FailRun(error_data(NestedStepError("Nested steps are not supported.")))
         with self._lock:
@@ -337,6 +358,8 @@ class Execution:
     def replay(self, memo: Memo) -> Any:
         if memo.status == StepStatus.FAILED:
             error = memo.error or {}
+            if error.get("code") == OutputUnserializableError.code:
+                raise _FailRun(error)  # the run's failure, which its code cannot catch
             raise StepError(
                 str(error.get("message", "")), str(error.get("name", "Error")), error.get("stack")
             )
@@ -349,19 +372,27 @@ class Execution:
         _current_step.reset(token)
 
     def succeeded(self, call: StepCall, value: Any, started_at: datetime) -> StepRecord:
+        """The step's result to store; a value the store cannot hold makes it a failed step,
+        which fails the run (not retried) once it is stored (see `replay`)."""
+        started = (call.memo.started_at if call.memo else None) or started_at
         try:
-            output = json.loads(json.dumps(value, allow_nan=False))
-        except (TypeError, ValueError):
-            raise _FailRun(
-                error_data(
-                    OutputUnserializableError(f'"{call.step_id}" returned unserializable data')
-                )
-            ) from None
+            output = json.loads(storable_json(value, "output"))
+        except UnstorableValueError as problem:
+            error = OutputUnserializableError(
+                f'step "{call.step_id}" returned data that cannot be stored: {problem}'
+            )
+            return call.record(
+                status=StepStatus.FAILED,
+                error=error_data(error),
+                attempts=self.attempt + 1,
+                started_at=started,
+                ended_at=clock.now(),
+            )
         return call.record(
             status=StepStatus.COMPLETED,
             output=output,
             attempts=self.attempt + 1,
-            started_at=(call.memo.started_at if call.memo else None) or started_at,
+            started_at=started,
             ended_at=clock.now(),
         )
 
@@ -377,6 +408,20 @@ class Execution:
         if self.attempt + 1 < self.function.max_attempts:
             raise _RetryStep([record])
         return replace(record, status=StepStatus.FAILED)
+
+    def write(self, step_id: str, write: Callable[[], Memo]) -> Memo:
+        """Call the store; its failure is the engine's (`StoreFailed`), not the user's."""
+        try:
+            return write()
+        except Exception as error:
+            raise StoreFailed(step_id, error) from error
+
+    async def write_async(self, step_id: str, write: Callable[[], Awaitable[Memo]]) -> Memo:
+        """`write` for async handlers."""
+        try:
+            return await write()
+        except Exception as error:
+            raise StoreFailed(step_id, error) from error
 
     def saved(self, memo: Memo) -> Any:
         """After a new step's result is stored: the next edge starts at attempt 0."""
@@ -467,6 +512,10 @@ class Execution:
     ) -> NoReturn:
         if not isinstance(event, str) or not event:
             raise ValueError(f"wait_for_event needs an event name, not {event!r}")
+        for what, text in (("event name", event), ("if_exp", if_exp or "")):
+            problem = text_problem(text) if isinstance(text, str) else ""
+            if problem:
+                raise ValueError(f"step {call.step_id!r}: wait_for_event {what} {problem}")
         problems = duration_problems("timeout", timeout, maximum=MAX_SLEEP)
         if problems:
             raise ConfigError(f"step {call.step_id!r}: {problems[0]}", field="timeout")
@@ -509,6 +558,12 @@ class Execution:
         """The failure to store when the target does not exist; otherwise `_Suspend`."""
         if data is not None and not isinstance(data, Mapping):
             raise TypeError(f"invoke data must be a mapping, not {data!r}")
+        try:
+            storable_json(data or {}, "data")
+        except UnstorableValueError as problem:
+            raise InvalidEventError(
+                f"step {call.step_id!r}: invoke data cannot be stored: {problem}"
+            ) from None
         limit = INVOKE_TIMEOUT if timeout is None else to_timedelta(timeout)
         now = clock.now()
         if not self.runtime.function_exists(function_id):
@@ -562,10 +617,10 @@ class Execution:
 
     def outcome_of_return(self, value: Any) -> Outcome:
         try:
-            output = json.loads(json.dumps(value, allow_nan=False))
-        except (TypeError, ValueError):
+            output = json.loads(storable_json(value, "output"))
+        except UnstorableValueError as problem:
             error = OutputUnserializableError(
-                f'function "{self.function.id}" returned unserializable data'
+                f'function "{self.function.id}" returned data that cannot be stored: {problem}'
             )
             return Failed(error=error_data(error))
         return Completed(output=output)
@@ -573,6 +628,8 @@ class Execution:
     def outcome_of_error(self, error: BaseException) -> Outcome:
         if isinstance(error, LeaseLost):
             return Dropped(reason="the run is no longer held by this worker")
+        if isinstance(error, StoreFailed):
+            return Dropped(reason=str(error), store_failed=True)
         if isinstance(error, _FailRun):
             return Failed(error=error.error)
         if isinstance(error, _RetryStep):
@@ -602,7 +659,7 @@ class Execution:
 
 def merge_interrupts(interrupts: Sequence[Interrupt]) -> Interrupt:
     """The interrupt a parallel group ends with when several branches were interrupted."""
-    for kind in (LeaseLost, _FailRun):
+    for kind in (LeaseLost, StoreFailed, _FailRun):
         for interrupt in interrupts:
             if isinstance(interrupt, kind):
                 return interrupt

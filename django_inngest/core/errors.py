@@ -43,6 +43,16 @@ class InvalidEventError(InngestError, ValueError):
         self.index = index
 
 
+class UnstorableValueError(InngestError, ValueError):
+    """A value the store cannot hold (see `core.events.storable_json`): `path` says where in it
+    (``data["n"]``), `problem` what is wrong there."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path} {problem}")
+        self.path = path
+        self.problem = problem
+
+
 class InvalidEventIdSeedError(InngestError, ValueError):
     """An `x-inngest-event-id-seed` header is not ``"<milliseconds>,<base64 bytes>"``."""
 
@@ -129,6 +139,27 @@ class DeterminismError(InngestError):
         self.found = found
 
 
+class WorkerLostError(InngestError):
+    """A run lost its worker `losses` times in a row without a new step result: a step that
+    kills its worker process (out of memory, a crash) would otherwise run forever."""
+
+    code = "worker_lost"
+
+    def __init__(self, losses: int, last_step: str | None) -> None:
+        where = (
+            f"after step {last_step!r}, its last completed step"
+            if last_step is not None
+            else "before its first step completed"
+        )
+        super().__init__(
+            f"the worker running this run was lost {losses} times without the run making "
+            f"progress, each time {where}; the code that follows may be killing the worker "
+            "process (out of memory, a crash) or stopping its heartbeats"
+        )
+        self.losses = losses
+        self.last_step = last_step
+
+
 class RunNotFoundError(InngestError, LookupError):
     """No run has this id."""
 
@@ -160,7 +191,17 @@ def format_stack(error: BaseException) -> str:
 
 
 def error_data(error: BaseException, *, code: str | None = None) -> dict[str, Any]:
-    """The `{"code", "message", "name", "stack"}` object stored for a failure (SPEC §1.7)."""
+    """The `{"code", "message", "name", "stack"}` object stored for a failure (SPEC §1.7).
+
+    Its text is kept as the store can hold it: NUL characters and lone surrogates are replaced
+    by U+FFFD (PostgreSQL's jsonb refuses them), on SQLite too."""
+    return {
+        key: storable_text(value) if isinstance(value, str) else value
+        for key, value in _error_data(error, code).items()
+    }
+
+
+def _error_data(error: BaseException, code: str | None) -> dict[str, Any]:
     if isinstance(error, StepError):
         return {
             "code": StepError.code,
@@ -170,13 +211,40 @@ def error_data(error: BaseException, *, code: str | None = None) -> dict[str, An
         }
     if isinstance(error, OutputUnserializableError):
         return {"code": error.code, "message": str(error), "name": type(error).__name__}
+    if isinstance(error, WorkerLostError):
+        return {
+            "code": error.code,
+            "message": str(error),
+            "name": type(error).__name__,
+            "stack": None,
+        }
     if isinstance(error, NestedStepError):
         return {"code": error.code, "message": str(error), "name": "CodedError", "stack": None}
     resolved = code or getattr(error, "code", None) or "unknown"
     message = getattr(error, "message", None) if isinstance(error, InngestError) else None
     return {
         "code": resolved if isinstance(resolved, str) else "unknown",
-        "message": message if isinstance(message, str) else str(error),
+        "message": message if isinstance(message, str) else _text_of(error),
         "name": type(error).__name__,
         "stack": format_stack(error),
     }
+
+
+def _text_of(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception as failure:  # a user's __str__ that raises
+        return f"<str() of the error raised {type(failure).__name__}>"
+
+
+def storable_text(text: str) -> str:
+    """`text` with what the store cannot hold (NUL, lone surrogates) replaced by U+FFFD: for
+    text the user's code produced that is kept wherever it can be (error messages)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text

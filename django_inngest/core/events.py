@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from django_inngest.core import ids
-from django_inngest.core.errors import InvalidEventError
+from django_inngest.core.errors import InvalidEventError, UnstorableValueError
 
 #: Names reserved for events the engine emits itself.
 SYSTEM_PREFIX = "inngest/"
@@ -134,28 +137,22 @@ def _prepare_one(
             index=index,
         )
     for field_name, text in (("name", name), ("id", event.id)):
-        problem = _text_problem(text)
+        problem = text_problem(text)
         if problem:
             raise InvalidEventError(f"event {field_name} {text[:80]!r} {problem}", index=index)
     data = {key: value for key, value in event.data.items() if key != "_inngest" or allow_system}
     try:
-        encoded = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-        size = len(encoded.encode("utf-8")) + len(name.encode("utf-8")) + len(event.id)
-    except UnicodeEncodeError:
-        raise InvalidEventError(
-            f"data of event {name!r} contains a lone surrogate (text that is not valid Unicode)",
-            index=index,
-        ) from None
-    except (TypeError, ValueError, RecursionError) as error:
-        raise InvalidEventError(
-            f"data of event {name!r} is not JSON: {error}", index=index
-        ) from error
-    # NUL is valid JSON but no database column takes it (PostgreSQL refuses it in jsonb).
-    if "\\u0000" in encoded and _contains_nul(data):
-        raise InvalidEventError(
-            f"data of event {name!r} contains a NUL character (\\u0000), which cannot be stored",
-            index=index,
+        # Events the engine emits carry outputs already checked, and stored events.
+        encoded = (
+            storable_json(data, "data", max_depth=None, numbers=False)
+            if allow_system
+            else storable_json(data, "data")
         )
+    except UnstorableValueError as error:
+        raise InvalidEventError(
+            f"data of event {name!r} cannot be stored: {error}", index=index
+        ) from None
+    size = len(encoded.encode("utf-8")) + len(name.encode("utf-8")) + len(event.id)
     if size > max_bytes:
         raise InvalidEventError(
             f"event {name!r} is {size} bytes, over the limit of {max_bytes} bytes", index=index
@@ -172,30 +169,180 @@ def _prepare_one(
     )
 
 
-def _text_problem(text: str) -> str:
+def text_problem(text: str) -> str:
+    """Why the store cannot hold `text` (a NUL character, a lone surrogate); "" when it can."""
     if "\x00" in text:
-        return "contains a NUL character"
+        return "contains a NUL character (\\u0000)"
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains a lone surrogate (it is not valid Unicode)"
+    except UnicodeEncodeError as error:
+        found = json.dumps(text[error.start])
+        return f"contains a lone surrogate ({found}), which is not valid Unicode"
     return ""
 
 
-def _contains_nul(value: Any) -> bool:
-    """Whether a NUL character appears in any string or key of a JSON value."""
-    pending = [value]
+# --- what the store can hold ------------------------------------------------------------------
+
+#: How deep JSON may nest in what the store keeps from outside (event data, invoke data, step
+#: and run outputs), counting the value itself: parsers, encoders and expressions recurse.
+MAX_JSON_DEPTH = 100
+#: An integer of fewer digits always fits a 64-bit float (the largest is about 1.8e308).
+_FLOAT_DIGITS = 309
+_LONG_DIGITS = re.compile(rf"(?<!\d)\d{{{_FLOAT_DIGITS}}}")
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
+#: The walk of a value stops this deep whatever the limit asked for (a value containing itself).
+_WALK_DEPTH = 10_000
+
+
+def storable_json(
+    value: Any, root: str, *, max_depth: int | None = MAX_JSON_DEPTH, numbers: bool = True
+) -> str:
+    """`value` as the JSON text the store keeps (compact, characters as they are).
+
+    The one rule for what the store holds, the same on SQLite and PostgreSQL: JSON types only
+    (tuples become arrays; int, float, bool and None keys become strings, as `json.dumps` makes
+    them); with `numbers`, every number within the range of a 64-bit float, as Inngest's server
+    decodes them (integers within it are kept exactly, even past 2**53); no NUL character and no
+    lone surrogate in any string or key (PostgreSQL's jsonb refuses both); at most `max_depth`
+    levels of nesting. Raises `UnstorableValueError` naming the path, under `root`, of the
+    first value that breaks it (``data["user"]["n"]``) and what it is.
+    """
+    try:
+        encoded: str | None = json.dumps(
+            value, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+        )
+    except (TypeError, ValueError, RecursionError):
+        encoded = None
+    # Quick looks at the text (C speed); only a value one of them doubts is walked.
+    if encoded is not None and not _doubtful(encoded, max_depth, numbers):
+        return encoded
+    problem = _first_problem(value, root, max_depth, numbers)
+    if problem is not None:
+        raise UnstorableValueError(*problem)
+    if encoded is None:
+        raise UnstorableValueError(root, "cannot be written as JSON")
+    return encoded
+
+
+def _doubtful(encoded: str, max_depth: int | None, numbers: bool) -> bool:
+    if "\\u0000" in encoded:
+        return True
+    if not encoded.isascii():
+        try:
+            encoded.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    if numbers and _LONG_DIGITS.search(encoded):
+        return True
+    return max_depth is not None and _may_nest_deeper(encoded, max_depth)
+
+
+def _may_nest_deeper(encoded: str, limit: int) -> bool:
+    """False when the JSON text surely nests at most `limit` deep: each pass takes away the
+    innermost level of brackets. Brackets inside strings may make it answer True wrongly."""
+    if encoded.count("[") + encoded.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKETS.sub("", encoded)
+    for _ in range(limit):
+        brackets, removed = _EMPTY_PAIR.subn("", brackets)
+        if not brackets:
+            return False
+        if not removed:
+            return True
+    return True
+
+
+def _first_problem(
+    value: Any, root: str, max_depth: int | None, numbers: bool
+) -> tuple[str, str] | None:
+    """(path, problem) of the first value, in document order, that the store cannot hold."""
+    limit = _WALK_DEPTH if max_depth is None else min(max_depth, _WALK_DEPTH)
+    pending: list[tuple[Any, str, int]] = [(value, root, 0)]
     while pending:
-        item = pending.pop()
+        item, path, depth = pending.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, Mapping):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list | tuple):
-            pending.extend(item)
-    return False
+            problem = text_problem(item)
+            if problem:
+                return path, problem
+        elif item is None or isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if numbers and not _fits_float(item):
+                return path, (
+                    f"is an integer of {_digits(item)} digits, outside the range of a 64-bit "
+                    "float (about ±1.8e308)"
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return path, f"is {item!r}, which is not a JSON number"
+        elif isinstance(item, dict | list | tuple):
+            if depth >= limit:
+                return root, f"nests deeper than {limit} levels (at {_shorten(path)})"
+            if isinstance(item, dict):
+                children = []
+                for key, child in item.items():
+                    name, problem = _key(key)
+                    if problem:
+                        return path, problem
+                    children.append((child, f"{path}[{_quoted(name)}]", depth + 1))
+                pending.extend(reversed(children))
+            else:
+                pending.extend(
+                    (child, f"{path}[{index}]", depth + 1)
+                    for index, child in reversed(list(enumerate(item)))
+                )
+        else:
+            name = type(item).__name__
+            return path, f"is {'an' if name[:1].lower() in 'aeio' else 'a'} {name}"
+    return None
+
+
+def _key(key: Any) -> tuple[str, str]:
+    """A key as JSON writes it, and why the store cannot hold it ("" when it can)."""
+    if isinstance(key, str):
+        name = key
+    elif isinstance(key, float) and not math.isfinite(key):
+        return "", f"has a key {key!r}, which is not a JSON number"
+    elif key is None or isinstance(key, bool | int | float):
+        try:
+            name = json.dumps(key)
+        except ValueError:  # an int too long to write out
+            return "", f"has an integer key of {_digits(int(key or 0))} digits"
+    else:
+        return "", f"has a key {_short(key)} of type {type(key).__name__}: keys must be strings"
+    problem = text_problem(name)
+    if problem:
+        what = "a NUL character (\\u0000)" if "NUL" in problem else "a lone surrogate"
+        return name, f"has a key with {what}: {_quoted(name)}"
+    return name, ""
+
+
+def _fits_float(number: int) -> bool:
+    if -(10 ** (_FLOAT_DIGITS - 1)) < number < 10 ** (_FLOAT_DIGITS - 1):
+        return True
+    try:
+        float(number)
+    except OverflowError:
+        return False
+    return True
+
+
+def _digits(number: int) -> str:
+    try:
+        return str(len(str(abs(number))))
+    except ValueError:  # longer than Python writes out (sys.get_int_max_str_digits())
+        return f"more than {sys.get_int_max_str_digits()}"
+
+
+def _quoted(name: str) -> str:
+    """A key as JSON (NUL and surrogates escaped), cut short when long."""
+    text = json.dumps(name)
+    return text if len(text) <= 42 else text[:40] + '"…'
+
+
+def _shorten(path: str) -> str:
+    return path if len(path) <= 80 else path[:60] + "…" + path[-19:]
 
 
 def _short(value: Any) -> str:

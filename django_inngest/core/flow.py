@@ -85,6 +85,9 @@ class RunPlan:
     """Whether the sender's event id de-duplicates (not for debounced or batched runs)."""
     errors: list[str] = field(default_factory=list)
     """Keys that failed to evaluate (logged; the run goes on without that limit)."""
+    skipped: str = ""
+    """Why routing or planning this function for this event failed: no run is created, the
+    reason is recorded with the event, and the other functions and events go on."""
 
 
 def digest(*parts: str) -> str:

@@ -197,12 +197,24 @@ class Step:
 
     async def _save(self, record: StepRecord, events: Sequence[Any] = ()) -> Any:
         execution = self._execution
-        if execution.runtime.save_step is not None:
-            memo = await execution.runtime.save_step(record, events)
+        save = execution.runtime.save_step
+        if save is not None:
+            memo = await execution.write_async(record.step_id, lambda: save(record, events))
         else:
-            memo = await execution.runtime.offload(
-                functools.partial(execution.store.save_step, record, events)
+            memo = await execution.write_async(
+                record.step_id,
+                lambda: execution.runtime.offload(
+                    functools.partial(execution.store.save_step, record, events)
+                ),
             )
+        return execution.saved(memo)
+
+    async def _time_out(self, record: StepRecord) -> Any:
+        execution = self._execution
+        memo = await execution.write_async(
+            record.step_id,
+            lambda: execution.runtime.offload(functools.partial(execution.store.time_out, record)),
+        )
         return execution.saved(memo)
 
     async def run(
@@ -273,10 +285,7 @@ class Step:
             return _event_or_none(execution.replay(call.memo))
         if call.memo is not None:
             record = execution.pending_wait(call, execution.wait_timed_out(call))
-            memo = await execution.runtime.offload(
-                functools.partial(execution.store.time_out, record)
-            )
-            return _event_or_none(execution.saved(memo))
+            return _event_or_none(await self._time_out(record))
         execution.start_wait(call, event=event, if_exp=if_exp, timeout=timeout)
 
     async def invoke(
@@ -312,10 +321,7 @@ class Step:
             return execution.replay(call.memo)
         if call.memo is not None:
             record = execution.pending_wait(call, execution.invoke_timed_out(call))
-            memo = await execution.runtime.offload(
-                functools.partial(execution.store.time_out, record)
-            )
-            return execution.saved(memo)
+            return await self._time_out(record)
         return await self._save(
             execution.start_invoke(call, function_id=target, data=data, timeout=timeout)
         )
@@ -389,7 +395,13 @@ class StepSync:
 
     def _save(self, record: StepRecord, events: Sequence[Any] = ()) -> Any:
         execution = self._execution
-        return execution.saved(execution.store.save_step(record, events))
+        write = functools.partial(execution.store.save_step, record, events)
+        return execution.saved(execution.write(record.step_id, write))
+
+    def _time_out(self, record: StepRecord) -> Any:
+        execution = self._execution
+        write = functools.partial(execution.store.time_out, record)
+        return execution.saved(execution.write(record.step_id, write))
 
     def run(self, step_id: str, handler: Callable[..., T], *args: Any) -> T:
         """Run `handler(*args)` once; its JSON result is stored and returned on every replay."""
@@ -453,7 +465,7 @@ class StepSync:
             return _event_or_none(execution.replay(call.memo))
         if call.memo is not None:
             record = execution.pending_wait(call, execution.wait_timed_out(call))
-            return _event_or_none(execution.saved(execution.store.time_out(record)))
+            return _event_or_none(self._time_out(record))
         execution.start_wait(call, event=event, if_exp=if_exp, timeout=timeout)
 
     def invoke(
@@ -489,7 +501,7 @@ class StepSync:
             return execution.replay(call.memo)
         if call.memo is not None:
             record = execution.pending_wait(call, execution.invoke_timed_out(call))
-            return execution.saved(execution.store.time_out(record))
+            return self._time_out(record)
         return self._save(
             execution.start_invoke(call, function_id=target, data=data, timeout=timeout)
         )

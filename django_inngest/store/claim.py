@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Min
 
-from django_inngest.core.engine import Memo
+from django_inngest.core.engine import FINAL_STEP_STATUSES, Memo
 from django_inngest.core.events import Event as EventValue
 from django_inngest.core.flow import RunPlan
-from django_inngest.models import ENDED_STATUSES, Event, FunctionRun, Pause, QueueItem, RunStatus
+from django_inngest.models import (
+    ENDED_STATUSES,
+    Event,
+    FunctionRun,
+    Pause,
+    QueueItem,
+    RunStatus,
+    RunStep,
+)
 from django_inngest.store._sql import (
+    RUN,
     _connection,
     _db_now_sql,
     _lease_expiry_sql,
@@ -53,9 +62,22 @@ class ClaimedRun:
     event_rows: list[dict[str, Any]]
     memos: dict[str, Memo]
     priority: int = 0
+    lease_losses: int = 0
+    """Times in a row its lease was lost without progress: a worker runs such a run alone."""
 
 
-_CLAIMED = ("id", "kind", "run_id", "ref", "priority", "ckey1", "climit1", "ckey2", "climit2")
+_CLAIMED = (
+    "id",
+    "kind",
+    "run_id",
+    "ref",
+    "priority",
+    "ckey1",
+    "climit1",
+    "ckey2",
+    "climit2",
+    "lease_losses",
+)
 
 
 def claim(
@@ -212,7 +234,7 @@ def pick_up_event(
 
 
 def _starts_at_once(plan: RunPlan, event: Mapping[str, Any]) -> bool:
-    return (
+    return bool(plan.skipped) or (  # a skipped function writes only why
         plan.batch is None
         and plan.rate_limit is None
         and plan.debounce is None
@@ -228,6 +250,7 @@ def _starts_at_once(plan: RunPlan, event: Mapping[str, Any]) -> bool:
 class _Started:
     runs: list[dict[str, Any]]
     priorities: dict[str, int]
+    losses: dict[str, int] = field(default_factory=dict)
 
     @property
     def run_ids(self) -> list[str]:
@@ -269,11 +292,13 @@ def _lease(
                 for row in sorted(cursor.fetchall(), key=lambda r: (r[-1], r[0]))
             ]
         timers = [item for item in taken if item["kind"] != QueueItem.Kind.RUN]
-        items += _admit([item for item in taken if item["kind"] == QueueItem.Kind.RUN])
+        runs = _one_suspect([item for item in taken if item["kind"] == QueueItem.Kind.RUN], items)
+        items += _admit(runs)
         if not timers:
             break
         _fire_timers(timers, _Intake(now, planner or _no_planner, pending))
     priorities = {item["run_id"]: item["priority"] for item in items}
+    losses = {item["run_id"]: item["lease_losses"] for item in items if item["lease_losses"]}
     if not priorities:
         return _Started(runs=[], priorities={})
     runs = _start_runs(list(priorities), now)
@@ -292,7 +317,26 @@ def _lease(
             if run["finish_timeout"] is not None and run["started_at"] is None
         ]
     )
-    return _Started(runs=runs, priorities=priorities)
+    return _Started(runs=runs, priorities=priorities, losses=losses)
+
+
+def _one_suspect(taken: list[dict[str, Any]], kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most one run that lost its lease before goes to one worker, which runs it alone:
+    the others taken with it go back to the queue at once (no loss counted), so that one
+    run killing its worker again does not take the others down with it."""
+    seen = any(item["lease_losses"] for item in kept)
+    extra = []
+    for item in taken:
+        if item["lease_losses"]:
+            if seen:
+                extra.append(item)
+            seen = True
+    if not extra:
+        return taken  # the usual case: no statement more
+    QueueItem.objects.using(alias()).filter(id__in=[item["id"] for item in extra]).update(
+        lease_owner=None, lease_expires_at=None
+    )
+    return [item for item in taken if item not in extra]
 
 
 def _claimed(started: _Started) -> list[ClaimedRun]:
@@ -331,6 +375,7 @@ def _claimed(started: _Started) -> list[ClaimedRun]:
                 event_rows=[dict(row) for row in rows],
                 memos=memos.get(run["id"], {}),
                 priority=priorities[run["id"]],
+                lease_losses=started.losses.get(run["id"], 0),
             )
         )
     return claimed
@@ -405,8 +450,12 @@ def heartbeat(worker_id: str, lease_seconds: float) -> int:
         return int(cursor.rowcount)
 
 
-def return_expired_leases() -> int:
-    """Put back in the queue the runs whose worker stopped renewing their lease."""
+def return_expired_leases(
+    worker_id: str | None = None, *, max_losses: int | None = None, lease_seconds: float = 30.0
+) -> int:
+    """Put back in the queue the runs whose worker stopped renewing their lease, counting the
+    loss (see `_lose`); a run lost `max_losses` times without progress is leased to
+    `worker_id` instead, for it to end (`lost_runs`). Returns how many leases expired."""
     now_sql, now_params = _db_now_sql()
     with _connection().cursor() as cursor:
         cursor.execute(
@@ -415,16 +464,128 @@ def return_expired_leases() -> int:
         )
         if cursor.fetchone() is None:
             return 0  # the usual case: a read, not a write transaction, every sweep
+    keeper = worker_id if max_losses is not None else None
     with atomic():
-        with _connection().cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
-                f"WHERE lease_expires_at < {now_sql} RETURNING run_id, ckey1, ckey2",
-                now_params,
-            )
-            returned = cursor.fetchall()
-        _requeue(returned)
+        returned = _lose(
+            f"lease_expires_at < {now_sql}", now_params, keeper, max_losses or 0, lease_seconds
+        )
     return len(returned)
+
+
+def lose_lease(run_id: str, worker_id: str, *, max_losses: int, lease_seconds: float) -> int | None:
+    """Give back a run `worker_id` could not go on with (its database writes failed), counting
+    the loss; at `max_losses` losses without progress, keep it to end it (`lost_runs`). The
+    run's number of losses, None when `worker_id` no longer held it."""
+    with atomic():
+        lost = _lose(
+            f"run_id = %s AND kind = '{RUN}' AND lease_owner = %s",
+            [run_id, worker_id],
+            worker_id,
+            max_losses,
+            lease_seconds,
+        )
+    return lost[0][1] if lost else None
+
+
+def _lose(
+    where: str,
+    params: list[Any],
+    keeper: str | None,
+    max_losses: int,
+    lease_seconds: float,
+) -> list[tuple[str | None, int]]:
+    """Take the lease of the queue items `where` selects, inside the caller's transaction.
+
+    A run item's loss is counted: one more when the run has no more step results than at its
+    previous loss, else the count starts again at one, so that only losses in a row without
+    progress add up (and a checkpoint costs nothing extra). An item whose count reaches
+    `max_losses` is leased to `keeper` instead of being returned; the rest go back to the
+    queue. Returns (run id, losses) per item."""
+    queue, step = _table(QueueItem), _table(RunStep)
+    final = "', '".join(sorted(FINAL_STEP_STATUSES))
+    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
+    kept, kept_params = ("x.losses >= %s", [max(max_losses, 1)]) if keeper else ("1 = 0", [])
+    with _connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {queue} SET lease_losses = x.losses, steps_at_loss = x.steps, "
+            f"lease_owner = CASE WHEN {kept} THEN %s ELSE NULL END, "
+            f"lease_expires_at = CASE WHEN {kept} THEN {expiry_sql} ELSE NULL END "
+            f"FROM (SELECT id, steps, CASE WHEN kind <> '{RUN}' THEN 0 "
+            f"WHEN steps = steps_at_loss THEN lease_losses + 1 ELSE 1 END AS losses "
+            f"FROM (SELECT q.id, q.kind, q.lease_losses, q.steps_at_loss, "
+            f"(SELECT count(*) FROM {step} s WHERE s.run_id = q.run_id "
+            f"AND s.status IN ('{final}')) AS steps FROM {queue} q WHERE {where}) AS counted) "
+            f"AS x WHERE {queue}.id = x.id AND {where} "
+            f"RETURNING {queue}.run_id, {queue}.ckey1, {queue}.ckey2, {queue}.lease_owner, "
+            f"{queue}.lease_losses",
+            [
+                *kept_params,
+                keeper,
+                *kept_params,
+                *expiry_params,
+                *params,
+                *params,
+            ],
+        )
+        rows = cursor.fetchall()
+    _requeue([(run_id, ckey1, ckey2) for run_id, ckey1, ckey2, owner, _ in rows if owner is None])
+    return [(run_id, losses) for run_id, _, _, _, losses in rows]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LostRun:
+    """A run lost too often, held by the worker that is to end it."""
+
+    claimed: ClaimedRun
+    losses: int
+    last_step: str | None
+    """The id of the last step it completed."""
+
+
+def lost_runs(worker_id: str, max_losses: int) -> list[LostRun]:
+    """The runs `worker_id` holds because they were lost `max_losses` times without progress."""
+    db = alias()
+    items = dict(
+        QueueItem.objects.using(db)
+        .filter(lease_owner=worker_id, kind=RUN, lease_losses__gte=max_losses)
+        .values_list("run_id", "lease_losses")
+    )
+    if not items:
+        return []
+    runs = list(
+        FunctionRun.objects.using(db)
+        .filter(id__in=list(items))
+        .values("id", "function_id", "attempt", "event_ids")
+    )
+    rows = {
+        row["id"]: row
+        for row in Event.objects.using(db)
+        .filter(id__in={event_id for run in runs for event_id in run["event_ids"]})
+        .values("id", "user_id", "name", "data", "ts")
+    }
+    last_steps: dict[str, str] = {}
+    for run_id, step_id in (
+        RunStep.objects.using(db)
+        .filter(run_id__in=list(items), status__in=FINAL_STEP_STATUSES)
+        .order_by("ended_at", "id")
+        .values_list("run_id", "step_id")
+    ):
+        last_steps[run_id] = step_id  # the latest wins
+    lost = []
+    for run in runs:
+        events = [dict(rows[event_id]) for event_id in run["event_ids"] if event_id in rows]
+        claimed = ClaimedRun(
+            run_id=run["id"],
+            function_id=run["function_id"],
+            attempt=run["attempt"],
+            events=[event_value(row) for row in events],
+            event_rows=events,
+            memos={},
+        )
+        lost.append(
+            LostRun(claimed=claimed, losses=items[run["id"]], last_step=last_steps.get(run["id"]))
+        )
+    return lost
 
 
 def release(worker_id: str) -> int:

@@ -21,6 +21,7 @@ from django_inngest.core.flow import Gcra, RunPlan
 from django_inngest.models import (
     ENDED_STATUSES,
     Event,
+    EventSkip,
     FlowState,
     FunctionRun,
     IdempotencyKey,
@@ -84,12 +85,16 @@ class _Intake:
         self.runs: list[FunctionRun] = []
         self.items: list[QueueItem] = []
         self.pauses: list[Pause] = []
+        self.skips: list[EventSkip] = []
         self.unwritten: set[str] = set()
         self.created: list[str] = []
         """The ids of the runs queued (or leased) so far."""
 
     def start(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]]) -> None:
         """Singleton, then create and queue the run (throttle, priority, timers)."""
+        if plan.skipped:
+            self.skip(plan, rows)
+            return
         holder_state = None
         if plan.singleton is not None:
             key, mode = plan.singleton
@@ -107,6 +112,18 @@ class _Intake:
             holder_state.data = {"run_id": run.id}
             holder_state.updated_at = self.now
             holder_state.save(using=alias())
+
+    def skip(self, plan: RunPlan, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Record, with each event, that the function was skipped for it and why."""
+        self.skips += [
+            EventSkip(
+                event_id=row["id"],
+                function_id=plan.function_id,
+                reason=plan.skipped,
+                created_at=self.now,
+            )
+            for row in rows
+        ]
 
     def _active(self, run_id: str) -> bool:
         return run_id in self.unwritten or (
@@ -192,6 +209,7 @@ class _Intake:
                 (FunctionRun, self.runs),
                 (QueueItem, self.items),
                 (Pause, self.pauses),
+                (EventSkip, self.skips),
             )
             if rows
         ]
@@ -211,7 +229,7 @@ class _Intake:
         self.created += [
             run.id for run in self.runs if run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
         ]
-        self.runs, self.items, self.pauses = [], [], []
+        self.runs, self.items, self.pauses, self.skips = [], [], [], []
         self.unwritten.clear()
 
     def write_claiming(self, claim: str, params: list[Any]) -> tuple[Any, ...] | None:
@@ -222,7 +240,7 @@ class _Intake:
         assert self.lease is not None
         statements = [
             _insert_once_sql(row, "claimed", self.lease.seconds)
-            for row in [*self.runs, *self.items, *self.pauses]
+            for row in [*self.runs, *self.items, *self.pauses, *self.skips]
         ]
         with _prepared_cursor() as cursor:
             ctes = [f"w{index} AS ({sql})" for index, (sql, _) in enumerate(statements)]

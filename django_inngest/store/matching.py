@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,11 +14,19 @@ from typing import Any
 
 from django_inngest.core import ids
 from django_inngest.core.engine import StepStatus, pause_result
-from django_inngest.core.errors import RunEndedError, RunNotFoundError
+from django_inngest.core.errors import RunEndedError, RunNotFoundError, storable_text
 from django_inngest.core.events import FUNCTION_FINISHED, FUNCTION_INVOKED, invocation_of
 from django_inngest.core.expressions import compile_expression, event_index_keys
 from django_inngest.core.flow import RunPlan
-from django_inngest.models import Event, FunctionRun, Pause, QueueItem, RunStatus, RunStep
+from django_inngest.models import (
+    Event,
+    EventSkip,
+    FunctionRun,
+    Pause,
+    QueueItem,
+    RunStatus,
+    RunStep,
+)
 from django_inngest.store._sql import (
     RUN,
     _connection,
@@ -41,6 +50,8 @@ from django_inngest.store.flow import (
     _no_planner,
 )
 from django_inngest.store.runs import cancel_run
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +177,9 @@ def fan_out_in_transaction(
 
 def _take(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
     """The flow-control steps before a run exists, for one function and one event."""
+    if plan.skipped:
+        intake.skip(plan, [row])
+        return
     now = intake.now
     if plan.batch is not None:
         _add_to_batch(plan, row, intake)
@@ -204,34 +218,58 @@ def _fail_invocation(
             "error": {"name": "Error", "message": message, "stack": None},
         },
     }
-    _match_pauses(finished, now, pending)
+    _match_pauses(finished, now, pending, stored=False)
 
 
 def _match_pauses(
-    row: Mapping[str, Any], now: datetime, pending: Callable[[str], bool] | None
+    row: Mapping[str, Any],
+    now: datetime,
+    pending: Callable[[str], bool] | None,
+    *,
+    stored: bool = True,
 ) -> int:
     """Resume the runs waiting for this event and cancel the runs it cancels; the first event
-    to consume a wait wins, whatever the number of workers."""
+    to consume a wait wins, whatever the number of workers.
+
+    A wait whose condition fails to evaluate over this event is skipped for this event only
+    (logged, and recorded with the event when it is `stored`)."""
     db = alias()
     incoming = event_map(row)
-    keys = event_index_keys(incoming)
-    # Two index lookups joined, rather than one OR that SQLite would answer by a scan.
     waiting = Pause.objects.using(db).filter(
         event_name=row["name"], after_id__lt=row["id"], expires_at__gt=now
     )
     fields = ("id", "kind", "run_id", "hashed_id", "expression", "trigger_event")
-    candidates = (
-        waiting.filter(match_key__in=keys)
-        .values(*fields)
-        .union(waiting.filter(match_key__isnull=True).values(*fields), all=True)
-        .order_by("id")
-    )
+    try:
+        keys = event_index_keys(incoming)
+    except Exception:
+        logger.warning(
+            "cannot index event event_id=%s; every wait for %r is looked at",
+            row["id"],
+            row["name"],
+            exc_info=True,
+        )
+        candidates = waiting.values(*fields).order_by("id")
+    else:
+        # Two index lookups joined, rather than one OR that SQLite would answer by a scan.
+        candidates = (
+            waiting.filter(match_key__in=keys)
+            .values(*fields)
+            .union(waiting.filter(match_key__isnull=True).values(*fields), all=True)
+            .order_by("id")
+        )
     resumed = 0
+    skips: list[EventSkip] = []
     for pause in candidates:
-        if pause["expression"] and not compile_expression(pause["expression"]).matches(
-            pause["trigger_event"], incoming
-        ):
-            continue
+        if pause["expression"]:
+            try:
+                matched = compile_expression(pause["expression"]).matches(
+                    pause["trigger_event"], incoming
+                )
+            except Exception as failure:
+                skips.append(_skipped_pause(row, pause, failure, now))
+                continue
+            if not matched:
+                continue
         if pause["kind"] == Pause.Kind.CANCEL:
             with contextlib.suppress(RunEndedError, RunNotFoundError):
                 cancel_run(pause["run_id"], now=now, pending=pending)
@@ -245,7 +283,33 @@ def _match_pauses(
         ).update(status=status, output=output, error=error, attempts=1, ended_at=now)
         _resume(pause["run_id"], now)
         resumed += 1
+    if skips and stored:
+        functions = dict(
+            FunctionRun.objects.using(db)
+            .filter(id__in={skip.run_id for skip in skips})
+            .values_list("id", "function_id")
+        )
+        for skip in skips:
+            skip.function_id = functions.get(skip.run_id, "")
+        EventSkip.objects.using(db).bulk_create(skips)
     return resumed
+
+
+def _skipped_pause(
+    row: Mapping[str, Any], pause: Mapping[str, Any], error: Exception, now: datetime
+) -> EventSkip:
+    what = {"cancel": "cancel condition", "invoke": "invocation"}.get(pause["kind"], "wait")
+    reason = storable_text(
+        f"evaluating the {what} {pause['expression']!r} failed: {type(error).__name__}: {error}"
+    )
+    logger.warning(
+        "waiting run skipped for event event_id=%s run_id=%s reason=%s",
+        row["id"],
+        pause["run_id"],
+        reason,
+        exc_info=error,
+    )
+    return EventSkip(event_id=row["id"], run_id=pause["run_id"], reason=reason, created_at=now)
 
 
 def _resume(run_id: str, now: datetime) -> None:

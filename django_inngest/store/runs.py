@@ -53,11 +53,14 @@ from django_inngest.store.events import event_map, event_rows, insert_events, st
 
 
 def _release_item(run_id: str, worker_id: str, available_at: datetime, priority: int) -> bool:
-    """Give back the run's item, due at `available_at`; frees its concurrency slots."""
+    """Give back the run's item, due at `available_at`; frees its concurrency slots and
+    forgets the leases it lost."""
     with _connection().cursor() as cursor:
         cursor.execute(
             f"UPDATE {_table(QueueItem)} SET available_at = %s, score = %s, lease_owner = NULL, "
-            f"lease_expires_at = NULL WHERE run_id = %s AND kind = %s AND lease_owner = %s "
+            # Sleeping, waiting or retrying is progress: lost leases count from zero again.
+            f"lease_expires_at = NULL, lease_losses = 0 "
+            f"WHERE run_id = %s AND kind = %s AND lease_owner = %s "
             f"RETURNING ckey1, ckey2",
             [
                 _when(available_at),

@@ -3,15 +3,18 @@ burst mode exits (DESIGN §5, §7, §9)."""
 
 from __future__ import annotations
 
+import random
 import signal
 import time
 from collections.abc import Callable
 from subprocess import Popen
 
 import pytest
+from django.db import connection
 from django.db.models import Count
 
 import django_inngest as inngest
+from django_inngest.models import Event as StoredEvent
 from django_inngest.models import FunctionRun, RunStep
 from tests.e2e.conftest import wait_until
 from tests.testapp.functions import client
@@ -65,3 +68,33 @@ def test_burst_mode_processes_what_is_due_and_exits(start_worker: StartWorker) -
     assert sorted(r["n"] for r in FunctionRun.objects.values_list("output", flat=True)) == list(
         range(5)
     )
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's file notifications")
+def test_an_idle_sqlite_worker_is_woken_by_the_file_system_not_by_its_poll(
+    start_worker: StartWorker,
+) -> None:
+    """With a 60 s poll, only the notification that the database file changed can start the
+    second run within seconds."""
+    start_worker(INNGEST_POLL_INTERVAL="60")
+    client.send_sync(inngest.Event(name="e2e/echo", data={"n": 1}))
+    wait_until(lambda: FunctionRun.objects.filter(status="COMPLETED").count() == 1, timeout=60)
+    time.sleep(0.5)  # the worker has gone back to its idle wait
+    client.send_sync(inngest.Event(name="e2e/echo", data={"n": 2}))
+    wait_until(lambda: FunctionRun.objects.filter(status="COMPLETED").count() == 2, timeout=20)
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's file notifications")
+def test_sends_while_an_idle_sqlite_worker_watches_the_files_are_all_kept(
+    start_worker: StartWorker,
+) -> None:
+    """The watcher must never disturb SQLite's own locks (a descriptor of the database's files
+    closed in the worker's process drops them), or a sender's commit can be lost."""
+    start_worker()
+    client.send_sync(inngest.Event(name="e2e/echo", data={"n": -1}))
+    wait_until(lambda: FunctionRun.objects.filter(status="COMPLETED").exists(), timeout=60)
+    for n in range(150):
+        client.send_sync(inngest.Event(name="e2e/echo", data={"n": n}))
+        time.sleep(random.uniform(0.0, 0.02))
+    wait_until(lambda: FunctionRun.objects.filter(status="COMPLETED").count() == 151, timeout=120)
+    assert StoredEvent.objects.filter(name="e2e/echo").count() == 151

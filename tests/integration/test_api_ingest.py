@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.test import Client, override_settings
@@ -114,7 +115,10 @@ def test_sent_events_start_their_functions(client: Client, inngest_client: innge
         ({"name": "a", "ts": "now"}, "event 2: event 'ts' must be an integer of milliseconds"),
         ({"name": "a", "id": 3}, "event 2: event 'id' must be a string, got 3"),
         ({"name": "x" * 513}, "event 2: event name is 513 characters, over the limit of 512"),
-        ({"name": "a", "data": {"k": "\x00"}}, "event 2: data of event 'a' contains a NUL"),
+        (
+            {"name": "a", "data": {"k": "\x00"}},
+            """event 2: data of event 'a' cannot be stored: data["k"] contains a NUL character""",
+        ),
         ("text", "event 2: an event must be a JSON object, not 'text'"),
         (None, "event 2: an event must be a JSON object, not None"),
     ],
@@ -369,6 +373,15 @@ def test_a_replayed_send_with_the_same_seed_creates_no_duplicate(
     assert first == second == [seed.event_id(0), seed.event_id(1)]
     assert Event.objects.filter(name="a").count() == 2
     assert sorted(FunctionRun.objects.values_list("output", flat=True)) == [1, 2]
+
+
+@pytest.mark.django_db
+def test_the_module_level_send_sync_and_send_take_a_seed_as_the_clients_do() -> None:
+    seed = ids.EventIdSeed.parse(SEED)
+    sent = inngest.send_sync(inngest.Event(name="seeded"), id_seed=SEED)
+    again = async_to_sync(inngest.send)(inngest.Event(name="seeded"), id_seed=SEED)
+    assert sent == again == [seed.event_id(0)]
+    assert Event.objects.filter(name="seeded").count() == 1
 
 
 @pytest.mark.django_db

@@ -60,13 +60,13 @@ def test_step_output_is_the_json_round_trip_on_first_run_as_on_replay(run: Runne
 
 
 def test_unserializable_step_output_fails_the_run_without_retry(run: Runner) -> None:
-    """S5."""
+    """S5, with a message that says where in the value and what it is (issue 18)."""
     result = run(make(lambda ctx: ctx.step.run("step_1", object), retries=3))
     assert result.status == "FAILED"
     assert result.invocations == 1
     assert result.error == {
         "code": "output_unserializable",
-        "message": '"step_1" returned unserializable data',
+        "message": 'step "step_1" returned data that cannot be stored: output is an object',
         "name": "OutputUnserializableError",
     }
 

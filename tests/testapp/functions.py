@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from datetime import timedelta
 
@@ -82,6 +83,46 @@ def light(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
     step.run("work", time.sleep, 0.01)
 
 
+# e2e/mixed: three functions on one event, two of which evaluate an expression over its data
+# (a trigger filter, a priority), for the poison-event test.
+@client.create_function(
+    fn_id="mixed-filtered",
+    trigger=inngest.TriggerEvent(event="e2e/mixed", expression="event.data.n != 0"),
+)
+def mixed_filtered(ctx: inngest.ContextSync) -> object:
+    return ctx.event.data["n"]
+
+
+@client.create_function(
+    fn_id="mixed-prioritized",
+    trigger=inngest.TriggerEvent(event="e2e/mixed"),
+    priority=inngest.Priority(run="event.data.n == 1 ? 10 : 0"),
+)
+def mixed_prioritized(ctx: inngest.ContextSync) -> str:
+    return "prioritized"
+
+
+@client.create_function(fn_id="mixed-plain", trigger=inngest.TriggerEvent(event="e2e/mixed"))
+def mixed_plain(ctx: inngest.ContextSync) -> str:
+    return "plain"
+
+
+# Issue 15 point 2: text PostgreSQL's jsonb refuses, from a step's error and from a return.
+@client.create_function(fn_id="nul-error", trigger=inngest.TriggerEvent(event="e2e/nul"), retries=0)
+def nul_error(ctx: inngest.ContextSync) -> None:
+    def fail() -> None:
+        raise ValueError("bad \x00 value")
+
+    ctx.step.run("fail", fail)
+
+
+@client.create_function(
+    fn_id="nul-return", trigger=inngest.TriggerEvent(event="e2e/nul"), retries=0
+)
+def nul_return(ctx: inngest.ContextSync) -> object:
+    return {"x": "a\x00b"}
+
+
 # Declared only in worker processes started with TESTAPP_CRON (its value is the schedule), so
 # that other tests' workers never fire it.
 if os.environ.get("TESTAPP_CRON"):
@@ -91,3 +132,27 @@ if os.environ.get("TESTAPP_CRON"):
     )
     def cron(ctx: inngest.ContextSync) -> object:
         return ctx.event.data["scheduledAt"]
+
+
+@client.create_function(
+    fn_id="five-steps-once", trigger=inngest.TriggerEvent(event="e2e/five.once"), retries=0
+)
+def five_steps_once(ctx: inngest.ContextSync, step: inngest.StepSync) -> int:
+    """`five_steps` without retries: any failure charged to the run ends it FAILED."""
+    total = 0
+    for index in range(5):
+        total += step.run(f"step-{index}", _work, index, ctx.event.data.get("ms", 0))
+    return total
+
+
+def _kill_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@client.create_function(
+    fn_id="kills-its-worker", trigger=inngest.TriggerEvent(event="e2e/kill-worker"), retries=0
+)
+def kills_its_worker(ctx: inngest.ContextSync, step: inngest.StepSync) -> None:
+    """A poisonous run: its second step SIGKILLs the worker process running it."""
+    step.run("prepare", lambda: "ready")
+    step.run("crash", _kill_this_process)

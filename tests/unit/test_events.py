@@ -57,7 +57,10 @@ def test_oversized_events_are_rejected_naming_size_and_limit() -> None:
 
 
 def test_non_json_data_and_bad_timestamps_are_rejected() -> None:
-    with pytest.raises(InvalidEventError, match="not JSON"):
+    with pytest.raises(
+        InvalidEventError,
+        match=re.escape("""data of event 'a' cannot be stored: data["when"] is an object"""),
+    ):
         prepare(inngest.Event(name="a", data={"when": object()}), now_ms=NOW, max_bytes=1000)
     with pytest.raises(InvalidEventError, match=r"outside 1980-01-01\.\.2100-01-01"):
         prepare(inngest.Event(name="a", ts=1234), now_ms=NOW, max_bytes=1000)
@@ -93,9 +96,18 @@ def test_from_raw_reads_null_fields_as_not_given() -> None:
 def test_text_no_database_can_store_is_refused_before_anything_is_written() -> None:
     """NUL and lone surrogates are valid JSON escapes, but PostgreSQL refuses them."""
     cases = [
-        (inngest.Event(name="a", data={"k": "x\x00y"}), "contains a NUL character"),
-        (inngest.Event(name="a", data={"k\x00": 1}), "contains a NUL character"),
-        (inngest.Event(name="a", data={"k": ["\ud800"]}), "lone surrogate"),
+        (
+            inngest.Event(name="a", data={"k": "x\x00y"}),
+            """data["k"] contains a NUL character (\\u0000)""",
+        ),
+        (
+            inngest.Event(name="a", data={"k\x00": 1}),
+            'data has a key with a NUL character (\\u0000): "k\\u0000"',
+        ),
+        (
+            inngest.Event(name="a", data={"k": ["\ud800"]}),
+            """data["k"][0] contains a lone surrogate ("\\ud800")""",
+        ),
         (inngest.Event(name="a\x00"), "event name 'a\\x00' contains a NUL character"),
         (inngest.Event(name="a", id="\udfff"), "event id '\\udfff' contains a lone surrogate"),
     ]
