@@ -3,14 +3,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# e.g. PIP_CONSTRAINTS='-c .ci/django-5.2.txt' to pin dependencies of a second venv
+PIP_CONSTRAINTS ?=
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck pytest worker clean bench bench-quick
+.PHONY: demo test lint typecheck pytest docs worker clean bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,postgres]'
+	@# Before the rename to django-inngest-db, this checkout was installed as django-inngest,
+	@# the name of an unrelated distribution with the same import name (docs/install.md).
+	$(PY) -m pip uninstall --quiet --yes django-inngest
+	rm -rf django_inngest.egg-info
+	$(PY) -m pip install --quiet -e '.[dev,postgres]' $(PIP_CONSTRAINTS)
 	touch $@
 
 demo: $(VENV)/.installed
@@ -32,6 +38,10 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The documentation site (also built, warnings as errors, by tests/docs in `make test`).
+docs: $(VENV)/.installed
+	$(PY) -m sphinx -W --keep-going -b html docs build/docs
+
 # The admin's browser tests drive Debian's Chromium through Playwright; Playwright never
 # downloads a browser of its own.
 $(CHROMIUM):
@@ -46,4 +56,4 @@ bench-quick:
 	$(PYTHON) -m bench --quick --output bench/RESULTS-quick.md
 
 clean:
-	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm
+	rm -rf $(VENV) build dist *.egg-info db.sqlite3 db.sqlite3-wal db.sqlite3-shm

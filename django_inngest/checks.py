@@ -3,12 +3,13 @@ function, the field and the value. The worker refuses to start while errors rema
 
 Ids: E001 settings, E002 duplicate function id, E003 invalid function configuration;
 W001 SQLite without IMMEDIATE transactions, W002 the event endpoint accepts any key in
-production.
+production, W003 the unrelated `django-inngest` distribution is installed beside this one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 from django.apps import AppConfig
@@ -20,6 +21,10 @@ from django_inngest.registry import registry
 
 TAG = "django_inngest"
 APP_LABEL = "django_inngest"
+
+# An unrelated project on the package index, whose files are also the package `django_inngest`;
+# this project is distributed as `django-inngest-db`.
+CONFLICTING_DISTRIBUTION = "django-inngest"
 
 
 @register(TAG)
@@ -99,3 +104,26 @@ def migrations_problem(alias: str) -> str | None:
             "run `manage.py migrate`"
         )
     return None
+
+
+@register(TAG)
+def check_conflicting_distribution(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    try:
+        found = metadata.distribution(CONFLICTING_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return []
+    summary = found.metadata["Summary"] or "no summary"
+    return [
+        Warning(
+            f"the distribution {found.metadata['Name']!r} {found.version} ({summary!r}) is "
+            "installed: it is an unrelated project whose files are also the package "
+            "'django_inngest', so it overwrites or shadows this one's",
+            hint=(
+                f"pip uninstall {CONFLICTING_DISTRIBUTION}, then reinstall django-inngest-db "
+                "(see docs/install.md)."
+            ),
+            id="django_inngest.W003",
+        )
+    ]

@@ -25,6 +25,9 @@ MAX_TRIGGER_NAME = 255
 
 
 class ParallelMode(enum.Enum):
+    """How `group.parallel` advances branches of sequential steps: ``WAIT`` in lock-step
+    rounds (the default), ``RACE`` each on its own."""
+
     WAIT = "wait"
     RACE = "race"
 
@@ -93,6 +96,8 @@ _DURATION_TYPES = (int, timedelta)
 
 @dataclass(frozen=True, kw_only=True)
 class TriggerEvent:
+    """Start a run for each event of this name (and matching `expression`, when given)."""
+
     event: str
     """The event name; ``app/*`` and ``app/user.*`` match by prefix."""
     expression: str | None = None
@@ -120,6 +125,8 @@ class TriggerEvent:
 
 @dataclass(frozen=True, kw_only=True)
 class TriggerCron:
+    """Start a run on a cron schedule, exactly once per tick across all workers."""
+
     cron: str
     """Five cron fields, optionally prefixed by ``TZ=Area/City``."""
     jitter: str | None = None
@@ -161,6 +168,8 @@ Trigger = TriggerEvent | TriggerCron
 
 @dataclass(frozen=True, kw_only=True)
 class Batch:
+    """Give one run up to `max_size` events, started when full or `timeout` after the first."""
+
     max_size: int
     timeout: Duration | None = None
     key: str | None = None
@@ -186,6 +195,8 @@ class Batch:
 
 @dataclass(frozen=True, kw_only=True)
 class Cancel:
+    """Cancel a run when an event of this name (matching `if_exp`) arrives within `timeout`."""
+
     event: str
     if_exp: str | None = None
     timeout: Duration | None = None
@@ -208,6 +219,8 @@ class Cancel:
 
 @dataclass(frozen=True, kw_only=True)
 class Concurrency:
+    """Limit the runs executing at once, per function or per `key` value (`scope` shares it)."""
+
     limit: int
     key: str | None = None
     scope: Literal["account", "env", "fn"] | None = None
@@ -233,6 +246,8 @@ class Concurrency:
 
 @dataclass(frozen=True, kw_only=True)
 class Debounce:
+    """One run with the last event, `period` after it; never later than `timeout` after the first."""
+
     period: Duration
     key: str | None = None
     timeout: Duration | None = None
@@ -252,6 +267,8 @@ class Debounce:
 
 @dataclass(frozen=True, kw_only=True)
 class Priority:
+    """An expression giving a run's priority in seconds (within ± `PRIORITY_RANGE`)."""
+
     run: str
 
     def __post_init__(self) -> None:
@@ -263,6 +280,8 @@ class Priority:
 
 @dataclass(frozen=True, kw_only=True)
 class RateLimit:
+    """Create at most `limit` runs per `period` (per `key`); runs over it are not created."""
+
     limit: int
     period: Duration
     key: str | None = None
@@ -283,6 +302,8 @@ class RateLimit:
 
 @dataclass(frozen=True, kw_only=True)
 class Throttle:
+    """Delay run starts to `limit` per `period` (per `key`), with `burst` extra at once."""
+
     limit: int
     period: Duration
     key: str | None = None
@@ -307,6 +328,8 @@ class Throttle:
 
 @dataclass(frozen=True, kw_only=True)
 class Singleton:
+    """One run at a time per `key`: `mode="skip"` skips new ones, `"cancel"` replaces the old."""
+
     mode: Literal["skip", "cancel"]
     key: str | None = None
 
@@ -323,6 +346,8 @@ class Singleton:
 
 @dataclass(frozen=True, kw_only=True)
 class Timeouts:
+    """Cancel a run not started within `start` of being queued, or not ended within `finish`."""
+
     start: Duration | None = None
     finish: Duration | None = None
 

@@ -371,6 +371,8 @@ async def _parallel_async(
 
 
 class Group:
+    """`ctx.group` of async handlers: run steps in parallel."""
+
     def __init__(self, step: Step) -> None:
         self._step = step
 
@@ -546,6 +548,8 @@ def _parallel_sync(
 
 
 class GroupSync:
+    """`ctx.group` of plain (sync) handlers: run steps in parallel."""
+
     def __init__(self, step: StepSync) -> None:
         self._step = step
 

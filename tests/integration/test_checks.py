@@ -97,6 +97,7 @@ def test_sqlite_without_immediate_transactions_gets_a_warning(
         options["transaction_mode"] = saved
 
 
+@pytest.mark.django_db  # from Django 6.0, `check` runs the database checks of every alias
 def test_manage_py_check_fails_and_the_worker_refuses_to_start(
     inngest_client: inngest.Inngest,
 ) -> None:

@@ -134,7 +134,9 @@ def invoke(client: Client, data: str) -> str:
             '{"s": "a\\u0000b"}',
             "This data cannot be stored: data[&quot;s&quot;] contains a NUL character",
         ),
-        ('{"a": ' + "[" * 3000 + "]" * 3000 + "}", "This JSON nests deeper than 100 levels."),
+        # Python 3.11's json gives up on 3000 levels (RecursionError: "This JSON nests ..."),
+        # 3.13's reads them and the storable check refuses them ("This data cannot be stored").
+        ('{"a": ' + "[" * 3000 + "]" * 3000 + "}", "nests deeper than 100 levels"),
         (
             '{"a": ' + "[" * 100 + "]" * 100 + "}",
             "This data cannot be stored: data nests deeper than 100 levels",

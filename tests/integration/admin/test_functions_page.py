@@ -115,10 +115,8 @@ def test_invoke_sends_a_test_event_that_starts_the_function(
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        (
-            '{"order_id": 12,}',
-            "This is not valid JSON: Expecting property name enclosed in double quotes (line 1, column 17).",
-        ),
+        # Python 3.13 words a trailing comma's error differently; a missing value reads alike.
+        ('{"order_id": }', "This is not valid JSON: Expecting value (line 1, column 14)."),
         ("[1, 2]", "The data must be a JSON object such as {&quot;id&quot;: 1}, not list [1, 2]."),
     ],
 )
