@@ -11,11 +11,11 @@ from subprocess import Popen
 import pytest
 from django.conf import settings
 from django.test import override_settings
-from django_tasks import TaskResultStatus, task_backends
 
 from django_inngest.models import FunctionRun, RunStep
 from django_inngest.registry import registry
 from tests.e2e.conftest import wait_until
+from tests.tasks_framework import TaskResultStatus, task_backends
 from tests.testapp import tasks
 from tests.testapp.models import WorkLog
 

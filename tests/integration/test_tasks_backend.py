@@ -10,9 +10,6 @@ from asgiref.sync import async_to_sync
 from django.core import checks
 from django.db import transaction
 from django.test import Client, override_settings
-from django_tasks import TaskResultStatus, task_backends
-from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
-from django_tasks.signals import task_enqueued, task_finished, task_started
 
 import django_inngest as inngest
 from django_inngest import store
@@ -23,6 +20,15 @@ from django_inngest.models import Event, FunctionRun, RunStatus, RunStep
 from django_inngest.registry import registry
 from django_inngest.tasks import DurableBackend, TaskCancelled, option_problems
 from django_inngest.testing import drain
+from tests.tasks_framework import (
+    InvalidTaskError,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_backends,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
 from tests.testapp import tasks
 from tests.testapp.models import WorkLog
 

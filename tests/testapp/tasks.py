@@ -7,9 +7,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from django_tasks import task
-
 from django_inngest.tasks import DurableTaskContext, durable
+from tests.tasks_framework import task
 from tests.testapp.models import WorkLog
 
 
