@@ -138,7 +138,9 @@ def main() -> None:
             names.insert(1, envs.BASE)
     versions = {system: envs.versions(system) for system in systems}
     if options.base:
-        versions[envs.BASE]["django-inngest"] += f" ({options.base} = {sha})"
+        base = versions[envs.BASE]
+        name = "django-inngest-db" if "django-inngest-db" in base else "django-inngest"
+        base[name] += f" ({options.base} = {sha})"
 
     print("measuring the machine's ceiling", flush=True)
     ceilings: dict[str, float] = {}

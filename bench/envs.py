@@ -21,12 +21,13 @@ REQUIREMENTS: dict[str, list[str]] = {
     "dbos": ["dbos", "psycopg[binary]"],
 }
 VERSIONED = {
-    "django-inngest": ["django-inngest", "django", "psycopg"],
-    "django-inngest-tasks": ["django-inngest", "django-tasks", "django", "psycopg"],
+    "django-inngest": ["django-inngest-db", "django", "psycopg"],
+    "django-inngest-tasks": ["django-inngest-db", "django-tasks", "django", "psycopg"],
     "procrastinate": ["procrastinate", "psycopg"],
     "django-tasks-db": ["django-tasks", "django-tasks-db", "django", "psycopg"],
     "dbos": ["dbos", "sqlalchemy", "psycopg"],
-    BASE: ["django-inngest", "django", "psycopg"],
+    # A commit before the rename to django-inngest-db is installed as django-inngest.
+    BASE: ["django-inngest-db", "django-inngest", "django", "psycopg"],
 }
 
 
@@ -75,9 +76,14 @@ def ensure_base(ref: str) -> str:
 
 
 def versions(system: str) -> dict[str, str]:
+    """The installed versions of the system's distributions (those installed: see BASE)."""
     code = (
-        "import importlib.metadata as m, json, sys; "
-        "print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))"
+        "import importlib.metadata as m, json, sys\n"
+        "found = {}\n"
+        "for n in sys.argv[1:]:\n"
+        "    try: found[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(json.dumps(found))"
     )
     output = subprocess.run(
         [str(python(system)), "-c", code, *VERSIONED[system]],
