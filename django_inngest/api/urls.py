@@ -30,4 +30,5 @@ urlpatterns: list[URLPattern] = [
         views.OpenAPISchemaView.as_view(patterns=[*event_urlpatterns, *v1_urlpatterns]),
         name="openapi",
     ),
+    path("v1/metrics", views.MetricsView.as_view(), name="metrics"),
 ]

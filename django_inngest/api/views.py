@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, cast
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, transaction
 from django.http import HttpRequest
 from drf_spectacular.openapi import AutoSchema
@@ -122,7 +123,7 @@ class SendEventsView(APIView):
     permission_classes = (AllowAny,)
     throttle_classes = ()
     parser_classes = ()  # the body is read by `ingest.read_body`, under its size limit
-    renderer_classes = (JSONRenderer,)
+    renderer_classes: Sequence[type[BaseRenderer]] = (JSONRenderer,)
     content_negotiation_class = FirstRenderer
     schema = AutoSchema()
 
@@ -208,7 +209,7 @@ class V1View(APIView):
 
     permission_classes = (HasInngestPermission,)
     parser_classes = (JSONBodyParser,)
-    renderer_classes = (JSONRenderer,)
+    renderer_classes: Sequence[type[BaseRenderer]] = (JSONRenderer,)
     content_negotiation_class = FirstRenderer
     schema = AutoSchema()
     required_permissions: ClassVar[dict[str, str]] = {}
@@ -547,3 +548,46 @@ __all__ = [
     "SendEventsView",
     "serializers",
 ]
+
+
+class PrometheusRenderer(BaseRenderer):
+    """Prometheus' text format for the metrics; errors (a dict) as JSON."""
+
+    media_type = "text/plain"
+    format = "prometheus"
+    charset = None
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        if isinstance(data, bytes):
+            return data
+        return JSONRenderer().render(data)
+
+
+class MetricsView(V1View):
+    """The fleet's metrics for Prometheus (`django_inngest.metrics`); a signing key as bearer
+    token, or a user with the permission to view runs."""
+
+    required_permissions = {"GET": "django_inngest.view_functionrun"}
+    renderer_classes = (PrometheusRenderer,)
+
+    @openapi(exclude=True)
+    def get(self, request: Request) -> Response:
+        from django_inngest import metrics
+
+        try:
+            body = metrics.exposition()
+        except ImproperlyConfigured as error:
+            return Response({"error": str(error), "status": 501}, status=501)
+        return Response(body, content_type=metrics.CONTENT_TYPE)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        if not isinstance(response.data, bytes):  # an error, in the API's JSON shape
+            response.content_type = "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
