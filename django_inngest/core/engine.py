@@ -34,6 +34,7 @@ from django_inngest.core.errors import (
 from django_inngest.core.events import (
     FUNCTION_FINISHED,
     FUNCTION_INVOKED,
+    MAX_OUTPUT_BYTES,
     Event,
     PreparedEvent,
     prepare,
@@ -377,7 +378,7 @@ class Execution:
         which fails the run (not retried) once it is stored (see `replay`)."""
         started = (call.memo.started_at if call.memo else None) or started_at
         try:
-            output = json.loads(storable_json(value, "output"))
+            output = json.loads(storable_json(value, "output", max_bytes=MAX_OUTPUT_BYTES))
         except UnstorableValueError as problem:
             error = OutputUnserializableError(
                 f'step "{call.step_id}" returned data that cannot be stored: {problem}'
@@ -616,7 +617,7 @@ class Execution:
 
     def outcome_of_return(self, value: Any) -> Outcome:
         try:
-            output = json.loads(storable_json(value, "output"))
+            output = json.loads(storable_json(value, "output", max_bytes=MAX_OUTPUT_BYTES))
         except UnstorableValueError as problem:
             error = OutputUnserializableError(
                 f'function "{self.function.id}" returned data that cannot be stored: {problem}'

@@ -187,6 +187,8 @@ def text_problem(text: str) -> str:
 #: How deep JSON may nest in what the store keeps from outside (event data, invoke data, step
 #: and run outputs), counting the value itself: parsers, encoders and expressions recurse.
 MAX_JSON_DEPTH = 100
+#: The most a step's output, or a function's return value, may weigh as JSON (Inngest's limit).
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 #: An integer of fewer digits always fits a 64-bit float (the largest is about 1.8e308).
 _FLOAT_DIGITS = 309
 _LONG_DIGITS = re.compile(rf"(?<!\d)\d{{{_FLOAT_DIGITS}}}")
@@ -197,7 +199,12 @@ _WALK_DEPTH = 10_000
 
 
 def storable_json(
-    value: Any, root: str, *, max_depth: int | None = MAX_JSON_DEPTH, numbers: bool = True
+    value: Any,
+    root: str,
+    *,
+    max_depth: int | None = MAX_JSON_DEPTH,
+    numbers: bool = True,
+    max_bytes: int | None = None,
 ) -> str:
     """`value` as the JSON text the store keeps (compact, characters as they are).
 
@@ -206,8 +213,9 @@ def storable_json(
     them); with `numbers`, every number within the range of a 64-bit float, as Inngest's server
     decodes them (integers within it are kept exactly, even past 2**53); no NUL character and no
     lone surrogate in any string or key (PostgreSQL's jsonb refuses both); at most `max_depth`
-    levels of nesting. Raises `UnstorableValueError` naming the path, under `root`, of the
-    first value that breaks it (``data["user"]["n"]``) and what it is.
+    levels of nesting; with `max_bytes`, at most that many bytes of UTF-8. Raises
+    `UnstorableValueError` naming the path, under `root`, of the first value that breaks it
+    (``data["user"]["n"]``) and what it is.
     """
     try:
         encoded: str | None = json.dumps(
@@ -217,13 +225,26 @@ def storable_json(
         encoded = None
     # Quick looks at the text (C speed); only a value one of them doubts is walked.
     if encoded is not None and not _doubtful(encoded, max_depth, numbers):
+        _check_size(encoded, root, max_bytes)
         return encoded
     problem = _first_problem(value, root, max_depth, numbers)
     if problem is not None:
         raise UnstorableValueError(*problem)
     if encoded is None:
         raise UnstorableValueError(root, "cannot be written as JSON")
+    _check_size(encoded, root, max_bytes)
     return encoded
+
+
+def _check_size(encoded: str, root: str, max_bytes: int | None) -> None:
+    # A character is 1 to 4 bytes of UTF-8: only a long text is encoded to be measured.
+    if max_bytes is None or len(encoded) * 4 <= max_bytes:
+        return
+    size = len(encoded.encode("utf-8"))
+    if size > max_bytes:
+        raise UnstorableValueError(
+            root, f"is {size:,} bytes of JSON, more than the limit of {max_bytes:,} bytes"
+        )
 
 
 def _doubtful(encoded: str, max_depth: int | None, numbers: bool) -> bool:

@@ -73,6 +73,39 @@ def test_a_step_output_the_store_cannot_hold_fails_the_run_and_says_where(
     )
 
 
+def test_a_step_output_over_4_mib_fails_the_run_with_its_size(
+    inngest_client: inngest.Inngest,
+) -> None:
+    """Inngest's limit on a step's output: 4 MiB of JSON. One byte under it is stored."""
+    limit = 4 * 1024 * 1024
+    fits = "é" * ((limit - 2) // 2)  # two bytes of UTF-8 each, and the quotes
+    too_big = fits + "x"
+
+    def handler(ctx: inngest.ContextSync) -> Any:
+        ctx.step.run("fits", lambda: fits)
+        return ctx.step.run("too-big", lambda: too_big)
+
+    run = run_once(inngest_client, handler)
+    assert run.status == "FAILED"
+    assert run.output["message"] == (
+        'step "too-big" returned data that cannot be stored: output is 4,194,305 bytes of JSON, '
+        "more than the limit of 4,194,304 bytes"
+    )
+    assert RunStep.objects.get(step_id="fits").status == "COMPLETED"
+    assert RunStep.objects.get(step_id="too-big").status == "FAILED"
+
+
+def test_a_return_value_over_4_mib_fails_the_run_with_its_size(
+    inngest_client: inngest.Inngest,
+) -> None:
+    run = run_once(inngest_client, lambda ctx: ["x" * (4 * 1024 * 1024)])
+    assert run.status == "FAILED"
+    assert run.output["message"] == (
+        'function "tests-f" returned data that cannot be stored: output is 4,194,308 bytes of '
+        "JSON, more than the limit of 4,194,304 bytes"
+    )
+
+
 def test_a_handler_returning_a_nul_fails_the_run_and_says_where(
     inngest_client: inngest.Inngest,
 ) -> None:
@@ -140,21 +173,6 @@ def test_the_run_page_shows_the_failed_step_and_offers_retry_from_it(
     assert response.status_code == 302
     retried = FunctionRun.objects.get(original_run=run)
     assert list(retried.steps.values_list("step_id", flat=True)) == ["before"]
-
-
-def test_an_output_too_large_for_its_finished_event_fails_the_run_saying_so(
-    inngest_client: inngest.Inngest,
-) -> None:
-    """32 MiB is the limit of the events the engine emits: the run ends rather than looping."""
-    big = "x" * (32 * 1024 * 1024)
-    run = run_once(inngest_client, lambda ctx: big)
-    assert run.status == "FAILED"
-    assert run.output["code"] == "output_unserializable"
-    assert run.output["message"].startswith(
-        'function "tests-f" ended with data that cannot be sent in its '
-        "inngest/function.finished event: event 0: event 'inngest/function.finished' is "
-    )
-    assert "over the limit of 33554432 bytes" in run.output["message"]
 
 
 def test_an_async_step_returning_a_set_fails_the_same_way(inngest_client: inngest.Inngest) -> None:
