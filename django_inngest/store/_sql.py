@@ -35,12 +35,12 @@ def alias() -> str:
     return conf.get().DATABASE
 
 
-def _connection() -> BaseDatabaseWrapper:
+def db_connection() -> BaseDatabaseWrapper:
     return connections[alias()]
 
 
 def is_postgresql() -> bool:
-    return _connection().vendor == "postgresql"
+    return db_connection().vendor == "postgresql"
 
 
 class _SqliteWriteQueue:
@@ -84,7 +84,7 @@ _sqlite_writers = _SqliteWriteQueue()
 
 def _queued_database() -> str | None:
     """The SQLite file whose engine writers queue on a lock, None where they do not."""
-    connection = _connection()
+    connection = db_connection()
     if (
         connection.vendor != "sqlite"
         or fcntl is None
@@ -118,7 +118,7 @@ def _queued_atomic(database: str) -> Iterator[None]:
         yield
 
 
-def _prepared_cursor() -> Any:
+def prepared_cursor() -> Any:
     """A cursor of the engine's connection on PostgreSQL whose statements are prepared on the
     server at their first run and reused by later runs on that connection (parameters bound
     on the server). Django's cursors bind on the client, and PostgreSQL then plans every
@@ -130,7 +130,7 @@ def _prepared_cursor() -> Any:
     prepared; an explicit `"OPTIONS": {"prepare_threshold": None}` turns this off too."""
     import psycopg
 
-    connection = _connection()
+    connection = db_connection()
     connection.ensure_connection()
     raw = connection.connection
     options = connection.settings_dict.get("OPTIONS", {})
@@ -159,34 +159,34 @@ def from_ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
-def _table(model: Any) -> str:
-    return str(_connection().ops.quote_name(model._meta.db_table))
+def table_name(model: Any) -> str:
+    return str(db_connection().ops.quote_name(model._meta.db_table))
 
 
-def _column(name: str) -> str:
-    return str(_connection().ops.quote_name(name))
+def column_name(name: str) -> str:
+    return str(db_connection().ops.quote_name(name))
 
 
-def _when(value: datetime | None) -> Any:
+def db_datetime(value: datetime | None) -> Any:
     """A datetime as a raw-SQL parameter, stored the way the ORM stores it."""
-    return _connection().ops.adapt_datetimefield_value(value)
+    return db_connection().ops.adapt_datetimefield_value(value)
 
 
-def _json(value: Any) -> str | None:
+def json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def _lease_expiry_sql(lease_seconds: float) -> tuple[str, list[Any]]:
+def lease_expiry_sql(lease_seconds: float) -> tuple[str, list[Any]]:
     """SQL for "now + lease" on the database's clock (SQLite: this machine's clock)."""
     if is_postgresql():
         return "clock_timestamp() + %s * interval '1 second'", [lease_seconds]
-    return "%s", [_when(datetime.now(UTC) + timedelta(seconds=lease_seconds))]
+    return "%s", [db_datetime(datetime.now(UTC) + timedelta(seconds=lease_seconds))]
 
 
-def _db_now_sql() -> tuple[str, list[Any]]:
+def db_now_sql() -> tuple[str, list[Any]]:
     if is_postgresql():
         return "clock_timestamp()", []
-    return "%s", [_when(datetime.now(UTC))]
+    return "%s", [db_datetime(datetime.now(UTC))]
 
 
 #: What a notification on CHANNEL says: runs may be due, or events wait to be fanned out.
@@ -196,5 +196,5 @@ QUEUE, EVENTS = "queue", "events"
 def notify(about: str = QUEUE) -> None:
     """Wake PostgreSQL workers when the current transaction commits."""
     if is_postgresql():
-        with _connection().cursor() as cursor:
+        with db_connection().cursor() as cursor:
             cursor.execute(f"NOTIFY {CHANNEL}, '{about}'")

@@ -26,28 +26,28 @@ from django_inngest.models import (
 )
 from django_inngest.store._sql import (
     RUN,
-    _connection,
-    _db_now_sql,
-    _lease_expiry_sql,
-    _table,
-    _when,
     alias,
     atomic,
+    db_connection,
+    db_datetime,
+    db_now_sql,
     from_ms,
     is_postgresql,
+    lease_expiry_sql,
     notify,
+    table_name,
 )
 from django_inngest.store.checkpoints import load_memos
-from django_inngest.store.concurrency import _admit, _free_slots
+from django_inngest.store.concurrency import admit, free_slots
 from django_inngest.store.events import event_map, event_value
 from django_inngest.store.fleet import seen, sync_marker_sql
 from django_inngest.store.flow import (
+    Intake,
     Lease,
     LeasedRun,
     Planner,
-    _fire_timers,
-    _Intake,
-    _no_planner,
+    fire_timers,
+    no_planner,
 )
 from django_inngest.store.matching import FanOut, Route, fan_out_in_transaction
 
@@ -247,21 +247,21 @@ def pick_up_event(
     lease = Lease(
         worker_id=worker_id, slots=limit, seconds=lease_seconds, priority_window=priority_window
     )
-    intake = _Intake(now, planner or _no_planner, pending, lease)
+    intake = Intake(now, planner or no_planner, pending, lease)
     for plan in plans:
         intake.start(plan, [event])
     horizon = now + timedelta(seconds=priority_window)
-    queue, pause = _table(QueueItem), _table(Pause)
+    queue, pause = table_name(QueueItem), table_name(Pause)
     same_sets, same_params = "", list[Any]()
     if routed_with is not None:
         same_sets, same_params = f" AND {sync_marker_sql()} = %s", [routed_with]
     claimed = intake.write_claiming(
-        f"UPDATE {_table(Event)} SET pending = false WHERE id = %s AND pending "
+        f"UPDATE {table_name(Event)} SET pending = false WHERE id = %s AND pending "
         f"AND NOT EXISTS (SELECT 1 FROM {pause} WHERE event_name = %s) "
         f"AND NOT EXISTS (SELECT 1 FROM {queue} WHERE lease_expires_at IS NULL "
         f"AND parked_on IS NULL AND score <= %s AND available_at <= %s){same_sets} "
         f"RETURNING data, receipt_order",
-        [event["id"], event["name"], _when(horizon), _when(now), *same_params],
+        [event["id"], event["name"], db_datetime(horizon), db_datetime(now), *same_params],
     )
     if claimed is None:
         return None
@@ -307,8 +307,8 @@ def _lease(
 ) -> _Started:
     """`claim`'s writes, inside the caller's transaction."""
     db = alias()
-    queue = _table(QueueItem)
-    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
+    queue = table_name(QueueItem)
+    expiry_sql, expiry_params = lease_expiry_sql(lease_seconds)
     lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
     served_sql, served_params = "", list[Any]()
     if serves is not None:
@@ -322,7 +322,7 @@ def _lease(
     for _ in range(2):  # a second look picks up the runs that fired timers just created
         if len(items) >= limit:
             break
-        with _connection().cursor() as cursor:
+        with db_connection().cursor() as cursor:
             cursor.execute(
                 f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
                 f"WHERE id IN (SELECT id FROM {queue} q WHERE lease_expires_at IS NULL "
@@ -332,8 +332,8 @@ def _lease(
                 [
                     worker_id,
                     *expiry_params,
-                    _when(horizon),
-                    _when(now),
+                    db_datetime(horizon),
+                    db_datetime(now),
                     *served_params,
                     *only_params,
                     limit - len(items),
@@ -347,10 +347,10 @@ def _lease(
             ]
         timers = [item for item in taken if item["kind"] != QueueItem.Kind.RUN]
         runs = _one_suspect([item for item in taken if item["kind"] == QueueItem.Kind.RUN], items)
-        items += _admit(runs)
+        items += admit(runs)
         if not timers:
             break
-        _fire_timers(timers, _Intake(now, planner or _no_planner, pending))
+        fire_timers(timers, Intake(now, planner or no_planner, pending))
     priorities = {item["run_id"]: item["priority"] for item in items}
     losses = {item["run_id"]: item["lease_losses"] for item in items if item["lease_losses"]}
     if not priorities:
@@ -395,7 +395,7 @@ def _one_suspect(taken: list[dict[str, Any]], kept: list[dict[str, Any]]) -> lis
 
 def _served_sql(serves: Collection[str]) -> tuple[str, list[Any]]:
     """The condition on queue items `q` that keeps runs of the functions in `serves`."""
-    run = _table(FunctionRun)
+    run = table_name(FunctionRun)
     if is_postgresql():
         return (
             f" AND (q.kind <> %s OR EXISTS (SELECT 1 FROM {run} r WHERE r.id = q.run_id "
@@ -423,9 +423,9 @@ def _claimed(started: _Started) -> list[ClaimedRun]:
         return []
     if not is_postgresql():
         event_ids = list({event_id for run in runs for event_id in run["event_ids"]})
-        with _connection().cursor() as cursor:
+        with db_connection().cursor() as cursor:
             cursor.execute(
-                f"SELECT id, user_id, name, data, ts FROM {_table(Event)} "
+                f"SELECT id, user_id, name, data, ts FROM {table_name(Event)} "
                 f"WHERE id IN ({', '.join(['%s'] * len(event_ids))})",
                 event_ids,
             )
@@ -470,10 +470,10 @@ def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
         "original_run_id",
         "finish_timeout",
     )
-    run, event = _table(FunctionRun), _table(Event)
+    run, event = table_name(FunctionRun), table_name(Event)
     ended = "', '".join(sorted(ENDED_STATUSES))
     if not is_postgresql():
-        with _connection().cursor() as cursor:
+        with db_connection().cursor() as cursor:
             cursor.execute(
                 f"SELECT {', '.join(fields)} FROM {run} WHERE id IN "
                 f"({', '.join(['%s'] * len(run_ids))}) AND status NOT IN ('{ended}')",
@@ -484,14 +484,14 @@ def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
                 cursor.execute(
                     f"UPDATE {run} SET status = %s, started_at = COALESCE(started_at, %s) "
                     f"WHERE id IN ({', '.join(['%s'] * len(runs))})",
-                    [RunStatus.RUNNING, _when(now), *(started["id"] for started in runs)],
+                    [RunStatus.RUNNING, db_datetime(now), *(started["id"] for started in runs)],
                 )
         for started in runs:  # as the ORM would read them: JSON text, microseconds
             started["event_ids"] = json.loads(started["event_ids"])
             if started["finish_timeout"] is not None:
                 started["finish_timeout"] = timedelta(microseconds=started["finish_timeout"])
         return runs
-    with _connection().cursor() as cursor:
+    with db_connection().cursor() as cursor:
         cursor.execute(
             f"UPDATE {run} r SET status = %s, started_at = COALESCE(r.started_at, %s) "
             f"FROM (SELECT id, started_at FROM {run} WHERE id = ANY(%s) "
@@ -502,7 +502,7 @@ def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
             # = ANY(ARRAY(...)): a join with the JSON array's elements would scan the table.
             f"'[]') FROM {event} e WHERE e.id = ANY(ARRAY("
             f"SELECT jsonb_array_elements_text(r.event_ids))))",
-            [RunStatus.RUNNING, _when(now), run_ids],
+            [RunStatus.RUNNING, db_datetime(now), run_ids],
         )
         runs = [dict(zip((*fields, "events"), row, strict=True)) for row in cursor.fetchall()]
     for started in runs:  # Django reads jsonb as text
@@ -517,10 +517,10 @@ def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
 
 def heartbeat(worker_id: str, lease_seconds: float) -> int:
     """Extend every lease `worker_id` holds, in one statement."""
-    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
-    with _connection().cursor() as cursor:
+    expiry_sql, expiry_params = lease_expiry_sql(lease_seconds)
+    with db_connection().cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(QueueItem)} SET lease_expires_at = {expiry_sql} "
+            f"UPDATE {table_name(QueueItem)} SET lease_expires_at = {expiry_sql} "
             f"WHERE lease_owner = %s",
             [*expiry_params, worker_id],
         )
@@ -533,10 +533,10 @@ def return_expired_leases(
     """Put back in the queue the runs whose worker stopped renewing their lease, counting the
     loss (see `_lose`); a run lost `max_losses` times without progress is leased to
     `worker_id` instead, for it to end (`lost_runs`). Returns how many leases expired."""
-    now_sql, now_params = _db_now_sql()
-    with _connection().cursor() as cursor:
+    now_sql, now_params = db_now_sql()
+    with db_connection().cursor() as cursor:
         cursor.execute(
-            f"SELECT 1 FROM {_table(QueueItem)} WHERE lease_expires_at < {now_sql} LIMIT 1",
+            f"SELECT 1 FROM {table_name(QueueItem)} WHERE lease_expires_at < {now_sql} LIMIT 1",
             now_params,
         )
         if cursor.fetchone() is None:
@@ -578,11 +578,11 @@ def _lose(
     progress add up (and a checkpoint costs nothing extra). An item whose count reaches
     `max_losses` is leased to `keeper` instead of being returned; the rest go back to the
     queue. Returns (run id, losses) per item."""
-    queue, step = _table(QueueItem), _table(RunStep)
+    queue, step = table_name(QueueItem), table_name(RunStep)
     final = "', '".join(sorted(FINAL_STEP_STATUSES))
-    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
+    expiry_sql, expiry_params = lease_expiry_sql(lease_seconds)
     kept, kept_params = ("x.losses >= %s", [max(max_losses, 1)]) if keeper else ("1 = 0", [])
-    with _connection().cursor() as cursor:
+    with db_connection().cursor() as cursor:
         cursor.execute(
             f"UPDATE {queue} SET lease_losses = x.losses, steps_at_loss = x.steps, "
             f"lease_owner = CASE WHEN {kept} THEN %s ELSE NULL END, "
@@ -605,7 +605,7 @@ def _lose(
             ],
         )
         rows = cursor.fetchall()
-    _requeue([(run_id, ckey1, ckey2) for run_id, ckey1, ckey2, owner, _ in rows if owner is None])
+    requeue([(run_id, ckey1, ckey2) for run_id, ckey1, ckey2, owner, _ in rows if owner is None])
     return [(run_id, losses) for run_id, _, _, _, losses in rows]
 
 
@@ -668,25 +668,25 @@ def lost_runs(worker_id: str, max_losses: int) -> list[LostRun]:
 def release(worker_id: str) -> int:
     """Give back every run `worker_id` holds (a worker shutting down)."""
     with atomic():
-        with _connection().cursor() as cursor:
+        with db_connection().cursor() as cursor:
             cursor.execute(
-                f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
+                f"UPDATE {table_name(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
                 f"WHERE lease_owner = %s RETURNING run_id, ckey1, ckey2",
                 [worker_id],
             )
             returned = cursor.fetchall()
-        _requeue(returned)
+        requeue(returned)
     return len(returned)
 
 
-def _requeue(returned: Sequence[tuple[str | None, str | None, str | None]]) -> None:
+def requeue(returned: Sequence[tuple[str | None, str | None, str | None]]) -> None:
     """Runs whose lease went back: queued again, their concurrency slots free."""
     run_ids = [run_id for run_id, _, _ in returned if run_id]
     if run_ids:
         FunctionRun.objects.using(alias()).filter(id__in=run_ids, status=RunStatus.RUNNING).update(
             status=RunStatus.QUEUED
         )
-    _free_slots(key for _, *keys in returned for key in keys)
+    free_slots(key for _, *keys in returned for key in keys)
 
 
 def next_due_at(priority_window: int = 0, serves: Collection[str] | None = None) -> datetime | None:

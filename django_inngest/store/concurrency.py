@@ -60,7 +60,7 @@ def _executing(keys: Sequence[str], excluding: Sequence[int]) -> dict[str, int]:
     return counts
 
 
-def _admit(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def admit(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep the items whose concurrency keys have room; park the others on a full key."""
     keyed = [item for item in items if _keys_of(item)]
     if not keyed:
@@ -85,7 +85,7 @@ def _admit(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return admitted
 
 
-def _free_slots(keys: Iterable[str | None]) -> None:
+def free_slots(keys: Iterable[str | None]) -> None:
     """A run stopped executing: let the oldest run parked on each of its keys go."""
     wanted = sorted({key for key in keys if key})
     if not wanted:

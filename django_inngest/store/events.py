@@ -15,12 +15,12 @@ from django_inngest.models import Event
 from django_inngest.store._sql import (
     CHANNEL,
     EVENTS,
-    _connection,
-    _json,
-    _table,
-    _when,
     alias,
+    db_connection,
+    db_datetime,
     is_postgresql,
+    json_text,
+    table_name,
 )
 
 
@@ -75,8 +75,8 @@ def _insert_events_in_one_statement(
     caller's transaction costs one round trip."""
     params: list[Any] = []
     for row in rows:
-        params += [row.id, row.user_id, row.name, _json(row.data), row.ts]
-        params += [_when(row.received_at), row.pending]
+        params += [row.id, row.user_id, row.name, json_text(row.data), row.ts]
+        params += [db_datetime(row.received_at), row.pending]
     postgresql = is_postgresql()
     if postgresql:  # receipt_order: the column's default, the sequence's next value
         columns = "id, user_id, name, data, ts, received_at, pending"
@@ -88,10 +88,10 @@ def _insert_events_in_one_statement(
             for offset in range(len(rows))
         )
     insert = (
-        f"INSERT INTO {_table(Event)} ({columns}) "
+        f"INSERT INTO {table_name(Event)} ({columns}) "
         f"VALUES {values}{' ON CONFLICT (id) DO NOTHING' if ignore_existing else ''}"
     )
-    with _connection().cursor() as cursor:
+    with db_connection().cursor() as cursor:
         if wake and postgresql:
             about = EVENTS
             if len(rows) == 1 and not ignore_existing:
@@ -123,7 +123,7 @@ def receipt_position() -> int:
         if is_postgresql()
         else f"SELECT max({_SQLITE_LAST_RECEIPT}, {_SQLITE_CLOCK})"
     )
-    with _connection().cursor() as cursor:
+    with db_connection().cursor() as cursor:
         cursor.execute(sql)
         row = cursor.fetchone()
     return int(row[0])

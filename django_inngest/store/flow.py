@@ -1,4 +1,4 @@
-"""Flow control before a run exists and the runs it creates: `_Intake`, the locked state rows of
+"""Flow control before a run exists and the runs it creates: `Intake`, the locked state rows of
 rate limits, throttles, debounces, batches and singletons, event-id de-duplication, and the
 timers (debounce, batch, start and finish timeouts) that claims fire.
 """
@@ -32,15 +32,15 @@ from django_inngest.models import (
 )
 from django_inngest.store._sql import (
     EVENT_ID_TTL,
-    _connection,
-    _prepared_cursor,
-    _table,
-    _when,
     alias,
+    db_connection,
+    db_datetime,
     from_ms,
     is_postgresql,
+    prepared_cursor,
+    table_name,
 )
-from django_inngest.store.checkpoints import _pause_row
+from django_inngest.store.checkpoints import pause_row
 from django_inngest.store.events import event_map
 from django_inngest.store.runs import cancel_run
 
@@ -73,7 +73,7 @@ class LeasedRun:
     event_rows: list[dict[str, Any]]
 
 
-class _Intake:
+class Intake:
     """Runs created in one transaction: written in bulk, with their queue items and pauses."""
 
     def __init__(
@@ -165,7 +165,7 @@ class _Intake:
         )
         available = max(now, from_ms(rows[0]["ts"])) if len(rows) == 1 else now
         if plan.throttle is not None:
-            available = max(available, _apply_gcra(plan.throttle, now, drop=False) or now)
+            available = max(available, apply_gcra(plan.throttle, now, drop=False) or now)
         keys: list[tuple[str | None, int | None]] = [*plan.concurrency[:2]]
         keys += [(None, None)] * (2 - len(keys))
         item = QueueItem(
@@ -209,7 +209,7 @@ class _Intake:
         # Cancel listeners: events received after the run's own event (its order of receipt,
         # found when the row does not carry it).
         after = rows[0].get("receipt_order")
-        self.pauses += [_pause_row(run.id, spec, after) for spec in plan.pauses]
+        self.pauses += [pause_row(run.id, spec, after) for spec in plan.pauses]
         self.runs.append(run)
         self.unwritten.add(run.id)
         return run
@@ -229,7 +229,7 @@ class _Intake:
             if rows
         ]
         statements += also
-        with _connection().cursor() as cursor:
+        with db_connection().cursor() as cursor:
             if is_postgresql() and len(statements) > 1:
                 *first, (last, last_params) = statements
                 cursor.execute(
@@ -271,7 +271,7 @@ class _Intake:
             _insert_once_sql(row, "claimed", self.lease.seconds)
             for row in [*self.runs, *self.items, *self.pauses, *self.skips]
         ]
-        with _prepared_cursor() as cursor:
+        with prepared_cursor() as cursor:
             ctes = [f"w{index} AS ({sql})" for index, (sql, _) in enumerate(statements)]
             cursor.execute(
                 f"WITH {', '.join([f'claimed AS ({claim})', *ctes])} SELECT * FROM claimed",
@@ -284,7 +284,7 @@ class _Intake:
 def _insert_once_sql(row: Model, source: str, lease_seconds: float) -> tuple[str, list[Any]]:
     """INSERT `row` once for each row of `source`; a leased queue item's lease expires
     `lease_seconds` from now on the database's clock."""
-    connection = _connection()
+    connection = db_connection()
     model = type(row)
     columns, values, params = [], [], []
     for field in model._meta.concrete_fields:
@@ -305,7 +305,7 @@ def _insert_once_sql(row: Model, source: str, lease_seconds: float) -> tuple[str
             values.append("%s")
             params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection))
     return (
-        f"INSERT INTO {_table(model)} ({', '.join(columns)}) "
+        f"INSERT INTO {table_name(model)} ({', '.join(columns)}) "
         f"SELECT {', '.join(values)} FROM {source}",
         params,
     )
@@ -324,7 +324,7 @@ def _insert_sql(model: type[Model], rows: Sequence[Model]) -> tuple[str, list[An
     return sql, list(params)
 
 
-def _no_planner(function_id: str, event: Mapping[str, Any], event_id: str, batched: bool) -> None:
+def no_planner(function_id: str, event: Mapping[str, Any], event_id: str, batched: bool) -> None:
     return None
 
 
@@ -361,7 +361,7 @@ def _try_lock_state(key: str) -> FlowState | Literal[False] | None:
     return locked
 
 
-def _apply_gcra(rate: Gcra, now: datetime, *, drop: bool) -> datetime | None:
+def apply_gcra(rate: Gcra, now: datetime, *, drop: bool) -> datetime | None:
     """When one more request may start (and count it); with `drop`, None when over the limit."""
     state = _lock_state(rate.key, "gcra", now)
     tat = datetime.fromisoformat(state.data["tat"]) if state.data.get("tat") else None
@@ -374,7 +374,7 @@ def _apply_gcra(rate: Gcra, now: datetime, *, drop: bool) -> datetime | None:
     return start
 
 
-def _debounce(plan: RunPlan, row: Mapping[str, Any], now: datetime) -> None:
+def debounce_event(plan: RunPlan, row: Mapping[str, Any], now: datetime) -> None:
     """Keep the latest event and push the firing back (never past first event + timeout)."""
     spec = plan.debounce
     assert spec is not None
@@ -405,7 +405,7 @@ def _set_timer(kind: str, ref: str, at: datetime) -> None:
         QueueItem.objects.using(db).create(kind=kind, ref=ref, available_at=at, score=at)
 
 
-def _add_to_batch(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
+def add_to_batch(plan: RunPlan, row: Mapping[str, Any], intake: Intake) -> None:
     spec = plan.batch
     assert spec is not None
     state = _lock_state(spec.key, "batch", intake.now)
@@ -424,7 +424,7 @@ def _add_to_batch(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> Non
         _set_timer(QueueItem.Kind.BATCH, spec.key, intake.now + spec.timeout)
 
 
-def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intake: _Intake) -> None:
+def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intake: Intake) -> None:
     """Start one run with the batch's events, in arrival order, and forget the batch."""
     db = alias()
     QueueItem.objects.using(db).filter(kind=QueueItem.Kind.BATCH, ref=state.key).delete()
@@ -444,15 +444,15 @@ def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intak
         intake.start(plan, rows)
 
 
-def _first_in_24h(key: str, now: datetime) -> bool:
+def first_in_24h(key: str, now: datetime) -> bool:
     """Record `key` for 24 h; False when it is already recorded and not expired."""
-    table = _table(IdempotencyKey)
-    with _connection().cursor() as cursor:
+    table = table_name(IdempotencyKey)
+    with db_connection().cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (key, expires_at) VALUES (%s, %s) "
             f"ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
             f"WHERE {table}.expires_at <= %s RETURNING key",
-            [key, _when(now + EVENT_ID_TTL), _when(now)],
+            [key, db_datetime(now + EVENT_ID_TTL), db_datetime(now)],
         )
         return cursor.fetchone() is not None
 
@@ -460,7 +460,7 @@ def _first_in_24h(key: str, now: datetime) -> bool:
 # --- timers -----------------------------------------------------------------------------------
 
 
-def _fire_timers(timers: list[dict[str, Any]], intake: _Intake) -> None:
+def fire_timers(timers: list[dict[str, Any]], intake: Intake) -> None:
     """Due debounces and batches start their run; timeouts cancel runs that are late."""
     db = alias()
     now = intake.now
@@ -506,7 +506,7 @@ def _fire_timers(timers: list[dict[str, Any]], intake: _Intake) -> None:
     intake.flush()
 
 
-def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: _Intake) -> bool:
+def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: Intake) -> bool:
     """Start the debounced run with the last event; False when its time moved meanwhile."""
     db = alias()
     data = state.data
@@ -528,7 +528,7 @@ def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: _Intake) -
     return True
 
 
-def _cancel_quietly(run_id: str, intake: _Intake) -> None:
+def _cancel_quietly(run_id: str, intake: Intake) -> None:
     intake.flush()
     with contextlib.suppress(RunEndedError, RunNotFoundError):
         cancel_run(run_id, now=intake.now, pending=intake.pending)

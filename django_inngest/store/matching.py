@@ -30,26 +30,26 @@ from django_inngest.models import (
 )
 from django_inngest.store._sql import (
     RUN,
-    _connection,
-    _table,
-    _when,
     alias,
     atomic,
+    db_connection,
+    db_datetime,
     is_postgresql,
     notify,
+    table_name,
 )
 from django_inngest.store.events import event_map, has_pending_events
 from django_inngest.store.fleet import note_sync_marker, sync_marker_sql
 from django_inngest.store.flow import (
+    Intake,
     Lease,
     LeasedRun,
     Planner,
-    _add_to_batch,
-    _apply_gcra,
-    _debounce,
-    _first_in_24h,
-    _Intake,
-    _no_planner,
+    add_to_batch,
+    apply_gcra,
+    debounce_event,
+    first_in_24h,
+    no_planner,
 )
 from django_inngest.store.runs import cancel_run
 
@@ -118,7 +118,7 @@ def fan_out_in_transaction(
     `lease.worker_id` as they are created (up to `lease.slots`): a run created by an idle
     worker starts there without being claimed.
     """
-    event, pause, queue = _table(Event), _table(Pause), _table(QueueItem)
+    event, pause, queue = table_name(Event), table_name(Pause), table_name(QueueItem)
     postgresql = is_postgresql()
     lock = " FOR UPDATE OF e SKIP LOCKED" if postgresql else ""
     params: list[Any] = []
@@ -132,8 +132,8 @@ def fan_out_in_transaction(
             f"WHERE lease_expires_at IS NULL AND parked_on IS NULL AND score <= %s "
             f"AND available_at <= %s)"
         )
-        params += [_when(horizon), _when(now)]
-    with _connection().cursor() as cursor:
+        params += [db_datetime(horizon), db_datetime(now)]
+    with db_connection().cursor() as cursor:
         # Whether runs wait for each event's name comes with it: one round trip, not one per name.
         cursor.execute(
             f"SELECT e.id, e.user_id, e.name, e.data, e.ts, e.receipt_order, EXISTS (SELECT 1 "
@@ -159,10 +159,10 @@ def fan_out_in_transaction(
     db_now, backlog = found[0][7] or datetime.now(UTC), bool(found[0][8])
     note_sync_marker(found[0][9])  # before `route`: the functions synced with these events
     if lease is None or backlog:
-        intake = _Intake(now, planner or _no_planner, pending)
+        intake = Intake(now, planner or no_planner, pending)
     else:
         expires_at = db_now + timedelta(seconds=lease.seconds)
-        intake = _Intake(now, planner or _no_planner, pending, lease, expires_at)
+        intake = Intake(now, planner or no_planner, pending, lease, expires_at)
     resumed = 0
     for row in rows:
         for plan in route(event_map(row), row["id"]):
@@ -186,26 +186,26 @@ def fan_out_in_transaction(
     )
 
 
-def _take(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
+def _take(plan: RunPlan, row: Mapping[str, Any], intake: Intake) -> None:
     """The flow-control steps before a run exists, for one function and one event."""
     if plan.skipped:
         intake.skip(plan, [row])
         return
     now = intake.now
     if plan.batch is not None:
-        _add_to_batch(plan, row, intake)
+        add_to_batch(plan, row, intake)
         return
-    if plan.rate_limit is not None and _apply_gcra(plan.rate_limit, now, drop=True) is None:
+    if plan.rate_limit is not None and apply_gcra(plan.rate_limit, now, drop=True) is None:
         if row["name"] == FUNCTION_INVOKED:
             _fail_invocation(row, "invoked function is rate limited", now, intake.pending)
         return
     if plan.debounce is not None:
-        _debounce(plan, row, now)
+        debounce_event(plan, row, now)
         return
     if (
         plan.dedupe
         and row["user_id"]
-        and not _first_in_24h(ids.stable_hash(plan.function_id, row["user_id"]), now)
+        and not first_in_24h(ids.stable_hash(plan.function_id, row["user_id"]), now)
     ):
         return
     intake.start(plan, [row])

@@ -35,17 +35,17 @@ from django_inngest.store._sql import (
     CHANNEL,
     EVENTS,
     RUN,
-    _connection,
-    _json,
-    _table,
-    _when,
     alias,
     atomic,
+    db_connection,
+    db_datetime,
     is_postgresql,
+    json_text,
     notify,
+    table_name,
 )
-from django_inngest.store.checkpoints import _pause_row, _write_records
-from django_inngest.store.concurrency import _free_slots
+from django_inngest.store.checkpoints import pause_row, write_records
+from django_inngest.store.concurrency import free_slots
 from django_inngest.store.events import (
     event_map,
     event_rows,
@@ -62,16 +62,16 @@ logger = logging.getLogger("django_inngest.runs")
 def _release_item(run_id: str, worker_id: str, available_at: datetime, priority: int) -> bool:
     """Give back the run's item, due at `available_at`; frees its concurrency slots and
     forgets the leases it lost."""
-    with _connection().cursor() as cursor:
+    with db_connection().cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(QueueItem)} SET available_at = %s, score = %s, lease_owner = NULL, "
+            f"UPDATE {table_name(QueueItem)} SET available_at = %s, score = %s, lease_owner = NULL, "
             # Sleeping, waiting or retrying is progress: lost leases count from zero again.
             f"lease_expires_at = NULL, lease_losses = 0 "
             f"WHERE run_id = %s AND kind = %s AND lease_owner = %s "
             f"RETURNING ckey1, ckey2",
             [
-                _when(available_at),
-                _when(available_at - timedelta(seconds=priority)),
+                db_datetime(available_at),
+                db_datetime(available_at - timedelta(seconds=priority)),
                 run_id,
                 RUN,
                 worker_id,
@@ -80,7 +80,7 @@ def _release_item(run_id: str, worker_id: str, available_at: datetime, priority:
         row = cursor.fetchone()
     if row is None:
         return False
-    _free_slots(row)
+    free_slots(row)
     return True
 
 
@@ -99,7 +99,7 @@ def retry_run(
         FunctionRun.objects.using(alias()).filter(id=run_id).update(
             status=RunStatus.QUEUED, attempt=attempt
         )
-        _write_records(run_id, records)
+        write_records(run_id, records)
     return True
 
 
@@ -121,7 +121,7 @@ def suspend_run(
         if not _release_item(run_id, worker_id, wake_at, priority):
             return False
         status = RunStatus.WAITING if waiting else RunStatus.SLEEPING
-        if _write_records(run_id, records):
+        if write_records(run_id, records):
             QueueItem.objects.using(db).filter(run_id=run_id, kind=RUN).update(
                 available_at=now, score=now - timedelta(seconds=priority)
             )
@@ -129,7 +129,7 @@ def suspend_run(
         FunctionRun.objects.using(db).filter(id=run_id).update(status=status, attempt=0)
         if pauses:
             after = receipt_position()  # only events received from now on can end the wait
-            Pause.objects.using(db).bulk_create([_pause_row(run_id, s, after) for s in pauses])
+            Pause.objects.using(db).bulk_create([pause_row(run_id, s, after) for s in pauses])
         insert_events(events, received_at=now)
         killpoints.park("suspend")
     return True
@@ -185,7 +185,7 @@ def end_runs(ends: Sequence[RunEnd]) -> list[bool]:
         for worker_id in {end.worker_id for end in ends}:
             held.update(write(worker_id, [end for end in ends if end.worker_id == worker_id]))
     # After the commit: an extra unparked run only re-checks its key.
-    _free_slots(key for keys in held.values() for key in keys)
+    free_slots(key for keys in held.values() for key in keys)
     return [end.run_id in held for end in ends]
 
 
@@ -195,8 +195,8 @@ def _end_runs_in_one_transaction(
     """`end_runs` on SQLite for the runs of one lease owner, inside the caller's transaction:
     one statement per table, however many runs. Returns what `_end_runs_in_one_statement`
     does."""
-    queue, run = _table(QueueItem), _table(FunctionRun)
-    with _connection().cursor() as cursor:
+    queue, run = table_name(QueueItem), table_name(FunctionRun)
+    with db_connection().cursor() as cursor:
         cursor.execute(
             f"DELETE FROM {queue} WHERE kind = '{RUN}' AND lease_owner = %s "
             f"AND run_id IN ({', '.join(['%s'] * len(ends))}) RETURNING run_id, ckey1, ckey2",
@@ -210,7 +210,7 @@ def _end_runs_in_one_transaction(
             return held
         params: list[Any] = []
         for end in ended:
-            params += [end.run_id, end.status, _json(end.output), _when(end.now)]
+            params += [end.run_id, end.status, json_text(end.output), db_datetime(end.now)]
         cursor.execute(
             f"WITH v (id, status, output, ended_at) AS (VALUES "
             f"{', '.join(['(%s, %s, %s, %s)'] * len(ended))}) UPDATE {run} SET "
@@ -233,10 +233,21 @@ def _end_runs_in_one_statement(
     """`end_runs` on PostgreSQL for the runs of one lease owner, as one statement (one round
     trip, its own transaction unless the caller has one), every write conditional on the
     lease check. Returns the concurrency keys each ended run held, by run id."""
-    queue, run, event, pause = _table(QueueItem), _table(FunctionRun), _table(Event), _table(Pause)
+    queue, run, event, pause = (
+        table_name(QueueItem),
+        table_name(FunctionRun),
+        table_name(Event),
+        table_name(Pause),
+    )
     params: list[Any] = []
     for end in ends:
-        params += [end.run_id, end.status, _json(end.output), _when(end.now), end.drop_pauses]
+        params += [
+            end.run_id,
+            end.status,
+            json_text(end.output),
+            db_datetime(end.now),
+            end.drop_pauses,
+        ]
     values = ", ".join(
         ["(%s, %s, CAST(%s AS jsonb), CAST(%s AS timestamptz), %s::boolean)"] * len(ends)
     )
@@ -262,8 +273,8 @@ def _end_runs_in_one_statement(
             is_pending = end.pending(item.name) if end.pending else True
             wake = wake or is_pending
             rows.append("(%s, %s, %s, %s, CAST(%s AS jsonb), %s::bigint, %s::timestamptz, %s)")
-            params += [end.run_id, item.id, item.user_id, item.name, _json(item.data), item.ts]
-            params += [_when(end.now), is_pending]
+            params += [end.run_id, item.id, item.user_id, item.name, json_text(item.data), item.ts]
+            params += [db_datetime(end.now), is_pending]
     if rows:
         columns = "id, user_id, name, data, ts, received_at, pending"
         parts.append(
@@ -273,7 +284,7 @@ def _end_runs_in_one_statement(
         )
     woken = f"pg_notify('{CHANNEL}', '{EVENTS}')" if wake else "NULL"
     parts.append(f"woken AS (SELECT {woken} WHERE EXISTS (SELECT 1 FROM ended))")
-    with _connection().cursor() as cursor:
+    with db_connection().cursor() as cursor:
         cursor.execute(
             f"WITH {', '.join(parts)} SELECT d.run_id, d.ckey1, d.ckey2, "
             f"(SELECT count(*) FROM woken) FROM dropped d",
@@ -304,7 +315,7 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
         ]
         items.delete()
         for keys in held:
-            _free_slots(keys)
+            free_slots(keys)
         cancelled = (
             FunctionRun.objects.using(db)
             .filter(id=run_id)
