@@ -1,15 +1,13 @@
 """Connection helpers shared by the store's modules: the database alias and vendor, the
-engine's transactions (queued on a file lock on SQLite), quoting, raw-SQL parameters, the
-database clock, and the NOTIFY that wakes PostgreSQL workers.
+engine's transactions (queued on a file lock on SQLite), quoting, raw-SQL parameters, and the
+SQL fragments both dialects share.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +22,7 @@ except ImportError:  # Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
 from django_inngest import conf
-from django_inngest.models import QueueItem
+from django_inngest.models import AppSync, QueueItem
 
 CHANNEL = "django_inngest"
 EVENT_ID_TTL = timedelta(hours=24)
@@ -118,43 +116,6 @@ def _queued_atomic(database: str) -> Iterator[None]:
         yield
 
 
-def prepared_cursor() -> Any:
-    """A cursor of the engine's connection on PostgreSQL whose statements are prepared on the
-    server at their first run and reused by later runs on that connection (parameters bound
-    on the server). Django's cursors bind on the client, and PostgreSQL then plans every
-    statement afresh: about half a millisecond for a large one.
-
-    Django turns psycopg's preparing off (`prepare_threshold` None) so that transaction-mode
-    poolers keep working; only worker code uses this cursor, and a worker needs a session of
-    its own for LISTEN anyway. The connection's threshold is set so high that nothing else is
-    prepared; an explicit `"OPTIONS": {"prepare_threshold": None}` turns this off too."""
-    import psycopg
-
-    connection = db_connection()
-    connection.ensure_connection()
-    raw = connection.connection
-    options = connection.settings_dict.get("OPTIONS", {})
-    if raw.prepare_threshold is None and "prepare_threshold" not in options:
-        raw.prepare_threshold = sys.maxsize  # only what asks to be prepared is
-    preparing = raw.prepare_threshold is not None
-    cursor: Any = _preparing_cursor_class()(raw) if preparing else psycopg.Cursor(raw)
-    if connection.queries_logged:
-        return connection.make_debug_cursor(cursor)
-    return connection.make_cursor(cursor)
-
-
-@functools.cache
-def _preparing_cursor_class() -> Any:
-    """psycopg's server-binding cursor, preparing every statement it runs."""
-    import psycopg
-
-    class Preparing(psycopg.Cursor):
-        def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
-            return super().execute(query, params, **{**options, "prepare": True})
-
-    return Preparing
-
-
 def from_ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
@@ -176,25 +137,16 @@ def json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def lease_expiry_sql(lease_seconds: float) -> tuple[str, list[Any]]:
-    """SQL for "now + lease" on the database's clock (SQLite: this machine's clock)."""
-    if is_postgresql():
-        return "clock_timestamp() + %s * interval '1 second'", [lease_seconds]
-    return "%s", [db_datetime(datetime.now(UTC) + timedelta(seconds=lease_seconds))]
+def sync_marker_sql() -> str:
+    """SQL for the newest sync's id (0 before any sync)."""
+    return f"(SELECT COALESCE(MAX(id), 0) FROM {table_name(AppSync)})"
 
 
-def db_now_sql() -> tuple[str, list[Any]]:
-    if is_postgresql():
-        return "clock_timestamp()", []
-    return "%s", [db_datetime(datetime.now(UTC))]
-
+#: The columns of a step a checkpoint writes (`index` quoted by the caller).
+STEP_COLUMNS = (
+    "run_id, hashed_id, step_id, {index}, op, status, output, error, attempts, history, "
+    "started_at, ended_at, wake_at"
+)
 
 #: What a notification on CHANNEL says: runs may be due, or events wait to be fanned out.
 QUEUE, EVENTS = "queue", "events"
-
-
-def notify(about: str = QUEUE) -> None:
-    """Wake PostgreSQL workers when the current transaction commits."""
-    if is_postgresql():
-        with db_connection().cursor() as cursor:
-            cursor.execute(f"NOTIFY {CHANNEL}, '{about}'")

@@ -25,14 +25,11 @@ from django_inngest.store._sql import (
     RUN,
     alias,
     atomic,
-    column_name,
-    db_connection,
     db_datetime,
-    is_postgresql,
     json_text,
-    table_name,
     write_turn,
 )
+from django_inngest.store.dialect import dialect
 from django_inngest.store.events import insert_events
 
 
@@ -127,45 +124,13 @@ def save_steps(writes: Sequence[StepWrite]) -> list[Memo | LeaseLost]:
     return outcomes
 
 
-_STEP_COLUMNS = (
-    "run_id, hashed_id, step_id, {index}, op, status, output, error, attempts, history, "
-    "started_at, ended_at, wake_at"
-)
-
-
 def _insert_final_steps(writes: Sequence[StepWrite]) -> set[tuple[str, str]]:
     """Insert (or finish) each step whose run `worker_id` still holds, unless it is already
     final; returns the (run id, hashed id) of the steps written."""
-    step, queue = table_name(RunStep), table_name(QueueItem)
-    final = "', '".join(sorted(FINAL_STEP_STATUSES))
-    columns = _STEP_COLUMNS.format(index=column_name("index"))
-    upsert = (
-        f"ON CONFLICT (run_id, hashed_id) DO UPDATE SET status = excluded.status, "
-        f"output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
-        f"ended_at = excluded.ended_at, wake_at = excluded.wake_at "
-        f"WHERE {step}.status NOT IN ('{final}') RETURNING run_id, hashed_id"
-    )
-    if is_postgresql():
-        row = (
-            "(%s, %s, %s, %s::int, %s, %s, CAST(%s AS jsonb), CAST(%s AS jsonb), %s::int, "
-            "CAST(%s AS jsonb), %s::timestamptz, %s::timestamptz, %s::timestamptz, %s)"
-        )
-    else:
-        row = f"({', '.join(['%s'] * 14)})"
     params: list[Any] = []
     for write in writes:
         params += [*_step_values(write.run_id, write.record), write.worker_id]
-    with db_connection().cursor() as cursor:
-        # The CTE names the VALUES' columns on both backends; SQLite needs the WHERE to tell
-        # the upsert's ON CONFLICT from a join's ON.
-        cursor.execute(
-            f"WITH v ({columns}, owner) AS (VALUES {', '.join([row] * len(writes))}) "
-            f"INSERT INTO {step} ({columns}) SELECT {columns} FROM v "
-            f"WHERE EXISTS (SELECT 1 FROM {queue} q WHERE q.run_id = v.run_id "
-            f"AND q.kind = '{RUN}' AND q.lease_owner = v.owner) {upsert}",
-            params,
-        )
-        return {(run_id, hashed_id) for run_id, hashed_id in cursor.fetchall()}
+    return dialect().insert_final_steps(params, len(writes))
 
 
 def _step_values(run_id: str, record: StepRecord) -> list[Any]:

@@ -16,31 +16,26 @@ from django_inngest.core.engine import FINAL_STEP_STATUSES, Memo
 from django_inngest.core.events import Event as EventValue
 from django_inngest.core.flow import RunPlan
 from django_inngest.models import (
-    ENDED_STATUSES,
     Event,
     FunctionRun,
-    Pause,
     QueueItem,
     RunStatus,
     RunStep,
 )
+from django_inngest.store import postgresql
 from django_inngest.store._sql import (
     RUN,
     alias,
     atomic,
     db_connection,
-    db_datetime,
-    db_now_sql,
     from_ms,
-    is_postgresql,
-    lease_expiry_sql,
-    notify,
     table_name,
 )
 from django_inngest.store.checkpoints import load_memos
 from django_inngest.store.concurrency import admit, free_slots
+from django_inngest.store.dialect import dialect, notify
 from django_inngest.store.events import event_map, event_value
-from django_inngest.store.fleet import seen, sync_marker_sql
+from django_inngest.store.fleet import seen
 from django_inngest.store.flow import (
     Intake,
     Lease,
@@ -67,7 +62,8 @@ class ClaimedRun:
     """Times in a row its lease was lost without progress: a worker runs such a run alone."""
 
 
-_CLAIMED = (
+#: What `lease_due_items` returns of each item (and its score, last).
+CLAIMED = (
     "id",
     "kind",
     "run_id",
@@ -110,10 +106,10 @@ def claim(
     )
     if queues is not None:
         ready = ready.filter(Q(queue__isnull=True) | Q(queue__in=queues))
-    if not is_postgresql() and not (
+    if not dialect().NOTIFIES and not (
         _served(ready, serves).filter(score__lte=horizon, available_at__lte=now).exists()
     ):
-        return []  # SQLite: an idle pass reads without taking the write lock
+        return []  # a polling worker's idle pass reads without taking the write lock
     with atomic():
         started = _lease(
             worker_id,
@@ -232,12 +228,13 @@ def pick_up_event(
     among those the worker `serves`, or when an app synced since `route` last looked.
     Nor when a run would be of a task queue the worker leaves to others (`queues`).
     """
+    if not dialect().NOTIFIES:
+        return None
     seen.routed = None
     plans = list(route(event_map(event), event["id"]))
     routed_with = seen.routed
     if (
-        not is_postgresql()
-        or len(plans) > limit
+        len(plans) > limit
         or (serves is not None and any(plan.function_id not in serves for plan in plans))
         or from_ms(event["ts"]) > now
         or any(not _starts_at_once(plan, event) for plan in plans)
@@ -250,23 +247,18 @@ def pick_up_event(
     intake = Intake(now, planner or no_planner, pending, lease)
     for plan in plans:
         intake.start(plan, [event])
-    horizon = now + timedelta(seconds=priority_window)
-    queue, pause = table_name(QueueItem), table_name(Pause)
-    same_sets, same_params = "", list[Any]()
-    if routed_with is not None:
-        same_sets, same_params = f" AND {sync_marker_sql()} = %s", [routed_with]
-    claimed = intake.write_claiming(
-        f"UPDATE {table_name(Event)} SET pending = false WHERE id = %s AND pending "
-        f"AND NOT EXISTS (SELECT 1 FROM {pause} WHERE event_name = %s) "
-        f"AND NOT EXISTS (SELECT 1 FROM {queue} WHERE lease_expires_at IS NULL "
-        f"AND parked_on IS NULL AND score <= %s AND available_at <= %s){same_sets} "
-        f"RETURNING data, receipt_order",
-        [event["id"], event["name"], db_datetime(horizon), db_datetime(now), *same_params],
+    taken = postgresql.take_notified_event(
+        event,
+        horizon=now + timedelta(seconds=priority_window),
+        now=now,
+        routed_with=routed_with,
+        rows=intake.rows(),
+        lease_seconds=lease_seconds,
     )
-    if claimed is None:
+    if taken is None:
         return None
     # The event as stored (key order as a stored event's), as `pick_up` would read it.
-    stored = {**event, "data": json.loads(claimed[0])}
+    stored = {**event, "data": json.loads(taken[0])}
     return [_created(leased, [stored]) for leased in intake.leased]
 
 
@@ -307,44 +299,27 @@ def _lease(
 ) -> _Started:
     """`claim`'s writes, inside the caller's transaction."""
     db = alias()
-    queue = table_name(QueueItem)
-    expiry_sql, expiry_params = lease_expiry_sql(lease_seconds)
-    lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
-    served_sql, served_params = "", list[Any]()
-    if serves is not None:
-        served_sql, served_params = _served_sql(serves)
-    only, only_params = "", list[Any]()
-    if queues is not None:  # runs of functions have no queue: any worker takes them
-        marks = ", ".join(["%s"] * len(queues)) or "NULL"
-        only, only_params = f" AND (queue IS NULL OR queue IN ({marks}))", sorted(queues)
+    statements = dialect()
     horizon = now + timedelta(seconds=priority_window)
     items: list[dict[str, Any]] = []
     for _ in range(2):  # a second look picks up the runs that fired timers just created
         if len(items) >= limit:
             break
-        with db_connection().cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
-                f"WHERE id IN (SELECT id FROM {queue} q WHERE lease_expires_at IS NULL "
-                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s{served_sql}{only} "
-                f"ORDER BY score, id LIMIT %s{lock}) "
-                f"RETURNING {', '.join(_CLAIMED)}, score",
-                [
-                    worker_id,
-                    *expiry_params,
-                    db_datetime(horizon),
-                    db_datetime(now),
-                    *served_params,
-                    *only_params,
-                    limit - len(items),
-                ],
-            )
-            # RETURNING does not keep the subquery's order; both backends return score in
-            # a form that sorts by time (a datetime, or SQLite's fixed-width text).
-            taken = [
-                dict(zip(_CLAIMED, row, strict=False))
-                for row in sorted(cursor.fetchall(), key=lambda r: (r[-1], r[0]))
-            ]
+        rows = statements.lease_due_items(
+            worker_id,
+            limit=limit - len(items),
+            now=now,
+            horizon=horizon,
+            lease_seconds=lease_seconds,
+            serves=serves,
+            queues=queues,
+        )
+        # RETURNING does not keep the subquery's order; both backends return score in a form
+        # that sorts by time (a datetime, or SQLite's fixed-width text).
+        taken = [
+            dict(zip(CLAIMED, row, strict=False))
+            for row in sorted(rows, key=lambda r: (r[-1], r[0]))
+        ]
         timers = [item for item in taken if item["kind"] != QueueItem.Kind.RUN]
         runs = _one_suspect([item for item in taken if item["kind"] == QueueItem.Kind.RUN], items)
         items += admit(runs)
@@ -355,7 +330,7 @@ def _lease(
     losses = {item["run_id"]: item["lease_losses"] for item in items if item["lease_losses"]}
     if not priorities:
         return _Started(runs=[], priorities={})
-    runs = _start_runs(list(priorities), now)
+    runs = statements.start_runs(list(priorities), now)
     ended = set(priorities) - {run["id"] for run in runs}
     if ended:  # a queue item outlived its run: nothing to do but drop it
         QueueItem.objects.using(db).filter(run_id__in=ended).delete()
@@ -393,23 +368,6 @@ def _one_suspect(taken: list[dict[str, Any]], kept: list[dict[str, Any]]) -> lis
     return [item for item in taken if item not in extra]
 
 
-def _served_sql(serves: Collection[str]) -> tuple[str, list[Any]]:
-    """The condition on queue items `q` that keeps runs of the functions in `serves`."""
-    run = table_name(FunctionRun)
-    if is_postgresql():
-        return (
-            f" AND (q.kind <> %s OR EXISTS (SELECT 1 FROM {run} r WHERE r.id = q.run_id "
-            f"AND r.function_id = ANY(%s)))",
-            [RUN, sorted(serves)],
-        )
-    marks = ", ".join(["%s"] * len(serves)) or "NULL"
-    return (
-        f" AND (q.kind <> %s OR EXISTS (SELECT 1 FROM {run} r WHERE r.id = q.run_id "
-        f"AND r.function_id IN ({marks})))",
-        [RUN, *sorted(serves)],
-    )
-
-
 def _served(items: QuerySet[QueueItem], serves: Collection[str] | None) -> QuerySet[QueueItem]:
     if serves is None:
         return items
@@ -421,22 +379,9 @@ def _claimed(started: _Started) -> list[ClaimedRun]:
     runs, priorities = started.runs, started.priorities
     if not runs:
         return []
-    if not is_postgresql():
-        event_ids = list({event_id for run in runs for event_id in run["event_ids"]})
-        with db_connection().cursor() as cursor:
-            cursor.execute(
-                f"SELECT id, user_id, name, data, ts FROM {table_name(Event)} "
-                f"WHERE id IN ({', '.join(['%s'] * len(event_ids))})",
-                event_ids,
-            )
-            found = {
-                row[0]: dict(zip(("id", "user_id", "name", "data", "ts"), row, strict=True))
-                for row in cursor.fetchall()
-            }
-        for row in found.values():
-            row["data"] = json.loads(row["data"])
-        for run in runs:
-            run["events"] = [found[event_id] for event_id in run["event_ids"] if event_id in found]
+    unread = [run for run in runs if "events" not in run]  # read after the commit
+    if unread:
+        _read_events(unread)
     # A run that never started has no steps, unless it reruns another run from a step.
     memos = load_memos([run["id"] for run in runs if run["started_at"] or run["original_run_id"]])
     claimed = []
@@ -458,58 +403,23 @@ def _claimed(started: _Started) -> list[ClaimedRun]:
     return claimed
 
 
-def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
-    """Mark the claimed runs that have not ended RUNNING; return them with `started_at` as
-    it was before (None: first start) and, on PostgreSQL, their events (in one statement)."""
-    fields = (
-        "id",
-        "function_id",
-        "event_ids",
-        "attempt",
-        "started_at",
-        "original_run_id",
-        "finish_timeout",
-    )
-    run, event = table_name(FunctionRun), table_name(Event)
-    ended = "', '".join(sorted(ENDED_STATUSES))
-    if not is_postgresql():
-        with db_connection().cursor() as cursor:
-            cursor.execute(
-                f"SELECT {', '.join(fields)} FROM {run} WHERE id IN "
-                f"({', '.join(['%s'] * len(run_ids))}) AND status NOT IN ('{ended}')",
-                run_ids,
-            )
-            runs = [dict(zip(fields, row, strict=True)) for row in cursor.fetchall()]
-            if runs:
-                cursor.execute(
-                    f"UPDATE {run} SET status = %s, started_at = COALESCE(started_at, %s) "
-                    f"WHERE id IN ({', '.join(['%s'] * len(runs))})",
-                    [RunStatus.RUNNING, db_datetime(now), *(started["id"] for started in runs)],
-                )
-        for started in runs:  # as the ORM would read them: JSON text, microseconds
-            started["event_ids"] = json.loads(started["event_ids"])
-            if started["finish_timeout"] is not None:
-                started["finish_timeout"] = timedelta(microseconds=started["finish_timeout"])
-        return runs
+def _read_events(runs: list[dict[str, Any]]) -> None:
+    """The events of runs whose start did not return them (SQLite's `start_runs`)."""
+    event_ids = list({event_id for run in runs for event_id in run["event_ids"]})
     with db_connection().cursor() as cursor:
         cursor.execute(
-            f"UPDATE {run} r SET status = %s, started_at = COALESCE(r.started_at, %s) "
-            f"FROM (SELECT id, started_at FROM {run} WHERE id = ANY(%s) "
-            f"AND status NOT IN ('{ended}') FOR UPDATE) AS before WHERE r.id = before.id "
-            f"RETURNING r.id, r.function_id, r.event_ids, r.attempt, before.started_at, "
-            f"r.original_run_id, r.finish_timeout, (SELECT coalesce(jsonb_agg(jsonb_build_object("
-            f"'id', e.id, 'user_id', e.user_id, 'name', e.name, 'data', e.data, 'ts', e.ts)), "
-            # = ANY(ARRAY(...)): a join with the JSON array's elements would scan the table.
-            f"'[]') FROM {event} e WHERE e.id = ANY(ARRAY("
-            f"SELECT jsonb_array_elements_text(r.event_ids))))",
-            [RunStatus.RUNNING, db_datetime(now), run_ids],
+            f"SELECT id, user_id, name, data, ts FROM {table_name(Event)} "
+            f"WHERE id IN ({', '.join(['%s'] * len(event_ids))})",
+            event_ids,
         )
-        runs = [dict(zip((*fields, "events"), row, strict=True)) for row in cursor.fetchall()]
-    for started in runs:  # Django reads jsonb as text
-        started["event_ids"] = json.loads(started["event_ids"])
-        found = {row["id"]: row for row in json.loads(started["events"])}
-        started["events"] = [found[i] for i in started["event_ids"] if i in found]
-    return runs
+        found = {
+            row[0]: dict(zip(("id", "user_id", "name", "data", "ts"), row, strict=True))
+            for row in cursor.fetchall()
+        }
+    for row in found.values():
+        row["data"] = json.loads(row["data"])
+    for run in runs:
+        run["events"] = [found[event_id] for event_id in run["event_ids"] if event_id in found]
 
 
 # --- leases -----------------------------------------------------------------------------------
@@ -517,7 +427,7 @@ def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
 
 def heartbeat(worker_id: str, lease_seconds: float) -> int:
     """Extend every lease `worker_id` holds, in one statement."""
-    expiry_sql, expiry_params = lease_expiry_sql(lease_seconds)
+    expiry_sql, expiry_params = dialect().lease_expiry(lease_seconds)
     with db_connection().cursor() as cursor:
         cursor.execute(
             f"UPDATE {table_name(QueueItem)} SET lease_expires_at = {expiry_sql} "
@@ -533,7 +443,7 @@ def return_expired_leases(
     """Put back in the queue the runs whose worker stopped renewing their lease, counting the
     loss (see `_lose`); a run lost `max_losses` times without progress is leased to
     `worker_id` instead, for it to end (`lost_runs`). Returns how many leases expired."""
-    now_sql, now_params = db_now_sql()
+    now_sql, now_params = dialect().database_now()
     with db_connection().cursor() as cursor:
         cursor.execute(
             f"SELECT 1 FROM {table_name(QueueItem)} WHERE lease_expires_at < {now_sql} LIMIT 1",
@@ -555,8 +465,8 @@ def lose_lease(run_id: str, worker_id: str, *, max_losses: int, lease_seconds: f
     run's number of losses, None when `worker_id` no longer held it."""
     with atomic():
         lost = _lose(
-            f"run_id = %s AND kind = '{RUN}' AND lease_owner = %s",
-            [run_id, worker_id],
+            "run_id = %s AND kind = %s AND lease_owner = %s",
+            [run_id, RUN, worker_id],
             worker_id,
             max_losses,
             lease_seconds,
@@ -580,7 +490,7 @@ def _lose(
     queue. Returns (run id, losses) per item."""
     queue, step = table_name(QueueItem), table_name(RunStep)
     final = "', '".join(sorted(FINAL_STEP_STATUSES))
-    expiry_sql, expiry_params = lease_expiry_sql(lease_seconds)
+    expiry_sql, expiry_params = dialect().lease_expiry(lease_seconds)
     kept, kept_params = ("x.losses >= %s", [max(max_losses, 1)]) if keeper else ("1 = 0", [])
     with db_connection().cursor() as cursor:
         cursor.execute(

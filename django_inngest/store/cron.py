@@ -13,7 +13,8 @@ from django_inngest import killpoints
 from django_inngest.core.events import PreparedEvent
 from django_inngest.core.flow import RunPlan
 from django_inngest.models import CronSchedule, CronTick
-from django_inngest.store._sql import alias, atomic, db_connection, db_datetime, notify, table_name
+from django_inngest.store._sql import alias, atomic, db_connection, db_datetime, table_name
+from django_inngest.store.dialect import notify
 from django_inngest.store.events import insert_events
 from django_inngest.store.flow import Intake, no_planner
 

@@ -23,15 +23,18 @@ from django_inngest.models import (
     SyncedFunction,
     WorkerRecord,
 )
-from django_inngest.store._sql import RUN, alias, atomic, db_connection, db_datetime, table_name
+from django_inngest.store._sql import (
+    RUN,
+    alias,
+    atomic,
+    db_connection,
+    db_datetime,
+    sync_marker_sql,
+    table_name,
+)
 
 #: Syncs kept per app (older ones go when a new one is made); their functions stay "known".
 SYNCS_KEPT = 20
-
-
-def sync_marker_sql() -> str:
-    """SQL for the newest sync's id (0 before any sync)."""
-    return f"(SELECT COALESCE(MAX(id), 0) FROM {table_name(AppSync)})"
 
 
 class _Seen(threading.local):

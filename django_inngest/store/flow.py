@@ -36,11 +36,10 @@ from django_inngest.store._sql import (
     db_connection,
     db_datetime,
     from_ms,
-    is_postgresql,
-    prepared_cursor,
     table_name,
 )
 from django_inngest.store.checkpoints import pause_row
+from django_inngest.store.dialect import dialect
 from django_inngest.store.events import event_map
 from django_inngest.store.runs import cancel_run
 
@@ -229,18 +228,8 @@ class Intake:
             if rows
         ]
         statements += also
-        with db_connection().cursor() as cursor:
-            if is_postgresql() and len(statements) > 1:
-                *first, (last, last_params) = statements
-                cursor.execute(
-                    "WITH "
-                    + ", ".join(f"w{index} AS ({sql})" for index, (sql, _) in enumerate(first))
-                    + f" {last}",
-                    [param for _, params in first for param in params] + last_params,
-                )
-            else:
-                for sql, params in statements:
-                    cursor.execute(sql, params)
+        if statements:
+            dialect().write_together(statements)
         self.created += [
             run.id for run in self.runs if run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
         ]
@@ -261,54 +250,9 @@ class Intake:
         for pause in unknown:
             pause.after_receipt = found.get(event_of.get(pause.run_id) or "") or 0
 
-    def write_claiming(self, claim: str, params: list[Any]) -> tuple[Any, ...] | None:
-        """PostgreSQL, as one statement in autocommit: `claim`, an UPDATE of at most one row
-        with RETURNING, and what was added, written only when `claim` took its row. Returns
-        what `claim` returned, None when it took nothing (and nothing was written). Leased runs'
-        leases expire on the database's clock (`lease.seconds` from now)."""
-        assert self.lease is not None
-        statements = [
-            _insert_once_sql(row, "claimed", self.lease.seconds)
-            for row in [*self.runs, *self.items, *self.pauses, *self.skips]
-        ]
-        with prepared_cursor() as cursor:
-            ctes = [f"w{index} AS ({sql})" for index, (sql, _) in enumerate(statements)]
-            cursor.execute(
-                f"WITH {', '.join([f'claimed AS ({claim})', *ctes])} SELECT * FROM claimed",
-                [*params, *(param for _, values in statements for param in values)],
-            )
-            claimed: tuple[Any, ...] | None = cursor.fetchone()
-        return claimed
-
-
-def _insert_once_sql(row: Model, source: str, lease_seconds: float) -> tuple[str, list[Any]]:
-    """INSERT `row` once for each row of `source`; a leased queue item's lease expires
-    `lease_seconds` from now on the database's clock."""
-    connection = db_connection()
-    model = type(row)
-    columns, values, params = [], [], []
-    for field in model._meta.concrete_fields:
-        if field.primary_key and isinstance(field, AutoFieldMixin):
-            continue
-        columns.append(connection.ops.quote_name(str(field.column)))
-        if isinstance(row, QueueItem) and field.attname == "lease_expires_at" and row.lease_owner:
-            values.append("clock_timestamp() + %s * interval '1 second'")
-            params.append(lease_seconds)
-        elif (
-            isinstance(row, Pause)
-            and field.attname == "after_receipt"
-            and row.after_receipt is None
-        ):
-            values.append("receipt_order")  # of the event `source` took: the run's own event
-
-        else:
-            values.append("%s")
-            params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection))
-    return (
-        f"INSERT INTO {table_name(model)} ({', '.join(columns)}) "
-        f"SELECT {', '.join(values)} FROM {source}",
-        params,
-    )
+    def rows(self) -> list[Model]:
+        """What was added and not written yet."""
+        return [*self.runs, *self.items, *self.pauses, *self.skips]
 
 
 def _insert_sql(model: type[Model], rows: Sequence[Model]) -> tuple[str, list[Any]]:
@@ -318,6 +262,8 @@ def _insert_sql(model: type[Model], rows: Sequence[Model]) -> tuple[str, list[An
         for field in model._meta.concrete_fields
         if not (field.primary_key and isinstance(field, AutoFieldMixin))
     ]
+    # Django has no public way to get an INSERT's SQL without running it, and the rows go in
+    # one statement with others (`write_together`); InsertQuery is how `bulk_create` makes it.
     query = InsertQuery(model)
     query.insert_values(fields, list(rows))
     [(sql, params)] = query.get_compiler(alias()).as_sql()
@@ -338,9 +284,8 @@ def _lock_state(key: str, kind: str, now: datetime) -> FlowState:
     by the time it is read, flushed by a third worker: then it is looked for, or made, again.
     """
     db = alias()
-    query = FlowState.objects.using(db).filter(key=key)
-    if is_postgresql():
-        query = query.select_for_update()
+    # No effect on SQLite, whose transaction holds the database's write lock.
+    query = FlowState.objects.using(db).filter(key=key).select_for_update()
     while True:
         state = query.first()
         if state is not None:
@@ -353,8 +298,8 @@ def _lock_state(key: str, kind: str, now: datetime) -> FlowState:
 def _try_lock_state(key: str) -> FlowState | Literal[False] | None:
     """The state row locked; None when it does not exist; False when another holds it."""
     query = FlowState.objects.using(alias()).filter(key=key)
-    if not is_postgresql():
-        return query.first()
+    if not db_connection().features.has_select_for_update_skip_locked:
+        return query.first()  # SQLite: the transaction holds the database's write lock
     locked = query.select_for_update(skip_locked=True).first()
     if locked is None and query.exists():
         return False

@@ -32,14 +32,11 @@ from django_inngest.store._sql import (
     RUN,
     alias,
     atomic,
-    db_connection,
-    db_datetime,
-    is_postgresql,
-    notify,
     table_name,
 )
+from django_inngest.store.dialect import dialect, notify
 from django_inngest.store.events import event_map, has_pending_events
-from django_inngest.store.fleet import note_sync_marker, sync_marker_sql
+from django_inngest.store.fleet import note_sync_marker
 from django_inngest.store.flow import (
     Intake,
     Lease,
@@ -118,30 +115,12 @@ def fan_out_in_transaction(
     `lease.worker_id` as they are created (up to `lease.slots`): a run created by an idle
     worker starts there without being claimed.
     """
-    event, pause, queue = table_name(Event), table_name(Pause), table_name(QueueItem)
-    postgresql = is_postgresql()
-    lock = " FOR UPDATE OF e SKIP LOCKED" if postgresql else ""
-    params: list[Any] = []
-    extra = "NULL, false"
+    due_by = None
     if lease is not None:
-        # The database's clock for the lease, and whether runs are already due, as the
-        # claim would see them.
-        horizon = now + timedelta(seconds=lease.priority_window)
-        extra = (
-            f"{'clock_timestamp()' if postgresql else 'NULL'}, EXISTS (SELECT 1 FROM {queue} "
-            f"WHERE lease_expires_at IS NULL AND parked_on IS NULL AND score <= %s "
-            f"AND available_at <= %s)"
-        )
-        params += [db_datetime(horizon), db_datetime(now)]
-    with db_connection().cursor() as cursor:
-        # Whether runs wait for each event's name comes with it: one round trip, not one per name.
-        cursor.execute(
-            f"SELECT e.id, e.user_id, e.name, e.data, e.ts, e.receipt_order, EXISTS (SELECT 1 "
-            f"FROM {pause} p WHERE p.event_name = e.name), {extra}, {sync_marker_sql()} "
-            f"FROM {event} e WHERE e.pending ORDER BY e.receipt_order LIMIT %s{lock}",
-            [*params, limit],
-        )
-        found = cursor.fetchall()
+        # Whether runs are already due, as the claim would see them.
+        due_by = (now + timedelta(seconds=lease.priority_window), now)
+    # Whether runs wait for each event's name comes with it: one round trip, not one per name.
+    found = dialect().pending_events(limit, due_by)
     if not found:
         return FanOut(events=0)
     rows = [
@@ -175,7 +154,11 @@ def fan_out_in_transaction(
     seen = [row["id"] for row in rows]
     killpoints.park("fan-out")
     intake.flush(
-        (f"UPDATE {event} SET pending = false WHERE id IN ({', '.join(['%s'] * len(seen))})", seen)
+        (
+            f"UPDATE {table_name(Event)} SET pending = false "
+            f"WHERE id IN ({', '.join(['%s'] * len(seen))})",
+            seen,
+        )
     )
     return FanOut(
         events=len(rows),

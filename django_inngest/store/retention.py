@@ -36,10 +36,9 @@ from django_inngest.store._sql import (
     alias,
     atomic,
     db_connection,
-    db_datetime,
-    is_postgresql,
     table_name,
 )
+from django_inngest.store.dialect import dialect
 
 #: The longest a batch may hold its locks on the hot tables.
 LOCK_BUDGET_SECONDS = 0.1
@@ -133,22 +132,8 @@ def prune(
 def prune_when_due(*, now: datetime, interval: float, retention: Retention) -> Pruned | None:
     """`prune` when no worker has started one in the last `interval` seconds (one worker per
     interval takes the turn, recorded in a flow-control row); None otherwise."""
-    table = table_name(FlowState)
-    data = "CAST(%s AS jsonb)" if is_postgresql() else "%s"
-    with db_connection().cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (key, kind, data, updated_at) VALUES (%s, 'prune', {data}, %s) "
-            f"ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at "
-            f"WHERE {table}.updated_at <= %s RETURNING key",
-            [
-                PRUNE_STATE_KEY,
-                "{}",
-                db_datetime(now),
-                db_datetime(now - timedelta(seconds=interval)),
-            ],
-        )
-        if cursor.fetchone() is None:
-            return None
+    if not dialect().take_prune_turn(PRUNE_STATE_KEY, now, now - timedelta(seconds=interval)):
+        return None
     return prune(now=now, retention=retention)
 
 
