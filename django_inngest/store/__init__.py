@@ -66,8 +66,8 @@ from django_inngest.store.fleet import (
     worker_seen,
     workers,
 )
-from django_inngest.store.flow import Planner
-from django_inngest.store.matching import FanOut, Route, fan_out
+from django_inngest.store.flow import NO_ROUTING, Planner, Route, Routes, Routing, routing_of
+from django_inngest.store.matching import FanOut, fan_out
 from django_inngest.store.postgresql import described_event
 from django_inngest.store.retention import (
     Pruned,
@@ -97,6 +97,7 @@ __all__ = [
     "CHANNEL",
     "EVENTS",
     "EVENT_ID_TTL",
+    "NO_ROUTING",
     "QUEUE",
     "RUN",
     "Backlog",
@@ -109,6 +110,8 @@ __all__ = [
     "Pruned",
     "Retention",
     "Route",
+    "Routes",
+    "Routing",
     "RunEnd",
     "ScheduleKey",
     "ScheduleState",
@@ -155,6 +158,7 @@ __all__ = [
     "retention_of_settings",
     "retry_run",
     "return_expired_leases",
+    "routing_of",
     "run_ids_of_event",
     "runs_in_window",
     "save_step",

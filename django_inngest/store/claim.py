@@ -37,14 +37,17 @@ from django_inngest.store.dialect import dialect, notify
 from django_inngest.store.events import event_map, event_value
 from django_inngest.store.fleet import seen
 from django_inngest.store.flow import (
+    NO_ROUTING,
     Intake,
     Lease,
     LeasedRun,
     Planner,
+    Route,
+    Routing,
     fire_timers,
-    no_planner,
+    routing_of,
 )
-from django_inngest.store.matching import FanOut, Route, fan_out_in_transaction
+from django_inngest.store.matching import FanOut, fan_out_in_transaction
 
 # --- claiming ---------------------------------------------------------------------------------
 
@@ -83,9 +86,7 @@ def claim(
     limit: int,
     now: datetime,
     lease_seconds: float,
-    planner: Planner | None = None,
-    pending: Callable[[str], bool] | None = None,
-    priority_window: int = 0,
+    routing: Routing = NO_ROUTING,
     serves: Collection[str] | None = None,
     queues: frozenset[str] | None = None,
 ) -> list[ClaimedRun]:
@@ -93,13 +94,14 @@ def claim(
     With `function_ids` (`testing.drain(functions=...)`), only runs of those functions are
     leased; timers are fired whatever their function.
 
-    Due timers taken on the way fire here (debounce, batch, start and finish timeouts). A run
-    whose concurrency key is saturated is parked until a slot frees instead of being leased.
-    `priority_window` is the largest priority factor in use: items that far ahead in score
-    order are looked at. With `serves`, only runs of those functions are leased (timers fire
+    Due timers taken on the way fire here (debounce, batch, start and finish timeouts), their
+    runs planned by `routing`. A run whose concurrency key is saturated is parked until a slot
+    frees instead of being leased. Items `routing.priority_window()` ahead in score order are
+    looked at. With `serves`, only runs of those functions are leased (timers fire
     whatever their function).
     With `queues`, runs of tasks in other queues are left to others.
     """
+    priority_window = routing.priority_window()
     horizon = now + timedelta(seconds=priority_window)
     ready = QueueItem.objects.using(alias()).filter(
         lease_expires_at__isnull=True, parked_on__isnull=True
@@ -116,8 +118,7 @@ def claim(
             limit,
             now,
             lease_seconds,
-            planner,
-            pending,
+            routing,
             priority_window,
             serves,
             queues,
@@ -132,7 +133,7 @@ class PickUp:
 
 
 def pick_up(
-    route: Route,
+    routing: Routing | Route,
     worker_id: str,
     *,
     limit: int,
@@ -147,7 +148,10 @@ def pick_up(
 ) -> PickUp:
     """`fan_out` then `claim`, in one transaction. When no run was already due, the runs the
     match creates and this worker has slots for are leased to it as they are created; the
-    other workers are woken only for runs left queued."""
+    other workers are woken only for runs left queued. `planner`, `pending` and
+    `priority_window` are for a bare `route` function (`routing_of`)."""
+    routing = routing_of(routing, planner, pending, priority_window)
+    priority_window = routing.priority_window()
     # A full worker leases nothing, so its event match need not look for runs already due.
     lease = None
     if limit > 0:
@@ -160,14 +164,7 @@ def pick_up(
             queues=queues,
         )
     with atomic():
-        fanned = fan_out_in_transaction(
-            route,
-            now=now,
-            limit=fan_out_limit,
-            pending=pending,
-            planner=planner,
-            lease=lease,
-        )
+        fanned = fan_out_in_transaction(routing, now=now, limit=fan_out_limit, lease=lease)
         leased = {leased.run.id for leased in fanned.leased}
         queued = set(fanned.run_ids) - leased
         started = _Started(runs=[], priorities={})
@@ -177,8 +174,7 @@ def pick_up(
                 limit - len(leased),
                 now,
                 lease_seconds,
-                planner,
-                pending,
+                routing,
                 priority_window,
                 serves,
                 queues,
@@ -204,7 +200,7 @@ def _created(leased: LeasedRun, rows: list[dict[str, Any]]) -> ClaimedRun:
 
 def pick_up_event(
     event: Mapping[str, Any],
-    route: Route,
+    routing: Routing | Route,
     worker_id: str,
     *,
     limit: int,
@@ -227,11 +223,13 @@ def pick_up_event(
     nothing was written and `pick_up` does the rest. Nor when a function it starts is not
     among those the worker `serves`, or when an app synced since `route` last looked.
     Nor when a run would be of a task queue the worker leaves to others (`queues`).
+    `planner`, `pending` and `priority_window` are for a bare `route` function (`routing_of`).
     """
     if not dialect().NOTIFIES:
         return None
+    routing = routing_of(routing, planner, pending, priority_window)
     seen.routed = None
-    plans = list(route(event_map(event), event["id"]))
+    plans = list(routing.route(event_map(event), event["id"]))
     routed_with = seen.routed
     if (
         len(plans) > limit
@@ -241,10 +239,11 @@ def pick_up_event(
         or (queues is not None and any(plan.queue not in (None, *queues) for plan in plans))
     ):
         return None
+    priority_window = routing.priority_window()
     lease = Lease(
         worker_id=worker_id, slots=limit, seconds=lease_seconds, priority_window=priority_window
     )
-    intake = Intake(now, planner or no_planner, pending, lease)
+    intake = Intake(now, routing, lease)
     for plan in plans:
         intake.start(plan, [event])
     taken = postgresql.take_notified_event(
@@ -291,8 +290,7 @@ def _lease(
     limit: int,
     now: datetime,
     lease_seconds: float,
-    planner: Planner | None,
-    pending: Callable[[str], bool] | None,
+    routing: Routing,
     priority_window: int,
     serves: Collection[str] | None = None,
     queues: frozenset[str] | None = None,
@@ -325,7 +323,7 @@ def _lease(
         items += admit(runs)
         if not timers:
             break
-        fire_timers(timers, Intake(now, planner or no_planner, pending))
+        fire_timers(timers, Intake(now, routing))
     priorities = {item["run_id"]: item["priority"] for item in items}
     losses = {item["run_id"]: item["lease_losses"] for item in items if item["lease_losses"]}
     if not priorities:

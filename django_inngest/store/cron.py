@@ -16,7 +16,7 @@ from django_inngest.models import CronSchedule, CronTick
 from django_inngest.store._sql import alias, atomic, db_connection, db_datetime, table_name
 from django_inngest.store.dialect import notify
 from django_inngest.store.events import insert_events
-from django_inngest.store.flow import Intake, no_planner
+from django_inngest.store.flow import Intake, Routes
 
 ScheduleKey = tuple[str, str, str]
 """(function id, cron as written, zone name): one cron trigger of one function."""
@@ -120,7 +120,7 @@ def fire_cron_tick(
         if inserted is None:
             return TickOutcome.ALREADY_FIRED
         insert_events([event], received_at=now, pending=lambda name: False)
-        intake = Intake(now, no_planner, pending)
+        intake = Intake(now, Routes(pending=pending))
         intake.start(plan, [{"id": event.id, "user_id": event.user_id, "ts": event.ts}])
         run_ids = [run.id for run in intake.runs]
         intake.flush()

@@ -6,10 +6,10 @@ timers (debounce, batch, start and finish timeouts) that claims fire.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from django.db.models import Model
 from django.db.models.fields import AutoFieldMixin
@@ -43,8 +43,75 @@ from django_inngest.store.dialect import dialect
 from django_inngest.store.events import event_map
 from django_inngest.store.runs import cancel_run
 
+Route = Callable[[Mapping[str, Any], str], Iterable[RunPlan]]
+"""(event, its id) -> the plans of the runs it starts."""
 Planner = Callable[[str, Mapping[str, Any], str, bool], RunPlan | None]
 """(function id, first event, its id, batched) -> the plan of a run, None if unknown."""
+
+
+class Routing(Protocol):
+    """What the store asks of the runtime about functions, through one object: a worker's
+    `fleet.Catalog`, or `Routes` of the process's registry (`testing.drain`)."""
+
+    def route(self, event: Mapping[str, Any], event_id: str) -> Iterable[RunPlan]:
+        """The plans of the runs an event starts."""
+
+    def planner(
+        self, function_id: str, event: Mapping[str, Any], event_id: str, batched: bool
+    ) -> RunPlan | None:
+        """The plan of a run a timer starts (a debounce or a batch), None if unknown."""
+
+    def listens_to(self, name: str) -> bool:
+        """Whether events of `name` need matching (stored as pending)."""
+
+    def priority_window(self) -> int:
+        """The largest priority factor in use, in seconds: how far ahead claims look."""
+
+
+def _no_routes(event: Mapping[str, Any], event_id: str) -> Iterable[RunPlan]:
+    return ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Routes:
+    """A `Routing` of loose functions (`store.fan_out(route, ...)` in tests and scripts); by
+    default no event starts a run, no timer plans one, and every event needs matching."""
+
+    routes: Route = _no_routes
+    plans: Planner | None = None
+    pending: Callable[[str], bool] | None = None
+    window: int = 0
+
+    def route(self, event: Mapping[str, Any], event_id: str) -> Iterable[RunPlan]:
+        return self.routes(event, event_id)
+
+    def planner(
+        self, function_id: str, event: Mapping[str, Any], event_id: str, batched: bool
+    ) -> RunPlan | None:
+        return None if self.plans is None else self.plans(function_id, event, event_id, batched)
+
+    def listens_to(self, name: str) -> bool:
+        return self.pending is None or self.pending(name)
+
+    def priority_window(self) -> int:
+        return self.window
+
+
+NO_ROUTING = Routes()
+
+
+def routing_of(
+    routing: Routing | Route,
+    planner: Planner | None = None,
+    pending: Callable[[str], bool] | None = None,
+    priority_window: int = 0,
+) -> Routing:
+    """`routing`, or the `Routes` of a bare `route` function and the other loose functions."""
+    # callable(), not isinstance() of a runtime-checkable protocol: this is on the worker's
+    # hot path, and such an isinstance costs tens of microseconds.
+    if not callable(routing):
+        return routing
+    return Routes(routes=routing, plans=planner, pending=pending, window=priority_window)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,14 +145,12 @@ class Intake:
     def __init__(
         self,
         now: datetime,
-        planner: Planner,
-        pending: Callable[[str], bool] | None,
+        routing: Routing,
         lease: Lease | None = None,
         lease_expires_at: datetime | None = None,
     ) -> None:
         self.now = now
-        self.planner = planner
-        self.pending = pending
+        self.routing = routing
         self.lease = lease
         self.lease_expires_at = lease_expires_at
         self.leased: list[LeasedRun] = []
@@ -113,7 +178,7 @@ class Intake:
                     return
                 self.flush()
                 with contextlib.suppress(RunEndedError, RunNotFoundError):
-                    cancel_run(holder, now=self.now, pending=self.pending)
+                    cancel_run(holder, now=self.now, pending=self.routing.listens_to)
         run = self._add(plan, rows)
         if holder_state is not None:
             holder_state.data = {"run_id": run.id}
@@ -270,10 +335,6 @@ def _insert_sql(model: type[Model], rows: Sequence[Model]) -> tuple[str, list[An
     return sql, list(params)
 
 
-def no_planner(function_id: str, event: Mapping[str, Any], event_id: str, batched: bool) -> None:
-    return None
-
-
 # --- flow-control state -----------------------------------------------------------------------
 
 
@@ -384,7 +445,7 @@ def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intak
     rows = [found[event_id] for event_id in event_ids if event_id in found]
     if not rows:
         return
-    plan = intake.planner(function_id, event_map(rows[0]), rows[0]["id"], True)
+    plan = intake.routing.planner(function_id, event_map(rows[0]), rows[0]["id"], True)
     if plan is not None:
         intake.start(plan, rows)
 
@@ -467,7 +528,7 @@ def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: Intake) ->
         .first()
     )
     if row is not None:
-        plan = intake.planner(data["function_id"], event_map(row), row["id"], False)
+        plan = intake.routing.planner(data["function_id"], event_map(row), row["id"], False)
         if plan is not None:
             intake.start(plan, [row])
     return True
@@ -476,4 +537,4 @@ def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: Intake) ->
 def _cancel_quietly(run_id: str, intake: Intake) -> None:
     intake.flush()
     with contextlib.suppress(RunEndedError, RunNotFoundError):
-        cancel_run(run_id, now=intake.now, pending=intake.pending)
+        cancel_run(run_id, now=intake.now, pending=intake.routing.listens_to)

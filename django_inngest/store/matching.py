@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,11 +42,13 @@ from django_inngest.store.flow import (
     Lease,
     LeasedRun,
     Planner,
+    Route,
+    Routing,
     add_to_batch,
     apply_gcra,
     debounce_event,
     first_in_24h,
-    no_planner,
+    routing_of,
 )
 from django_inngest.store.runs import cancel_run
 
@@ -69,11 +71,8 @@ class FanOut:
         return len(self.run_ids)
 
 
-Route = Callable[[Mapping[str, Any], str], Iterable[RunPlan]]
-
-
 def fan_out(
-    route: Route,
+    routing: Routing | Route,
     *,
     now: datetime,
     limit: int = 200,
@@ -82,31 +81,28 @@ def fan_out(
 ) -> FanOut:
     """Match pending events against functions and waiting runs, in one transaction.
 
-    For each event, in order (SPEC §3): for each function it starts (`route`), batch, rate
-    limit (including idempotency), debounce, event-id de-duplication (a sender's id starts each
-    function at most once in 24 hours), singleton, then create and queue the run with its
+    For each event, in order (SPEC §3): for each function it starts (`routing.route`), batch,
+    rate limit (including idempotency), debounce, event-id de-duplication (a sender's id starts
+    each function at most once in 24 hours), singleton, then create and queue the run with its
     cancellation listeners; then resume the runs waiting for the event and cancel those it
-    cancels. `planner` plans the runs of flushed batches.
+    cancels. `routing.planner` plans the runs of flushed batches. `pending` and `planner` are
+    for a bare `route` function (`routing_of`).
     """
     if not has_pending_events():
         # One read instead of a locking transaction (on SQLite, the write lock) per idle pass.
         return FanOut(events=0)
     with atomic():
-        fanned = fan_out_in_transaction(
-            route, now=now, limit=limit, pending=pending, planner=planner
-        )
+        fanned = fan_out_in_transaction(routing_of(routing, planner, pending), now=now, limit=limit)
         if fanned.run_ids or fanned.resumed:
             notify()
     return fanned
 
 
 def fan_out_in_transaction(
-    route: Route,
+    routing: Routing,
     *,
     now: datetime,
     limit: int,
-    pending: Callable[[str], bool] | None,
-    planner: Planner | None,
     lease: Lease | None = None,
 ) -> FanOut:
     """`fan_out` inside the caller's transaction, which notifies workers of the runs queued.
@@ -138,19 +134,19 @@ def fan_out_in_transaction(
     db_now, backlog = found[0][7] or datetime.now(UTC), bool(found[0][8])
     note_sync_marker(found[0][9])  # before `route`: the functions synced with these events
     if lease is None or backlog:
-        intake = Intake(now, planner or no_planner, pending)
+        intake = Intake(now, routing)
     else:
         expires_at = db_now + timedelta(seconds=lease.seconds)
-        intake = Intake(now, planner or no_planner, pending, lease, expires_at)
+        intake = Intake(now, routing, lease, expires_at)
     resumed = 0
     for row in rows:
-        for plan in route(event_map(row), row["id"]):
+        for plan in routing.route(event_map(row), row["id"]):
             _take(plan, row, intake)
             for spec in plan.pauses:
                 has_pauses[spec.event_name] = True
         if has_pauses[row["name"]]:
             intake.flush()  # listeners created above must be visible to this event
-            resumed += _match_pauses(row, now, pending)
+            resumed += _match_pauses(row, now, routing.listens_to)
     seen = [row["id"] for row in rows]
     killpoints.park("fan-out")
     intake.flush(
@@ -180,7 +176,9 @@ def _take(plan: RunPlan, row: Mapping[str, Any], intake: Intake) -> None:
         return
     if plan.rate_limit is not None and apply_gcra(plan.rate_limit, now, drop=True) is None:
         if row["name"] == FUNCTION_INVOKED:
-            _fail_invocation(row, "invoked function is rate limited", now, intake.pending)
+            _fail_invocation(
+                row, "invoked function is rate limited", now, intake.routing.listens_to
+            )
         return
     if plan.debounce is not None:
         debounce_event(plan, row, now)
