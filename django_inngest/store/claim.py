@@ -487,7 +487,7 @@ def _lose(
     `max_losses` is leased to `keeper` instead of being returned; the rest go back to the
     queue. Returns (run id, losses) per item."""
     queue, step = table_name(QueueItem), table_name(RunStep)
-    final = "', '".join(sorted(FINAL_STEP_STATUSES))
+    final = sorted(FINAL_STEP_STATUSES)
     expiry_sql, expiry_params = dialect().lease_expiry(lease_seconds)
     kept, kept_params = ("x.losses >= %s", [max(max_losses, 1)]) if keeper else ("1 = 0", [])
     with db_connection().cursor() as cursor:
@@ -495,11 +495,12 @@ def _lose(
             f"UPDATE {queue} SET lease_losses = x.losses, steps_at_loss = x.steps, "
             f"lease_owner = CASE WHEN {kept} THEN %s ELSE NULL END, "
             f"lease_expires_at = CASE WHEN {kept} THEN {expiry_sql} ELSE NULL END "
-            f"FROM (SELECT id, steps, CASE WHEN kind <> '{RUN}' THEN 0 "
+            f"FROM (SELECT id, steps, CASE WHEN kind <> %s THEN 0 "
             f"WHEN steps = steps_at_loss THEN lease_losses + 1 ELSE 1 END AS losses "
             f"FROM (SELECT q.id, q.kind, q.lease_losses, q.steps_at_loss, "
             f"(SELECT count(*) FROM {step} s WHERE s.run_id = q.run_id "
-            f"AND s.status IN ('{final}')) AS steps FROM {queue} q WHERE {where}) AS counted) "
+            f"AND s.status IN ({', '.join(['%s'] * len(final))})) AS steps "
+            f"FROM {queue} q WHERE {where}) AS counted) "
             f"AS x WHERE {queue}.id = x.id AND {where} "
             f"RETURNING {queue}.run_id, {queue}.ckey1, {queue}.ckey2, {queue}.lease_owner, "
             f"{queue}.lease_losses",
@@ -508,6 +509,8 @@ def _lose(
                 keeper,
                 *kept_params,
                 *expiry_params,
+                RUN,
+                *final,
                 *params,
                 *params,
             ],
