@@ -343,8 +343,7 @@ class Membership:
             limit=100,
             now=now,
             lease_seconds=settings.LEASE_SECONDS,
-            planner=self.catalog.planner,
-            pending=listens_to,
+            routing=store.Routes(plans=self.catalog.planner, pending=listens_to),
             serves=orphans,
         )
         for run in claimed:

@@ -103,7 +103,10 @@ def drain(
         )
         summary.runs_created += summary.cron_ticks
     while True:
-        fanned = store.fan_out(route, now=clock.now(), pending=registry.listens_to, planner=planner)
+        routing = store.Routes(
+            routes=route, plans=planner, pending=registry.listens_to, window=priority_window()
+        )
+        fanned = store.fan_out(routing, now=clock.now())
         summary.events += fanned.events
         summary.runs_created += fanned.runs
         claimed = store.claim(
@@ -111,9 +114,7 @@ def drain(
             limit=100,
             now=clock.now(),
             lease_seconds=settings.LEASE_SECONDS,
-            planner=planner,
-            pending=registry.listens_to,
-            priority_window=priority_window(),
+            routing=routing,
             serves=only,
         )
         if not fanned.events and not claimed:

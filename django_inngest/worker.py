@@ -339,30 +339,25 @@ class Worker:
             common: dict[str, Any] = {
                 "now": clock.now(),
                 "lease_seconds": settings.LEASE_SECONDS,
-                "planner": catalog.planner,
-                "pending": fleet.listens_to,
-                "priority_window": catalog.priority_window(),
                 "serves": catalog.serves(),
                 "queues": self.queues,
             }
             claimed = None
             if event is not None:
-                claimed = store.pick_up_event(
-                    event, catalog.route, self.worker_id, limit=free, **common
-                )
+                claimed = store.pick_up_event(event, catalog, self.worker_id, limit=free, **common)
             if claimed is not None:
                 fanned = 1
             elif events:
                 picked = store.pick_up(
-                    catalog.route,
-                    self.worker_id,
-                    limit=free,
-                    fan_out_limit=FAN_OUT_LIMIT,
-                    **common,
+                    catalog, self.worker_id, limit=free, fan_out_limit=FAN_OUT_LIMIT, **common
                 )
                 claimed, fanned = picked.claimed, picked.fanned.events
             else:
-                claimed = store.claim(self.worker_id, limit=free, **common) if free > 0 else []
+                claimed = (
+                    store.claim(self.worker_id, limit=free, routing=catalog, **common)
+                    if free > 0
+                    else []
+                )
                 fanned = 0
             with self._slots:
                 self._promised += len(claimed)

@@ -6,7 +6,8 @@ Every write that advances a run first checks that the writer still holds the run
 work. Due times use the engine clock; lease expiry uses the database's clock on PostgreSQL.
 """
 
-# The modules, lowest first: _sql, events, concurrency, checkpoints, runs, flow, matching, claim,
+# The modules, lowest first: _sql, the dialects (postgresql and sqlite, chosen by dialect),
+# events, concurrency, checkpoints, runs, flow, matching, claim,
 # cron; fleet sits beside events. Each imports only from those listed before it, so they cannot import in a cycle.
 from django_inngest.models import WorkerRecord
 from django_inngest.store._sql import (
@@ -18,7 +19,6 @@ from django_inngest.store._sql import (
     alias,
     from_ms,
     is_postgresql,
-    notify,
     write_turn,
 )
 from django_inngest.store.checkpoints import StepWrite, load_memos, save_step, save_steps, time_out
@@ -45,8 +45,8 @@ from django_inngest.store.cron import (
     fire_cron_tick,
     sync_cron_schedules,
 )
+from django_inngest.store.dialect import notify
 from django_inngest.store.events import (
-    described_event,
     event_map,
     event_value,
     has_pending_events,
@@ -66,8 +66,9 @@ from django_inngest.store.fleet import (
     worker_seen,
     workers,
 )
-from django_inngest.store.flow import Planner
-from django_inngest.store.matching import FanOut, Route, fan_out
+from django_inngest.store.flow import NO_ROUTING, Planner, Route, Routes, Routing, routing_of
+from django_inngest.store.matching import FanOut, fan_out
+from django_inngest.store.postgresql import described_event
 from django_inngest.store.retention import (
     Pruned,
     Retention,
@@ -96,6 +97,7 @@ __all__ = [
     "CHANNEL",
     "EVENTS",
     "EVENT_ID_TTL",
+    "NO_ROUTING",
     "QUEUE",
     "RUN",
     "Backlog",
@@ -108,6 +110,8 @@ __all__ = [
     "Pruned",
     "Retention",
     "Route",
+    "Routes",
+    "Routing",
     "RunEnd",
     "ScheduleKey",
     "ScheduleState",
@@ -154,6 +158,7 @@ __all__ = [
     "retention_of_settings",
     "retry_run",
     "return_expired_leases",
+    "routing_of",
     "run_ids_of_event",
     "runs_in_window",
     "save_step",

@@ -1,15 +1,13 @@
 """Connection helpers shared by the store's modules: the database alias and vendor, the
-engine's transactions (queued on a file lock on SQLite), quoting, raw-SQL parameters, the
-database clock, and the NOTIFY that wakes PostgreSQL workers.
+engine's transactions (queued on a file lock on SQLite), quoting, raw-SQL parameters, and the
+SQL fragments both dialects share.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +22,7 @@ except ImportError:  # Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
 from django_inngest import conf
-from django_inngest.models import QueueItem
+from django_inngest.models import AppSync, QueueItem
 
 CHANNEL = "django_inngest"
 EVENT_ID_TTL = timedelta(hours=24)
@@ -35,12 +33,12 @@ def alias() -> str:
     return conf.get().DATABASE
 
 
-def _connection() -> BaseDatabaseWrapper:
+def db_connection() -> BaseDatabaseWrapper:
     return connections[alias()]
 
 
 def is_postgresql() -> bool:
-    return _connection().vendor == "postgresql"
+    return db_connection().vendor == "postgresql"
 
 
 class _SqliteWriteQueue:
@@ -84,7 +82,7 @@ _sqlite_writers = _SqliteWriteQueue()
 
 def _queued_database() -> str | None:
     """The SQLite file whose engine writers queue on a lock, None where they do not."""
-    connection = _connection()
+    connection = db_connection()
     if (
         connection.vendor != "sqlite"
         or fcntl is None
@@ -118,83 +116,37 @@ def _queued_atomic(database: str) -> Iterator[None]:
         yield
 
 
-def _prepared_cursor() -> Any:
-    """A cursor of the engine's connection on PostgreSQL whose statements are prepared on the
-    server at their first run and reused by later runs on that connection (parameters bound
-    on the server). Django's cursors bind on the client, and PostgreSQL then plans every
-    statement afresh: about half a millisecond for a large one.
-
-    Django turns psycopg's preparing off (`prepare_threshold` None) so that transaction-mode
-    poolers keep working; only worker code uses this cursor, and a worker needs a session of
-    its own for LISTEN anyway. The connection's threshold is set so high that nothing else is
-    prepared; an explicit `"OPTIONS": {"prepare_threshold": None}` turns this off too."""
-    import psycopg
-
-    connection = _connection()
-    connection.ensure_connection()
-    raw = connection.connection
-    options = connection.settings_dict.get("OPTIONS", {})
-    if raw.prepare_threshold is None and "prepare_threshold" not in options:
-        raw.prepare_threshold = sys.maxsize  # only what asks to be prepared is
-    preparing = raw.prepare_threshold is not None
-    cursor: Any = _preparing_cursor_class()(raw) if preparing else psycopg.Cursor(raw)
-    if connection.queries_logged:
-        return connection.make_debug_cursor(cursor)
-    return connection.make_cursor(cursor)
-
-
-@functools.cache
-def _preparing_cursor_class() -> Any:
-    """psycopg's server-binding cursor, preparing every statement it runs."""
-    import psycopg
-
-    class Preparing(psycopg.Cursor):
-        def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
-            return super().execute(query, params, **{**options, "prepare": True})
-
-    return Preparing
-
-
 def from_ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
-def _table(model: Any) -> str:
-    return str(_connection().ops.quote_name(model._meta.db_table))
+def table_name(model: Any) -> str:
+    return str(db_connection().ops.quote_name(model._meta.db_table))
 
 
-def _column(name: str) -> str:
-    return str(_connection().ops.quote_name(name))
+def column_name(name: str) -> str:
+    return str(db_connection().ops.quote_name(name))
 
 
-def _when(value: datetime | None) -> Any:
+def db_datetime(value: datetime | None) -> Any:
     """A datetime as a raw-SQL parameter, stored the way the ORM stores it."""
-    return _connection().ops.adapt_datetimefield_value(value)
+    return db_connection().ops.adapt_datetimefield_value(value)
 
 
-def _json(value: Any) -> str | None:
+def json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def _lease_expiry_sql(lease_seconds: float) -> tuple[str, list[Any]]:
-    """SQL for "now + lease" on the database's clock (SQLite: this machine's clock)."""
-    if is_postgresql():
-        return "clock_timestamp() + %s * interval '1 second'", [lease_seconds]
-    return "%s", [_when(datetime.now(UTC) + timedelta(seconds=lease_seconds))]
+def sync_marker_sql() -> str:
+    """SQL for the newest sync's id (0 before any sync)."""
+    return f"(SELECT COALESCE(MAX(id), 0) FROM {table_name(AppSync)})"
 
 
-def _db_now_sql() -> tuple[str, list[Any]]:
-    if is_postgresql():
-        return "clock_timestamp()", []
-    return "%s", [_when(datetime.now(UTC))]
-
+#: The columns of a step a checkpoint writes (`index` quoted by the caller).
+STEP_COLUMNS = (
+    "run_id, hashed_id, step_id, {index}, op, status, output, error, attempts, history, "
+    "started_at, ended_at, wake_at"
+)
 
 #: What a notification on CHANNEL says: runs may be due, or events wait to be fanned out.
 QUEUE, EVENTS = "queue", "events"
-
-
-def notify(about: str = QUEUE) -> None:
-    """Wake PostgreSQL workers when the current transaction commits."""
-    if is_postgresql():
-        with _connection().cursor() as cursor:
-            cursor.execute(f"NOTIFY {CHANNEL}, '{about}'")

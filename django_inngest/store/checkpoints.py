@@ -23,16 +23,13 @@ from django_inngest.core.events import PreparedEvent
 from django_inngest.models import Pause, QueueItem, RunStep
 from django_inngest.store._sql import (
     RUN,
-    _column,
-    _connection,
-    _json,
-    _table,
-    _when,
     alias,
     atomic,
-    is_postgresql,
+    db_datetime,
+    json_text,
     write_turn,
 )
+from django_inngest.store.dialect import dialect
 from django_inngest.store.events import insert_events
 
 
@@ -127,45 +124,13 @@ def save_steps(writes: Sequence[StepWrite]) -> list[Memo | LeaseLost]:
     return outcomes
 
 
-_STEP_COLUMNS = (
-    "run_id, hashed_id, step_id, {index}, op, status, output, error, attempts, history, "
-    "started_at, ended_at, wake_at"
-)
-
-
 def _insert_final_steps(writes: Sequence[StepWrite]) -> set[tuple[str, str]]:
     """Insert (or finish) each step whose run `worker_id` still holds, unless it is already
     final; returns the (run id, hashed id) of the steps written."""
-    step, queue = _table(RunStep), _table(QueueItem)
-    final = "', '".join(sorted(FINAL_STEP_STATUSES))
-    columns = _STEP_COLUMNS.format(index=_column("index"))
-    upsert = (
-        f"ON CONFLICT (run_id, hashed_id) DO UPDATE SET status = excluded.status, "
-        f"output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
-        f"ended_at = excluded.ended_at, wake_at = excluded.wake_at "
-        f"WHERE {step}.status NOT IN ('{final}') RETURNING run_id, hashed_id"
-    )
-    if is_postgresql():
-        row = (
-            "(%s, %s, %s, %s::int, %s, %s, CAST(%s AS jsonb), CAST(%s AS jsonb), %s::int, "
-            "CAST(%s AS jsonb), %s::timestamptz, %s::timestamptz, %s::timestamptz, %s)"
-        )
-    else:
-        row = f"({', '.join(['%s'] * 14)})"
     params: list[Any] = []
     for write in writes:
         params += [*_step_values(write.run_id, write.record), write.worker_id]
-    with _connection().cursor() as cursor:
-        # The CTE names the VALUES' columns on both backends; SQLite needs the WHERE to tell
-        # the upsert's ON CONFLICT from a join's ON.
-        cursor.execute(
-            f"WITH v ({columns}, owner) AS (VALUES {', '.join([row] * len(writes))}) "
-            f"INSERT INTO {step} ({columns}) SELECT {columns} FROM v "
-            f"WHERE EXISTS (SELECT 1 FROM {queue} q WHERE q.run_id = v.run_id "
-            f"AND q.kind = '{RUN}' AND q.lease_owner = v.owner) {upsert}",
-            params,
-        )
-        return {(run_id, hashed_id) for run_id, hashed_id in cursor.fetchall()}
+    return dialect().insert_final_steps(params, len(writes))
 
 
 def _step_values(run_id: str, record: StepRecord) -> list[Any]:
@@ -176,13 +141,13 @@ def _step_values(run_id: str, record: StepRecord) -> list[Any]:
         record.index,
         record.op,
         record.status,
-        _json(record.output),
-        _json(record.error),
+        json_text(record.output),
+        json_text(record.error),
         record.attempts,
         "[]",
-        _when(record.started_at),
-        _when(record.ended_at),
-        _when(record.wake_at),
+        db_datetime(record.started_at),
+        db_datetime(record.ended_at),
+        db_datetime(record.wake_at),
     ]
 
 
@@ -226,7 +191,7 @@ def time_out(run_id: str, worker_id: str, record: StepRecord) -> Memo:
     return existing
 
 
-def _write_records(run_id: str, records: Sequence[StepRecord]) -> bool:
+def write_records(run_id: str, records: Sequence[StepRecord]) -> bool:
     """Sleeping and waiting steps and failed attempts, inside the caller's transaction.
 
     Returns True when a step recorded as waiting has meanwhile got its result (an event came
@@ -274,7 +239,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _pause_row(run_id: str, spec: PauseSpec, after_receipt: int | None) -> Pause:
+def pause_row(run_id: str, spec: PauseSpec, after_receipt: int | None) -> Pause:
     """`after_receipt`: the order of receipt after which events match (None: to be found)."""
     pause = Pause(
         kind=spec.kind,

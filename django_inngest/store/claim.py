@@ -16,40 +16,38 @@ from django_inngest.core.engine import FINAL_STEP_STATUSES, Memo
 from django_inngest.core.events import Event as EventValue
 from django_inngest.core.flow import RunPlan
 from django_inngest.models import (
-    ENDED_STATUSES,
     Event,
     FunctionRun,
-    Pause,
     QueueItem,
     RunStatus,
     RunStep,
 )
+from django_inngest.store import postgresql
 from django_inngest.store._sql import (
     RUN,
-    _connection,
-    _db_now_sql,
-    _lease_expiry_sql,
-    _table,
-    _when,
     alias,
     atomic,
+    db_connection,
     from_ms,
-    is_postgresql,
-    notify,
+    table_name,
 )
 from django_inngest.store.checkpoints import load_memos
-from django_inngest.store.concurrency import _admit, _free_slots
+from django_inngest.store.concurrency import admit, free_slots
+from django_inngest.store.dialect import dialect, notify
 from django_inngest.store.events import event_map, event_value
-from django_inngest.store.fleet import seen, sync_marker_sql
+from django_inngest.store.fleet import seen
 from django_inngest.store.flow import (
+    NO_ROUTING,
+    Intake,
     Lease,
     LeasedRun,
     Planner,
-    _fire_timers,
-    _Intake,
-    _no_planner,
+    Route,
+    Routing,
+    fire_timers,
+    routing_of,
 )
-from django_inngest.store.matching import FanOut, Route, fan_out_in_transaction
+from django_inngest.store.matching import FanOut, fan_out_in_transaction
 
 # --- claiming ---------------------------------------------------------------------------------
 
@@ -67,7 +65,8 @@ class ClaimedRun:
     """Times in a row its lease was lost without progress: a worker runs such a run alone."""
 
 
-_CLAIMED = (
+#: What `lease_due_items` returns of each item (and its score, last).
+CLAIMED = (
     "id",
     "kind",
     "run_id",
@@ -87,9 +86,7 @@ def claim(
     limit: int,
     now: datetime,
     lease_seconds: float,
-    planner: Planner | None = None,
-    pending: Callable[[str], bool] | None = None,
-    priority_window: int = 0,
+    routing: Routing = NO_ROUTING,
     serves: Collection[str] | None = None,
     queues: frozenset[str] | None = None,
 ) -> list[ClaimedRun]:
@@ -97,31 +94,31 @@ def claim(
     With `function_ids` (`testing.drain(functions=...)`), only runs of those functions are
     leased; timers are fired whatever their function.
 
-    Due timers taken on the way fire here (debounce, batch, start and finish timeouts). A run
-    whose concurrency key is saturated is parked until a slot frees instead of being leased.
-    `priority_window` is the largest priority factor in use: items that far ahead in score
-    order are looked at. With `serves`, only runs of those functions are leased (timers fire
+    Due timers taken on the way fire here (debounce, batch, start and finish timeouts), their
+    runs planned by `routing`. A run whose concurrency key is saturated is parked until a slot
+    frees instead of being leased. Items `routing.priority_window()` ahead in score order are
+    looked at. With `serves`, only runs of those functions are leased (timers fire
     whatever their function).
     With `queues`, runs of tasks in other queues are left to others.
     """
+    priority_window = routing.priority_window()
     horizon = now + timedelta(seconds=priority_window)
     ready = QueueItem.objects.using(alias()).filter(
         lease_expires_at__isnull=True, parked_on__isnull=True
     )
     if queues is not None:
         ready = ready.filter(Q(queue__isnull=True) | Q(queue__in=queues))
-    if not is_postgresql() and not (
+    if not dialect().NOTIFIES and not (
         _served(ready, serves).filter(score__lte=horizon, available_at__lte=now).exists()
     ):
-        return []  # SQLite: an idle pass reads without taking the write lock
+        return []  # a polling worker's idle pass reads without taking the write lock
     with atomic():
         started = _lease(
             worker_id,
             limit,
             now,
             lease_seconds,
-            planner,
-            pending,
+            routing,
             priority_window,
             serves,
             queues,
@@ -136,7 +133,7 @@ class PickUp:
 
 
 def pick_up(
-    route: Route,
+    routing: Routing | Route,
     worker_id: str,
     *,
     limit: int,
@@ -151,7 +148,10 @@ def pick_up(
 ) -> PickUp:
     """`fan_out` then `claim`, in one transaction. When no run was already due, the runs the
     match creates and this worker has slots for are leased to it as they are created; the
-    other workers are woken only for runs left queued."""
+    other workers are woken only for runs left queued. `planner`, `pending` and
+    `priority_window` are for a bare `route` function (`routing_of`)."""
+    routing = routing_of(routing, planner, pending, priority_window)
+    priority_window = routing.priority_window()
     # A full worker leases nothing, so its event match need not look for runs already due.
     lease = None
     if limit > 0:
@@ -164,14 +164,7 @@ def pick_up(
             queues=queues,
         )
     with atomic():
-        fanned = fan_out_in_transaction(
-            route,
-            now=now,
-            limit=fan_out_limit,
-            pending=pending,
-            planner=planner,
-            lease=lease,
-        )
+        fanned = fan_out_in_transaction(routing, now=now, limit=fan_out_limit, lease=lease)
         leased = {leased.run.id for leased in fanned.leased}
         queued = set(fanned.run_ids) - leased
         started = _Started(runs=[], priorities={})
@@ -181,8 +174,7 @@ def pick_up(
                 limit - len(leased),
                 now,
                 lease_seconds,
-                planner,
-                pending,
+                routing,
                 priority_window,
                 serves,
                 queues,
@@ -208,7 +200,7 @@ def _created(leased: LeasedRun, rows: list[dict[str, Any]]) -> ClaimedRun:
 
 def pick_up_event(
     event: Mapping[str, Any],
-    route: Route,
+    routing: Routing | Route,
     worker_id: str,
     *,
     limit: int,
@@ -231,42 +223,41 @@ def pick_up_event(
     nothing was written and `pick_up` does the rest. Nor when a function it starts is not
     among those the worker `serves`, or when an app synced since `route` last looked.
     Nor when a run would be of a task queue the worker leaves to others (`queues`).
+    `planner`, `pending` and `priority_window` are for a bare `route` function (`routing_of`).
     """
+    if not dialect().NOTIFIES:
+        return None
+    routing = routing_of(routing, planner, pending, priority_window)
     seen.routed = None
-    plans = list(route(event_map(event), event["id"]))
+    plans = list(routing.route(event_map(event), event["id"]))
     routed_with = seen.routed
     if (
-        not is_postgresql()
-        or len(plans) > limit
+        len(plans) > limit
         or (serves is not None and any(plan.function_id not in serves for plan in plans))
         or from_ms(event["ts"]) > now
         or any(not _starts_at_once(plan, event) for plan in plans)
         or (queues is not None and any(plan.queue not in (None, *queues) for plan in plans))
     ):
         return None
+    priority_window = routing.priority_window()
     lease = Lease(
         worker_id=worker_id, slots=limit, seconds=lease_seconds, priority_window=priority_window
     )
-    intake = _Intake(now, planner or _no_planner, pending, lease)
+    intake = Intake(now, routing, lease)
     for plan in plans:
         intake.start(plan, [event])
-    horizon = now + timedelta(seconds=priority_window)
-    queue, pause = _table(QueueItem), _table(Pause)
-    same_sets, same_params = "", list[Any]()
-    if routed_with is not None:
-        same_sets, same_params = f" AND {sync_marker_sql()} = %s", [routed_with]
-    claimed = intake.write_claiming(
-        f"UPDATE {_table(Event)} SET pending = false WHERE id = %s AND pending "
-        f"AND NOT EXISTS (SELECT 1 FROM {pause} WHERE event_name = %s) "
-        f"AND NOT EXISTS (SELECT 1 FROM {queue} WHERE lease_expires_at IS NULL "
-        f"AND parked_on IS NULL AND score <= %s AND available_at <= %s){same_sets} "
-        f"RETURNING data, receipt_order",
-        [event["id"], event["name"], _when(horizon), _when(now), *same_params],
+    taken = postgresql.take_notified_event(
+        event,
+        horizon=now + timedelta(seconds=priority_window),
+        now=now,
+        routed_with=routed_with,
+        rows=intake.rows(),
+        lease_seconds=lease_seconds,
     )
-    if claimed is None:
+    if taken is None:
         return None
     # The event as stored (key order as a stored event's), as `pick_up` would read it.
-    stored = {**event, "data": json.loads(claimed[0])}
+    stored = {**event, "data": json.loads(taken[0])}
     return [_created(leased, [stored]) for leased in intake.leased]
 
 
@@ -299,63 +290,45 @@ def _lease(
     limit: int,
     now: datetime,
     lease_seconds: float,
-    planner: Planner | None,
-    pending: Callable[[str], bool] | None,
+    routing: Routing,
     priority_window: int,
     serves: Collection[str] | None = None,
     queues: frozenset[str] | None = None,
 ) -> _Started:
     """`claim`'s writes, inside the caller's transaction."""
     db = alias()
-    queue = _table(QueueItem)
-    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
-    lock = " FOR UPDATE SKIP LOCKED" if is_postgresql() else ""
-    served_sql, served_params = "", list[Any]()
-    if serves is not None:
-        served_sql, served_params = _served_sql(serves)
-    only, only_params = "", list[Any]()
-    if queues is not None:  # runs of functions have no queue: any worker takes them
-        marks = ", ".join(["%s"] * len(queues)) or "NULL"
-        only, only_params = f" AND (queue IS NULL OR queue IN ({marks}))", sorted(queues)
+    statements = dialect()
     horizon = now + timedelta(seconds=priority_window)
     items: list[dict[str, Any]] = []
     for _ in range(2):  # a second look picks up the runs that fired timers just created
         if len(items) >= limit:
             break
-        with _connection().cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {queue} SET lease_owner = %s, lease_expires_at = {expiry_sql} "
-                f"WHERE id IN (SELECT id FROM {queue} q WHERE lease_expires_at IS NULL "
-                f"AND parked_on IS NULL AND score <= %s AND available_at <= %s{served_sql}{only} "
-                f"ORDER BY score, id LIMIT %s{lock}) "
-                f"RETURNING {', '.join(_CLAIMED)}, score",
-                [
-                    worker_id,
-                    *expiry_params,
-                    _when(horizon),
-                    _when(now),
-                    *served_params,
-                    *only_params,
-                    limit - len(items),
-                ],
-            )
-            # RETURNING does not keep the subquery's order; both backends return score in
-            # a form that sorts by time (a datetime, or SQLite's fixed-width text).
-            taken = [
-                dict(zip(_CLAIMED, row, strict=False))
-                for row in sorted(cursor.fetchall(), key=lambda r: (r[-1], r[0]))
-            ]
+        rows = statements.lease_due_items(
+            worker_id,
+            limit=limit - len(items),
+            now=now,
+            horizon=horizon,
+            lease_seconds=lease_seconds,
+            serves=serves,
+            queues=queues,
+        )
+        # RETURNING does not keep the subquery's order; both backends return score in a form
+        # that sorts by time (a datetime, or SQLite's fixed-width text).
+        taken = [
+            dict(zip(CLAIMED, row, strict=False))
+            for row in sorted(rows, key=lambda r: (r[-1], r[0]))
+        ]
         timers = [item for item in taken if item["kind"] != QueueItem.Kind.RUN]
         runs = _one_suspect([item for item in taken if item["kind"] == QueueItem.Kind.RUN], items)
-        items += _admit(runs)
+        items += admit(runs)
         if not timers:
             break
-        _fire_timers(timers, _Intake(now, planner or _no_planner, pending))
+        fire_timers(timers, Intake(now, routing))
     priorities = {item["run_id"]: item["priority"] for item in items}
     losses = {item["run_id"]: item["lease_losses"] for item in items if item["lease_losses"]}
     if not priorities:
         return _Started(runs=[], priorities={})
-    runs = _start_runs(list(priorities), now)
+    runs = statements.start_runs(list(priorities), now)
     ended = set(priorities) - {run["id"] for run in runs}
     if ended:  # a queue item outlived its run: nothing to do but drop it
         QueueItem.objects.using(db).filter(run_id__in=ended).delete()
@@ -393,23 +366,6 @@ def _one_suspect(taken: list[dict[str, Any]], kept: list[dict[str, Any]]) -> lis
     return [item for item in taken if item not in extra]
 
 
-def _served_sql(serves: Collection[str]) -> tuple[str, list[Any]]:
-    """The condition on queue items `q` that keeps runs of the functions in `serves`."""
-    run = _table(FunctionRun)
-    if is_postgresql():
-        return (
-            f" AND (q.kind <> %s OR EXISTS (SELECT 1 FROM {run} r WHERE r.id = q.run_id "
-            f"AND r.function_id = ANY(%s)))",
-            [RUN, sorted(serves)],
-        )
-    marks = ", ".join(["%s"] * len(serves)) or "NULL"
-    return (
-        f" AND (q.kind <> %s OR EXISTS (SELECT 1 FROM {run} r WHERE r.id = q.run_id "
-        f"AND r.function_id IN ({marks})))",
-        [RUN, *sorted(serves)],
-    )
-
-
 def _served(items: QuerySet[QueueItem], serves: Collection[str] | None) -> QuerySet[QueueItem]:
     if serves is None:
         return items
@@ -421,22 +377,9 @@ def _claimed(started: _Started) -> list[ClaimedRun]:
     runs, priorities = started.runs, started.priorities
     if not runs:
         return []
-    if not is_postgresql():
-        event_ids = list({event_id for run in runs for event_id in run["event_ids"]})
-        with _connection().cursor() as cursor:
-            cursor.execute(
-                f"SELECT id, user_id, name, data, ts FROM {_table(Event)} "
-                f"WHERE id IN ({', '.join(['%s'] * len(event_ids))})",
-                event_ids,
-            )
-            found = {
-                row[0]: dict(zip(("id", "user_id", "name", "data", "ts"), row, strict=True))
-                for row in cursor.fetchall()
-            }
-        for row in found.values():
-            row["data"] = json.loads(row["data"])
-        for run in runs:
-            run["events"] = [found[event_id] for event_id in run["event_ids"] if event_id in found]
+    unread = [run for run in runs if "events" not in run]  # read after the commit
+    if unread:
+        _read_events(unread)
     # A run that never started has no steps, unless it reruns another run from a step.
     memos = load_memos([run["id"] for run in runs if run["started_at"] or run["original_run_id"]])
     claimed = []
@@ -458,58 +401,23 @@ def _claimed(started: _Started) -> list[ClaimedRun]:
     return claimed
 
 
-def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
-    """Mark the claimed runs that have not ended RUNNING; return them with `started_at` as
-    it was before (None: first start) and, on PostgreSQL, their events (in one statement)."""
-    fields = (
-        "id",
-        "function_id",
-        "event_ids",
-        "attempt",
-        "started_at",
-        "original_run_id",
-        "finish_timeout",
-    )
-    run, event = _table(FunctionRun), _table(Event)
-    ended = "', '".join(sorted(ENDED_STATUSES))
-    if not is_postgresql():
-        with _connection().cursor() as cursor:
-            cursor.execute(
-                f"SELECT {', '.join(fields)} FROM {run} WHERE id IN "
-                f"({', '.join(['%s'] * len(run_ids))}) AND status NOT IN ('{ended}')",
-                run_ids,
-            )
-            runs = [dict(zip(fields, row, strict=True)) for row in cursor.fetchall()]
-            if runs:
-                cursor.execute(
-                    f"UPDATE {run} SET status = %s, started_at = COALESCE(started_at, %s) "
-                    f"WHERE id IN ({', '.join(['%s'] * len(runs))})",
-                    [RunStatus.RUNNING, _when(now), *(started["id"] for started in runs)],
-                )
-        for started in runs:  # as the ORM would read them: JSON text, microseconds
-            started["event_ids"] = json.loads(started["event_ids"])
-            if started["finish_timeout"] is not None:
-                started["finish_timeout"] = timedelta(microseconds=started["finish_timeout"])
-        return runs
-    with _connection().cursor() as cursor:
+def _read_events(runs: list[dict[str, Any]]) -> None:
+    """The events of runs whose start did not return them (SQLite's `start_runs`)."""
+    event_ids = list({event_id for run in runs for event_id in run["event_ids"]})
+    with db_connection().cursor() as cursor:
         cursor.execute(
-            f"UPDATE {run} r SET status = %s, started_at = COALESCE(r.started_at, %s) "
-            f"FROM (SELECT id, started_at FROM {run} WHERE id = ANY(%s) "
-            f"AND status NOT IN ('{ended}') FOR UPDATE) AS before WHERE r.id = before.id "
-            f"RETURNING r.id, r.function_id, r.event_ids, r.attempt, before.started_at, "
-            f"r.original_run_id, r.finish_timeout, (SELECT coalesce(jsonb_agg(jsonb_build_object("
-            f"'id', e.id, 'user_id', e.user_id, 'name', e.name, 'data', e.data, 'ts', e.ts)), "
-            # = ANY(ARRAY(...)): a join with the JSON array's elements would scan the table.
-            f"'[]') FROM {event} e WHERE e.id = ANY(ARRAY("
-            f"SELECT jsonb_array_elements_text(r.event_ids))))",
-            [RunStatus.RUNNING, _when(now), run_ids],
+            f"SELECT id, user_id, name, data, ts FROM {table_name(Event)} "
+            f"WHERE id IN ({', '.join(['%s'] * len(event_ids))})",
+            event_ids,
         )
-        runs = [dict(zip((*fields, "events"), row, strict=True)) for row in cursor.fetchall()]
-    for started in runs:  # Django reads jsonb as text
-        started["event_ids"] = json.loads(started["event_ids"])
-        found = {row["id"]: row for row in json.loads(started["events"])}
-        started["events"] = [found[i] for i in started["event_ids"] if i in found]
-    return runs
+        found = {
+            row[0]: dict(zip(("id", "user_id", "name", "data", "ts"), row, strict=True))
+            for row in cursor.fetchall()
+        }
+    for row in found.values():
+        row["data"] = json.loads(row["data"])
+    for run in runs:
+        run["events"] = [found[event_id] for event_id in run["event_ids"] if event_id in found]
 
 
 # --- leases -----------------------------------------------------------------------------------
@@ -517,10 +425,10 @@ def _start_runs(run_ids: list[str], now: datetime) -> list[dict[str, Any]]:
 
 def heartbeat(worker_id: str, lease_seconds: float) -> int:
     """Extend every lease `worker_id` holds, in one statement."""
-    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
-    with _connection().cursor() as cursor:
+    expiry_sql, expiry_params = dialect().lease_expiry(lease_seconds)
+    with db_connection().cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(QueueItem)} SET lease_expires_at = {expiry_sql} "
+            f"UPDATE {table_name(QueueItem)} SET lease_expires_at = {expiry_sql} "
             f"WHERE lease_owner = %s",
             [*expiry_params, worker_id],
         )
@@ -533,10 +441,10 @@ def return_expired_leases(
     """Put back in the queue the runs whose worker stopped renewing their lease, counting the
     loss (see `_lose`); a run lost `max_losses` times without progress is leased to
     `worker_id` instead, for it to end (`lost_runs`). Returns how many leases expired."""
-    now_sql, now_params = _db_now_sql()
-    with _connection().cursor() as cursor:
+    now_sql, now_params = dialect().database_now()
+    with db_connection().cursor() as cursor:
         cursor.execute(
-            f"SELECT 1 FROM {_table(QueueItem)} WHERE lease_expires_at < {now_sql} LIMIT 1",
+            f"SELECT 1 FROM {table_name(QueueItem)} WHERE lease_expires_at < {now_sql} LIMIT 1",
             now_params,
         )
         if cursor.fetchone() is None:
@@ -555,8 +463,8 @@ def lose_lease(run_id: str, worker_id: str, *, max_losses: int, lease_seconds: f
     run's number of losses, None when `worker_id` no longer held it."""
     with atomic():
         lost = _lose(
-            f"run_id = %s AND kind = '{RUN}' AND lease_owner = %s",
-            [run_id, worker_id],
+            "run_id = %s AND kind = %s AND lease_owner = %s",
+            [run_id, RUN, worker_id],
             worker_id,
             max_losses,
             lease_seconds,
@@ -578,20 +486,21 @@ def _lose(
     progress add up (and a checkpoint costs nothing extra). An item whose count reaches
     `max_losses` is leased to `keeper` instead of being returned; the rest go back to the
     queue. Returns (run id, losses) per item."""
-    queue, step = _table(QueueItem), _table(RunStep)
-    final = "', '".join(sorted(FINAL_STEP_STATUSES))
-    expiry_sql, expiry_params = _lease_expiry_sql(lease_seconds)
+    queue, step = table_name(QueueItem), table_name(RunStep)
+    final = sorted(FINAL_STEP_STATUSES)
+    expiry_sql, expiry_params = dialect().lease_expiry(lease_seconds)
     kept, kept_params = ("x.losses >= %s", [max(max_losses, 1)]) if keeper else ("1 = 0", [])
-    with _connection().cursor() as cursor:
+    with db_connection().cursor() as cursor:
         cursor.execute(
             f"UPDATE {queue} SET lease_losses = x.losses, steps_at_loss = x.steps, "
             f"lease_owner = CASE WHEN {kept} THEN %s ELSE NULL END, "
             f"lease_expires_at = CASE WHEN {kept} THEN {expiry_sql} ELSE NULL END "
-            f"FROM (SELECT id, steps, CASE WHEN kind <> '{RUN}' THEN 0 "
+            f"FROM (SELECT id, steps, CASE WHEN kind <> %s THEN 0 "
             f"WHEN steps = steps_at_loss THEN lease_losses + 1 ELSE 1 END AS losses "
             f"FROM (SELECT q.id, q.kind, q.lease_losses, q.steps_at_loss, "
             f"(SELECT count(*) FROM {step} s WHERE s.run_id = q.run_id "
-            f"AND s.status IN ('{final}')) AS steps FROM {queue} q WHERE {where}) AS counted) "
+            f"AND s.status IN ({', '.join(['%s'] * len(final))})) AS steps "
+            f"FROM {queue} q WHERE {where}) AS counted) "
             f"AS x WHERE {queue}.id = x.id AND {where} "
             f"RETURNING {queue}.run_id, {queue}.ckey1, {queue}.ckey2, {queue}.lease_owner, "
             f"{queue}.lease_losses",
@@ -600,12 +509,14 @@ def _lose(
                 keeper,
                 *kept_params,
                 *expiry_params,
+                RUN,
+                *final,
                 *params,
                 *params,
             ],
         )
         rows = cursor.fetchall()
-    _requeue([(run_id, ckey1, ckey2) for run_id, ckey1, ckey2, owner, _ in rows if owner is None])
+    requeue([(run_id, ckey1, ckey2) for run_id, ckey1, ckey2, owner, _ in rows if owner is None])
     return [(run_id, losses) for run_id, _, _, _, losses in rows]
 
 
@@ -668,25 +579,25 @@ def lost_runs(worker_id: str, max_losses: int) -> list[LostRun]:
 def release(worker_id: str) -> int:
     """Give back every run `worker_id` holds (a worker shutting down)."""
     with atomic():
-        with _connection().cursor() as cursor:
+        with db_connection().cursor() as cursor:
             cursor.execute(
-                f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
+                f"UPDATE {table_name(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
                 f"WHERE lease_owner = %s RETURNING run_id, ckey1, ckey2",
                 [worker_id],
             )
             returned = cursor.fetchall()
-        _requeue(returned)
+        requeue(returned)
     return len(returned)
 
 
-def _requeue(returned: Sequence[tuple[str | None, str | None, str | None]]) -> None:
+def requeue(returned: Sequence[tuple[str | None, str | None, str | None]]) -> None:
     """Runs whose lease went back: queued again, their concurrency slots free."""
     run_ids = [run_id for run_id, _, _ in returned if run_id]
     if run_ids:
         FunctionRun.objects.using(alias()).filter(id__in=run_ids, status=RunStatus.RUNNING).update(
             status=RunStatus.QUEUED
         )
-    _free_slots(key for _, *keys in returned for key in keys)
+    free_slots(key for _, *keys in returned for key in keys)
 
 
 def next_due_at(priority_window: int = 0, serves: Collection[str] | None = None) -> datetime | None:

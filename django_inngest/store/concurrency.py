@@ -11,7 +11,8 @@ from typing import Any
 from django.db.models import Count
 
 from django_inngest.models import FlowState, QueueItem
-from django_inngest.store._sql import alias, atomic, is_postgresql, notify
+from django_inngest.store._sql import alias, atomic, db_connection
+from django_inngest.store.dialect import notify
 
 
 def _keys_of(item: Mapping[str, Any]) -> list[tuple[str, int]]:
@@ -28,9 +29,8 @@ def _lock_keys(keys: Iterable[str], now: datetime) -> None:
     if not wanted:
         return
     db = alias()
-    locking = FlowState.objects.using(db).filter(key__in=wanted).order_by("key")
-    if is_postgresql():
-        locking = locking.select_for_update()
+    # No effect on SQLite, whose transaction holds the database's write lock.
+    locking = FlowState.objects.using(db).filter(key__in=wanted).order_by("key").select_for_update()
     found = set(locking.values_list("key", flat=True))
     missing = [key for key in wanted if key not in found]
     if missing:
@@ -38,7 +38,7 @@ def _lock_keys(keys: Iterable[str], now: datetime) -> None:
             [FlowState(key=key, kind="concurrency", data={}, updated_at=now) for key in missing],
             ignore_conflicts=True,
         )
-        if is_postgresql():
+        if db_connection().features.has_select_for_update:  # lock the rows just made too
             list(locking.filter(key__in=missing).values_list("key", flat=True))
 
 
@@ -60,7 +60,7 @@ def _executing(keys: Sequence[str], excluding: Sequence[int]) -> dict[str, int]:
     return counts
 
 
-def _admit(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def admit(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep the items whose concurrency keys have room; park the others on a full key."""
     keyed = [item for item in items if _keys_of(item)]
     if not keyed:
@@ -85,7 +85,7 @@ def _admit(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return admitted
 
 
-def _free_slots(keys: Iterable[str | None]) -> None:
+def free_slots(keys: Iterable[str | None]) -> None:
     """A run stopped executing: let the oldest run parked on each of its keys go."""
     wanted = sorted({key for key in keys if key})
     if not wanted:

@@ -13,9 +13,10 @@ from django_inngest import killpoints
 from django_inngest.core.events import PreparedEvent
 from django_inngest.core.flow import RunPlan
 from django_inngest.models import CronSchedule, CronTick
-from django_inngest.store._sql import _connection, _table, _when, alias, atomic, notify
+from django_inngest.store._sql import alias, atomic, db_connection, db_datetime, table_name
+from django_inngest.store.dialect import notify
 from django_inngest.store.events import insert_events
-from django_inngest.store.flow import _Intake, _no_planner
+from django_inngest.store.flow import Intake, Routes
 
 ScheduleKey = tuple[str, str, str]
 """(function id, cron as written, zone name): one cron trigger of one function."""
@@ -108,18 +109,18 @@ def fire_cron_tick(
             return TickOutcome.SCHEDULE_GONE
         if schedule["last_tick_at"] is not None and schedule["last_tick_at"] >= scheduled_at:
             return TickOutcome.ALREADY_FIRED  # even if its CronTick row was pruned since
-        with _connection().cursor() as cursor:
+        with db_connection().cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {_table(CronTick)} (function_id, scheduled_at, cron, fire_at, "
+                f"INSERT INTO {table_name(CronTick)} (function_id, scheduled_at, cron, fire_at, "
                 f"fired_by) VALUES (%s, %s, %s, %s, %s) "
                 f"ON CONFLICT (function_id, scheduled_at) DO NOTHING RETURNING id",
-                [function_id, _when(scheduled_at), cron, _when(fire_at), worker_id],
+                [function_id, db_datetime(scheduled_at), cron, db_datetime(fire_at), worker_id],
             )
             inserted = cursor.fetchone()
         if inserted is None:
             return TickOutcome.ALREADY_FIRED
         insert_events([event], received_at=now, pending=lambda name: False)
-        intake = _Intake(now, _no_planner, pending)
+        intake = Intake(now, Routes(pending=pending))
         intake.start(plan, [{"id": event.id, "user_id": event.user_id, "ts": event.ts}])
         run_ids = [run.id for run in intake.runs]
         intake.flush()

@@ -23,15 +23,18 @@ from django_inngest.models import (
     SyncedFunction,
     WorkerRecord,
 )
-from django_inngest.store._sql import RUN, _connection, _table, _when, alias, atomic
+from django_inngest.store._sql import (
+    RUN,
+    alias,
+    atomic,
+    db_connection,
+    db_datetime,
+    sync_marker_sql,
+    table_name,
+)
 
 #: Syncs kept per app (older ones go when a new one is made); their functions stay "known".
 SYNCS_KEPT = 20
-
-
-def sync_marker_sql() -> str:
-    """SQL for the newest sync's id (0 before any sync)."""
-    return f"(SELECT COALESCE(MAX(id), 0) FROM {_table(AppSync)})"
 
 
 class _Seen(threading.local):
@@ -167,11 +170,11 @@ def register_worker(record: WorkerRecord) -> None:
 def worker_seen(worker_id: str, *, now: datetime, in_flight: int) -> int | None:
     """A worker's heartbeat on its row, in one statement; returns the newest sync's id, or
     None when the row is gone (another worker took it for dead)."""
-    with _connection().cursor() as cursor:
+    with db_connection().cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(WorkerRecord)} SET last_seen_at = %s, in_flight = %s "
+            f"UPDATE {table_name(WorkerRecord)} SET last_seen_at = %s, in_flight = %s "
             f"WHERE id = %s RETURNING {sync_marker_sql()}",
-            [_when(now), in_flight, worker_id],
+            [db_datetime(now), in_flight, worker_id],
         )
         found = cursor.fetchone()
     return None if found is None else int(found[0])
@@ -206,18 +209,18 @@ def served_since(function_ids: Iterable[str], since: datetime) -> set[str]:
 
 def give_back(run_id: str, worker_id: str) -> bool:
     """Return a run `worker_id` claimed but cannot execute to the queue, as it was."""
-    from django_inngest.store.claim import _requeue  # claim imports matching, which imports us
+    from django_inngest.store.claim import requeue  # claim imports matching, which imports us
 
     with atomic():
-        with _connection().cursor() as cursor:
+        with db_connection().cursor() as cursor:
             cursor.execute(
-                f"UPDATE {_table(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
+                f"UPDATE {table_name(QueueItem)} SET lease_owner = NULL, lease_expires_at = NULL "
                 f"WHERE run_id = %s AND kind = %s AND lease_owner = %s "
                 f"RETURNING run_id, ckey1, ckey2",
                 [run_id, RUN, worker_id],
             )
             returned = cursor.fetchall()
-        _requeue(returned)
+        requeue(returned)
     return bool(returned)
 
 

@@ -1,4 +1,4 @@
-"""Flow control before a run exists and the runs it creates: `_Intake`, the locked state rows of
+"""Flow control before a run exists and the runs it creates: `Intake`, the locked state rows of
 rate limits, throttles, debounces, batches and singletons, event-id de-duplication, and the
 timers (debounce, batch, start and finish timeouts) that claims fire.
 """
@@ -6,10 +6,10 @@ timers (debounce, batch, start and finish timeouts) that claims fire.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from django.db.models import Model
 from django.db.models.fields import AutoFieldMixin
@@ -32,20 +32,86 @@ from django_inngest.models import (
 )
 from django_inngest.store._sql import (
     EVENT_ID_TTL,
-    _connection,
-    _prepared_cursor,
-    _table,
-    _when,
     alias,
+    db_connection,
+    db_datetime,
     from_ms,
-    is_postgresql,
+    table_name,
 )
-from django_inngest.store.checkpoints import _pause_row
+from django_inngest.store.checkpoints import pause_row
+from django_inngest.store.dialect import dialect
 from django_inngest.store.events import event_map
 from django_inngest.store.runs import cancel_run
 
+Route = Callable[[Mapping[str, Any], str], Iterable[RunPlan]]
+"""(event, its id) -> the plans of the runs it starts."""
 Planner = Callable[[str, Mapping[str, Any], str, bool], RunPlan | None]
 """(function id, first event, its id, batched) -> the plan of a run, None if unknown."""
+
+
+class Routing(Protocol):
+    """What the store asks of the runtime about functions, through one object: a worker's
+    `fleet.Catalog`, or `Routes` of the process's registry (`testing.drain`)."""
+
+    def route(self, event: Mapping[str, Any], event_id: str) -> Iterable[RunPlan]:
+        """The plans of the runs an event starts."""
+
+    def planner(
+        self, function_id: str, event: Mapping[str, Any], event_id: str, batched: bool
+    ) -> RunPlan | None:
+        """The plan of a run a timer starts (a debounce or a batch), None if unknown."""
+
+    def listens_to(self, name: str) -> bool:
+        """Whether events of `name` need matching (stored as pending)."""
+
+    def priority_window(self) -> int:
+        """The largest priority factor in use, in seconds: how far ahead claims look."""
+
+
+def _no_routes(event: Mapping[str, Any], event_id: str) -> Iterable[RunPlan]:
+    return ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Routes:
+    """A `Routing` of loose functions (`store.fan_out(route, ...)` in tests and scripts); by
+    default no event starts a run, no timer plans one, and every event needs matching."""
+
+    routes: Route = _no_routes
+    plans: Planner | None = None
+    pending: Callable[[str], bool] | None = None
+    window: int = 0
+
+    def route(self, event: Mapping[str, Any], event_id: str) -> Iterable[RunPlan]:
+        return self.routes(event, event_id)
+
+    def planner(
+        self, function_id: str, event: Mapping[str, Any], event_id: str, batched: bool
+    ) -> RunPlan | None:
+        return None if self.plans is None else self.plans(function_id, event, event_id, batched)
+
+    def listens_to(self, name: str) -> bool:
+        return self.pending is None or self.pending(name)
+
+    def priority_window(self) -> int:
+        return self.window
+
+
+NO_ROUTING = Routes()
+
+
+def routing_of(
+    routing: Routing | Route,
+    planner: Planner | None = None,
+    pending: Callable[[str], bool] | None = None,
+    priority_window: int = 0,
+) -> Routing:
+    """`routing`, or the `Routes` of a bare `route` function and the other loose functions."""
+    # callable(), not isinstance() of a runtime-checkable protocol: this is on the worker's
+    # hot path, and such an isinstance costs tens of microseconds.
+    if not callable(routing):
+        return routing
+    return Routes(routes=routing, plans=planner, pending=pending, window=priority_window)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,20 +139,18 @@ class LeasedRun:
     event_rows: list[dict[str, Any]]
 
 
-class _Intake:
+class Intake:
     """Runs created in one transaction: written in bulk, with their queue items and pauses."""
 
     def __init__(
         self,
         now: datetime,
-        planner: Planner,
-        pending: Callable[[str], bool] | None,
+        routing: Routing,
         lease: Lease | None = None,
         lease_expires_at: datetime | None = None,
     ) -> None:
         self.now = now
-        self.planner = planner
-        self.pending = pending
+        self.routing = routing
         self.lease = lease
         self.lease_expires_at = lease_expires_at
         self.leased: list[LeasedRun] = []
@@ -114,7 +178,7 @@ class _Intake:
                     return
                 self.flush()
                 with contextlib.suppress(RunEndedError, RunNotFoundError):
-                    cancel_run(holder, now=self.now, pending=self.pending)
+                    cancel_run(holder, now=self.now, pending=self.routing.listens_to)
         run = self._add(plan, rows)
         if holder_state is not None:
             holder_state.data = {"run_id": run.id}
@@ -165,7 +229,7 @@ class _Intake:
         )
         available = max(now, from_ms(rows[0]["ts"])) if len(rows) == 1 else now
         if plan.throttle is not None:
-            available = max(available, _apply_gcra(plan.throttle, now, drop=False) or now)
+            available = max(available, apply_gcra(plan.throttle, now, drop=False) or now)
         keys: list[tuple[str | None, int | None]] = [*plan.concurrency[:2]]
         keys += [(None, None)] * (2 - len(keys))
         item = QueueItem(
@@ -209,7 +273,7 @@ class _Intake:
         # Cancel listeners: events received after the run's own event (its order of receipt,
         # found when the row does not carry it).
         after = rows[0].get("receipt_order")
-        self.pauses += [_pause_row(run.id, spec, after) for spec in plan.pauses]
+        self.pauses += [pause_row(run.id, spec, after) for spec in plan.pauses]
         self.runs.append(run)
         self.unwritten.add(run.id)
         return run
@@ -229,18 +293,8 @@ class _Intake:
             if rows
         ]
         statements += also
-        with _connection().cursor() as cursor:
-            if is_postgresql() and len(statements) > 1:
-                *first, (last, last_params) = statements
-                cursor.execute(
-                    "WITH "
-                    + ", ".join(f"w{index} AS ({sql})" for index, (sql, _) in enumerate(first))
-                    + f" {last}",
-                    [param for _, params in first for param in params] + last_params,
-                )
-            else:
-                for sql, params in statements:
-                    cursor.execute(sql, params)
+        if statements:
+            dialect().write_together(statements)
         self.created += [
             run.id for run in self.runs if run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
         ]
@@ -261,54 +315,9 @@ class _Intake:
         for pause in unknown:
             pause.after_receipt = found.get(event_of.get(pause.run_id) or "") or 0
 
-    def write_claiming(self, claim: str, params: list[Any]) -> tuple[Any, ...] | None:
-        """PostgreSQL, as one statement in autocommit: `claim`, an UPDATE of at most one row
-        with RETURNING, and what was added, written only when `claim` took its row. Returns
-        what `claim` returned, None when it took nothing (and nothing was written). Leased runs'
-        leases expire on the database's clock (`lease.seconds` from now)."""
-        assert self.lease is not None
-        statements = [
-            _insert_once_sql(row, "claimed", self.lease.seconds)
-            for row in [*self.runs, *self.items, *self.pauses, *self.skips]
-        ]
-        with _prepared_cursor() as cursor:
-            ctes = [f"w{index} AS ({sql})" for index, (sql, _) in enumerate(statements)]
-            cursor.execute(
-                f"WITH {', '.join([f'claimed AS ({claim})', *ctes])} SELECT * FROM claimed",
-                [*params, *(param for _, values in statements for param in values)],
-            )
-            claimed: tuple[Any, ...] | None = cursor.fetchone()
-        return claimed
-
-
-def _insert_once_sql(row: Model, source: str, lease_seconds: float) -> tuple[str, list[Any]]:
-    """INSERT `row` once for each row of `source`; a leased queue item's lease expires
-    `lease_seconds` from now on the database's clock."""
-    connection = _connection()
-    model = type(row)
-    columns, values, params = [], [], []
-    for field in model._meta.concrete_fields:
-        if field.primary_key and isinstance(field, AutoFieldMixin):
-            continue
-        columns.append(connection.ops.quote_name(str(field.column)))
-        if isinstance(row, QueueItem) and field.attname == "lease_expires_at" and row.lease_owner:
-            values.append("clock_timestamp() + %s * interval '1 second'")
-            params.append(lease_seconds)
-        elif (
-            isinstance(row, Pause)
-            and field.attname == "after_receipt"
-            and row.after_receipt is None
-        ):
-            values.append("receipt_order")  # of the event `source` took: the run's own event
-
-        else:
-            values.append("%s")
-            params.append(field.get_db_prep_save(field.pre_save(row, add=True), connection))
-    return (
-        f"INSERT INTO {_table(model)} ({', '.join(columns)}) "
-        f"SELECT {', '.join(values)} FROM {source}",
-        params,
-    )
+    def rows(self) -> list[Model]:
+        """What was added and not written yet."""
+        return [*self.runs, *self.items, *self.pauses, *self.skips]
 
 
 def _insert_sql(model: type[Model], rows: Sequence[Model]) -> tuple[str, list[Any]]:
@@ -318,14 +327,12 @@ def _insert_sql(model: type[Model], rows: Sequence[Model]) -> tuple[str, list[An
         for field in model._meta.concrete_fields
         if not (field.primary_key and isinstance(field, AutoFieldMixin))
     ]
+    # Django has no public way to get an INSERT's SQL without running it, and the rows go in
+    # one statement with others (`write_together`); InsertQuery is how `bulk_create` makes it.
     query = InsertQuery(model)
     query.insert_values(fields, list(rows))
     [(sql, params)] = query.get_compiler(alias()).as_sql()
     return sql, list(params)
-
-
-def _no_planner(function_id: str, event: Mapping[str, Any], event_id: str, batched: bool) -> None:
-    return None
 
 
 # --- flow-control state -----------------------------------------------------------------------
@@ -338,9 +345,8 @@ def _lock_state(key: str, kind: str, now: datetime) -> FlowState:
     by the time it is read, flushed by a third worker: then it is looked for, or made, again.
     """
     db = alias()
-    query = FlowState.objects.using(db).filter(key=key)
-    if is_postgresql():
-        query = query.select_for_update()
+    # No effect on SQLite, whose transaction holds the database's write lock.
+    query = FlowState.objects.using(db).filter(key=key).select_for_update()
     while True:
         state = query.first()
         if state is not None:
@@ -353,15 +359,15 @@ def _lock_state(key: str, kind: str, now: datetime) -> FlowState:
 def _try_lock_state(key: str) -> FlowState | Literal[False] | None:
     """The state row locked; None when it does not exist; False when another holds it."""
     query = FlowState.objects.using(alias()).filter(key=key)
-    if not is_postgresql():
-        return query.first()
+    if not db_connection().features.has_select_for_update_skip_locked:
+        return query.first()  # SQLite: the transaction holds the database's write lock
     locked = query.select_for_update(skip_locked=True).first()
     if locked is None and query.exists():
         return False
     return locked
 
 
-def _apply_gcra(rate: Gcra, now: datetime, *, drop: bool) -> datetime | None:
+def apply_gcra(rate: Gcra, now: datetime, *, drop: bool) -> datetime | None:
     """When one more request may start (and count it); with `drop`, None when over the limit."""
     state = _lock_state(rate.key, "gcra", now)
     tat = datetime.fromisoformat(state.data["tat"]) if state.data.get("tat") else None
@@ -374,7 +380,7 @@ def _apply_gcra(rate: Gcra, now: datetime, *, drop: bool) -> datetime | None:
     return start
 
 
-def _debounce(plan: RunPlan, row: Mapping[str, Any], now: datetime) -> None:
+def debounce_event(plan: RunPlan, row: Mapping[str, Any], now: datetime) -> None:
     """Keep the latest event and push the firing back (never past first event + timeout)."""
     spec = plan.debounce
     assert spec is not None
@@ -405,7 +411,7 @@ def _set_timer(kind: str, ref: str, at: datetime) -> None:
         QueueItem.objects.using(db).create(kind=kind, ref=ref, available_at=at, score=at)
 
 
-def _add_to_batch(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
+def add_to_batch(plan: RunPlan, row: Mapping[str, Any], intake: Intake) -> None:
     spec = plan.batch
     assert spec is not None
     state = _lock_state(spec.key, "batch", intake.now)
@@ -424,7 +430,7 @@ def _add_to_batch(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> Non
         _set_timer(QueueItem.Kind.BATCH, spec.key, intake.now + spec.timeout)
 
 
-def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intake: _Intake) -> None:
+def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intake: Intake) -> None:
     """Start one run with the batch's events, in arrival order, and forget the batch."""
     db = alias()
     QueueItem.objects.using(db).filter(kind=QueueItem.Kind.BATCH, ref=state.key).delete()
@@ -439,20 +445,20 @@ def _flush_batch(state: FlowState, function_id: str, event_ids: list[str], intak
     rows = [found[event_id] for event_id in event_ids if event_id in found]
     if not rows:
         return
-    plan = intake.planner(function_id, event_map(rows[0]), rows[0]["id"], True)
+    plan = intake.routing.planner(function_id, event_map(rows[0]), rows[0]["id"], True)
     if plan is not None:
         intake.start(plan, rows)
 
 
-def _first_in_24h(key: str, now: datetime) -> bool:
+def first_in_24h(key: str, now: datetime) -> bool:
     """Record `key` for 24 h; False when it is already recorded and not expired."""
-    table = _table(IdempotencyKey)
-    with _connection().cursor() as cursor:
+    table = table_name(IdempotencyKey)
+    with db_connection().cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (key, expires_at) VALUES (%s, %s) "
             f"ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
             f"WHERE {table}.expires_at <= %s RETURNING key",
-            [key, _when(now + EVENT_ID_TTL), _when(now)],
+            [key, db_datetime(now + EVENT_ID_TTL), db_datetime(now)],
         )
         return cursor.fetchone() is not None
 
@@ -460,7 +466,7 @@ def _first_in_24h(key: str, now: datetime) -> bool:
 # --- timers -----------------------------------------------------------------------------------
 
 
-def _fire_timers(timers: list[dict[str, Any]], intake: _Intake) -> None:
+def fire_timers(timers: list[dict[str, Any]], intake: Intake) -> None:
     """Due debounces and batches start their run; timeouts cancel runs that are late."""
     db = alias()
     now = intake.now
@@ -506,7 +512,7 @@ def _fire_timers(timers: list[dict[str, Any]], intake: _Intake) -> None:
     intake.flush()
 
 
-def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: _Intake) -> bool:
+def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: Intake) -> bool:
     """Start the debounced run with the last event; False when its time moved meanwhile."""
     db = alias()
     data = state.data
@@ -522,13 +528,13 @@ def _fire_debounce(state: FlowState, item: Mapping[str, Any], intake: _Intake) -
         .first()
     )
     if row is not None:
-        plan = intake.planner(data["function_id"], event_map(row), row["id"], False)
+        plan = intake.routing.planner(data["function_id"], event_map(row), row["id"], False)
         if plan is not None:
             intake.start(plan, [row])
     return True
 
 
-def _cancel_quietly(run_id: str, intake: _Intake) -> None:
+def _cancel_quietly(run_id: str, intake: Intake) -> None:
     intake.flush()
     with contextlib.suppress(RunEndedError, RunNotFoundError):
-        cancel_run(run_id, now=intake.now, pending=intake.pending)
+        cancel_run(run_id, now=intake.now, pending=intake.routing.listens_to)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,26 +30,25 @@ from django_inngest.models import (
 )
 from django_inngest.store._sql import (
     RUN,
-    _connection,
-    _table,
-    _when,
     alias,
     atomic,
-    is_postgresql,
-    notify,
+    table_name,
 )
+from django_inngest.store.dialect import dialect, notify
 from django_inngest.store.events import event_map, has_pending_events
-from django_inngest.store.fleet import note_sync_marker, sync_marker_sql
+from django_inngest.store.fleet import note_sync_marker
 from django_inngest.store.flow import (
+    Intake,
     Lease,
     LeasedRun,
     Planner,
-    _add_to_batch,
-    _apply_gcra,
-    _debounce,
-    _first_in_24h,
-    _Intake,
-    _no_planner,
+    Route,
+    Routing,
+    add_to_batch,
+    apply_gcra,
+    debounce_event,
+    first_in_24h,
+    routing_of,
 )
 from django_inngest.store.runs import cancel_run
 
@@ -72,11 +71,8 @@ class FanOut:
         return len(self.run_ids)
 
 
-Route = Callable[[Mapping[str, Any], str], Iterable[RunPlan]]
-
-
 def fan_out(
-    route: Route,
+    routing: Routing | Route,
     *,
     now: datetime,
     limit: int = 200,
@@ -85,31 +81,28 @@ def fan_out(
 ) -> FanOut:
     """Match pending events against functions and waiting runs, in one transaction.
 
-    For each event, in order (SPEC §3): for each function it starts (`route`), batch, rate
-    limit (including idempotency), debounce, event-id de-duplication (a sender's id starts each
-    function at most once in 24 hours), singleton, then create and queue the run with its
+    For each event, in order (SPEC §3): for each function it starts (`routing.route`), batch,
+    rate limit (including idempotency), debounce, event-id de-duplication (a sender's id starts
+    each function at most once in 24 hours), singleton, then create and queue the run with its
     cancellation listeners; then resume the runs waiting for the event and cancel those it
-    cancels. `planner` plans the runs of flushed batches.
+    cancels. `routing.planner` plans the runs of flushed batches. `pending` and `planner` are
+    for a bare `route` function (`routing_of`).
     """
     if not has_pending_events():
         # One read instead of a locking transaction (on SQLite, the write lock) per idle pass.
         return FanOut(events=0)
     with atomic():
-        fanned = fan_out_in_transaction(
-            route, now=now, limit=limit, pending=pending, planner=planner
-        )
+        fanned = fan_out_in_transaction(routing_of(routing, planner, pending), now=now, limit=limit)
         if fanned.run_ids or fanned.resumed:
             notify()
     return fanned
 
 
 def fan_out_in_transaction(
-    route: Route,
+    routing: Routing,
     *,
     now: datetime,
     limit: int,
-    pending: Callable[[str], bool] | None,
-    planner: Planner | None,
     lease: Lease | None = None,
 ) -> FanOut:
     """`fan_out` inside the caller's transaction, which notifies workers of the runs queued.
@@ -118,30 +111,12 @@ def fan_out_in_transaction(
     `lease.worker_id` as they are created (up to `lease.slots`): a run created by an idle
     worker starts there without being claimed.
     """
-    event, pause, queue = _table(Event), _table(Pause), _table(QueueItem)
-    postgresql = is_postgresql()
-    lock = " FOR UPDATE OF e SKIP LOCKED" if postgresql else ""
-    params: list[Any] = []
-    extra = "NULL, false"
+    due_by = None
     if lease is not None:
-        # The database's clock for the lease, and whether runs are already due, as the
-        # claim would see them.
-        horizon = now + timedelta(seconds=lease.priority_window)
-        extra = (
-            f"{'clock_timestamp()' if postgresql else 'NULL'}, EXISTS (SELECT 1 FROM {queue} "
-            f"WHERE lease_expires_at IS NULL AND parked_on IS NULL AND score <= %s "
-            f"AND available_at <= %s)"
-        )
-        params += [_when(horizon), _when(now)]
-    with _connection().cursor() as cursor:
-        # Whether runs wait for each event's name comes with it: one round trip, not one per name.
-        cursor.execute(
-            f"SELECT e.id, e.user_id, e.name, e.data, e.ts, e.receipt_order, EXISTS (SELECT 1 "
-            f"FROM {pause} p WHERE p.event_name = e.name), {extra}, {sync_marker_sql()} "
-            f"FROM {event} e WHERE e.pending ORDER BY e.receipt_order LIMIT %s{lock}",
-            [*params, limit],
-        )
-        found = cursor.fetchall()
+        # Whether runs are already due, as the claim would see them.
+        due_by = (now + timedelta(seconds=lease.priority_window), now)
+    # Whether runs wait for each event's name comes with it: one round trip, not one per name.
+    found = dialect().pending_events(limit, due_by)
     if not found:
         return FanOut(events=0)
     rows = [
@@ -159,23 +134,27 @@ def fan_out_in_transaction(
     db_now, backlog = found[0][7] or datetime.now(UTC), bool(found[0][8])
     note_sync_marker(found[0][9])  # before `route`: the functions synced with these events
     if lease is None or backlog:
-        intake = _Intake(now, planner or _no_planner, pending)
+        intake = Intake(now, routing)
     else:
         expires_at = db_now + timedelta(seconds=lease.seconds)
-        intake = _Intake(now, planner or _no_planner, pending, lease, expires_at)
+        intake = Intake(now, routing, lease, expires_at)
     resumed = 0
     for row in rows:
-        for plan in route(event_map(row), row["id"]):
+        for plan in routing.route(event_map(row), row["id"]):
             _take(plan, row, intake)
             for spec in plan.pauses:
                 has_pauses[spec.event_name] = True
         if has_pauses[row["name"]]:
             intake.flush()  # listeners created above must be visible to this event
-            resumed += _match_pauses(row, now, pending)
+            resumed += _match_pauses(row, now, routing.listens_to)
     seen = [row["id"] for row in rows]
     killpoints.park("fan-out")
     intake.flush(
-        (f"UPDATE {event} SET pending = false WHERE id IN ({', '.join(['%s'] * len(seen))})", seen)
+        (
+            f"UPDATE {table_name(Event)} SET pending = false "
+            f"WHERE id IN ({', '.join(['%s'] * len(seen))})",
+            seen,
+        )
     )
     return FanOut(
         events=len(rows),
@@ -186,26 +165,28 @@ def fan_out_in_transaction(
     )
 
 
-def _take(plan: RunPlan, row: Mapping[str, Any], intake: _Intake) -> None:
+def _take(plan: RunPlan, row: Mapping[str, Any], intake: Intake) -> None:
     """The flow-control steps before a run exists, for one function and one event."""
     if plan.skipped:
         intake.skip(plan, [row])
         return
     now = intake.now
     if plan.batch is not None:
-        _add_to_batch(plan, row, intake)
+        add_to_batch(plan, row, intake)
         return
-    if plan.rate_limit is not None and _apply_gcra(plan.rate_limit, now, drop=True) is None:
+    if plan.rate_limit is not None and apply_gcra(plan.rate_limit, now, drop=True) is None:
         if row["name"] == FUNCTION_INVOKED:
-            _fail_invocation(row, "invoked function is rate limited", now, intake.pending)
+            _fail_invocation(
+                row, "invoked function is rate limited", now, intake.routing.listens_to
+            )
         return
     if plan.debounce is not None:
-        _debounce(plan, row, now)
+        debounce_event(plan, row, now)
         return
     if (
         plan.dedupe
         and row["user_id"]
-        and not _first_in_24h(ids.stable_hash(plan.function_id, row["user_id"]), now)
+        and not first_in_24h(ids.stable_hash(plan.function_id, row["user_id"]), now)
     ):
         return
     intake.start(plan, [row])

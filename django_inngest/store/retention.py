@@ -32,7 +32,13 @@ from django_inngest.models import (
     RunStatus,
     RunStep,
 )
-from django_inngest.store._sql import _connection, _table, _when, alias, atomic, is_postgresql
+from django_inngest.store._sql import (
+    alias,
+    atomic,
+    db_connection,
+    table_name,
+)
+from django_inngest.store.dialect import dialect
 
 #: The longest a batch may hold its locks on the hot tables.
 LOCK_BUDGET_SECONDS = 0.1
@@ -126,17 +132,8 @@ def prune(
 def prune_when_due(*, now: datetime, interval: float, retention: Retention) -> Pruned | None:
     """`prune` when no worker has started one in the last `interval` seconds (one worker per
     interval takes the turn, recorded in a flow-control row); None otherwise."""
-    table = _table(FlowState)
-    data = "CAST(%s AS jsonb)" if is_postgresql() else "%s"
-    with _connection().cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (key, kind, data, updated_at) VALUES (%s, 'prune', {data}, %s) "
-            f"ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at "
-            f"WHERE {table}.updated_at <= %s RETURNING key",
-            [PRUNE_STATE_KEY, "{}", _when(now), _when(now - timedelta(seconds=interval))],
-        )
-        if cursor.fetchone() is None:
-            return None
+    if not dialect().take_prune_turn(PRUNE_STATE_KEY, now, now - timedelta(seconds=interval)):
+        return None
     return prune(now=now, retention=retention)
 
 
@@ -174,14 +171,14 @@ def _old_runs(statuses: Sequence[str], cutoff: datetime, limit: int, after: str)
 def _delete_runs(pruned: Pruned, run_ids: list[str]) -> None:
     """Delete the runs and what hangs off them; links to them from other rows become NULL."""
     marks = ", ".join(["%s"] * len(run_ids))
-    run = _table(FunctionRun)
-    with _connection().cursor() as cursor:
-        cursor.execute(f"DELETE FROM {_table(RunStep)} WHERE run_id IN ({marks})", run_ids)
+    run = table_name(FunctionRun)
+    with db_connection().cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table_name(RunStep)} WHERE run_id IN ({marks})", run_ids)
         pruned.steps += max(0, cursor.rowcount)
-        for table in (_table(Pause), _table(QueueItem)):
+        for table in (table_name(Pause), table_name(QueueItem)):
             cursor.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", run_ids)
         cursor.execute(
-            f"UPDATE {_table(CronTick)} SET run_id = NULL WHERE run_id IN ({marks})", run_ids
+            f"UPDATE {table_name(CronTick)} SET run_id = NULL WHERE run_id IN ({marks})", run_ids
         )
         cursor.execute(
             f"UPDATE {run} SET original_run_id = NULL WHERE original_run_id IN ({marks})",
@@ -212,12 +209,12 @@ def _old_events(cutoff: datetime, limit: int, after: str) -> list[str]:
 
 def _delete_events(pruned: Pruned, event_ids: list[str]) -> None:
     marks = ", ".join(["%s"] * len(event_ids))
-    runs = _table(FunctionRun)
-    with _connection().cursor() as cursor:
+    runs = table_name(FunctionRun)
+    with db_connection().cursor() as cursor:
         # Re-checked: a rerun may have linked one meanwhile.
         cursor.execute(
-            f"DELETE FROM {_table(Event)} WHERE id IN ({marks}) AND NOT EXISTS "
-            f"(SELECT 1 FROM {runs} r WHERE r.event_id = {_table(Event)}.id)",
+            f"DELETE FROM {table_name(Event)} WHERE id IN ({marks}) AND NOT EXISTS "
+            f"(SELECT 1 FROM {runs} r WHERE r.event_id = {table_name(Event)}.id)",
             event_ids,
         )
         pruned.events += max(0, cursor.rowcount)

@@ -32,20 +32,16 @@ from django_inngest.models import (
     RunStep,
 )
 from django_inngest.store._sql import (
-    CHANNEL,
-    EVENTS,
     RUN,
-    _connection,
-    _json,
-    _table,
-    _when,
     alias,
     atomic,
-    is_postgresql,
-    notify,
+    db_connection,
+    db_datetime,
+    table_name,
 )
-from django_inngest.store.checkpoints import _pause_row, _write_records
-from django_inngest.store.concurrency import _free_slots
+from django_inngest.store.checkpoints import pause_row, write_records
+from django_inngest.store.concurrency import free_slots
+from django_inngest.store.dialect import dialect, notify
 from django_inngest.store.events import (
     event_map,
     event_rows,
@@ -62,16 +58,16 @@ logger = logging.getLogger("django_inngest.runs")
 def _release_item(run_id: str, worker_id: str, available_at: datetime, priority: int) -> bool:
     """Give back the run's item, due at `available_at`; frees its concurrency slots and
     forgets the leases it lost."""
-    with _connection().cursor() as cursor:
+    with db_connection().cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(QueueItem)} SET available_at = %s, score = %s, lease_owner = NULL, "
+            f"UPDATE {table_name(QueueItem)} SET available_at = %s, score = %s, lease_owner = NULL, "
             # Sleeping, waiting or retrying is progress: lost leases count from zero again.
             f"lease_expires_at = NULL, lease_losses = 0 "
             f"WHERE run_id = %s AND kind = %s AND lease_owner = %s "
             f"RETURNING ckey1, ckey2",
             [
-                _when(available_at),
-                _when(available_at - timedelta(seconds=priority)),
+                db_datetime(available_at),
+                db_datetime(available_at - timedelta(seconds=priority)),
                 run_id,
                 RUN,
                 worker_id,
@@ -80,7 +76,7 @@ def _release_item(run_id: str, worker_id: str, available_at: datetime, priority:
         row = cursor.fetchone()
     if row is None:
         return False
-    _free_slots(row)
+    free_slots(row)
     return True
 
 
@@ -99,7 +95,7 @@ def retry_run(
         FunctionRun.objects.using(alias()).filter(id=run_id).update(
             status=RunStatus.QUEUED, attempt=attempt
         )
-        _write_records(run_id, records)
+        write_records(run_id, records)
     return True
 
 
@@ -121,7 +117,7 @@ def suspend_run(
         if not _release_item(run_id, worker_id, wake_at, priority):
             return False
         status = RunStatus.WAITING if waiting else RunStatus.SLEEPING
-        if _write_records(run_id, records):
+        if write_records(run_id, records):
             QueueItem.objects.using(db).filter(run_id=run_id, kind=RUN).update(
                 available_at=now, score=now - timedelta(seconds=priority)
             )
@@ -129,7 +125,7 @@ def suspend_run(
         FunctionRun.objects.using(db).filter(id=run_id).update(status=status, attempt=0)
         if pauses:
             after = receipt_position()  # only events received from now on can end the wait
-            Pause.objects.using(db).bulk_create([_pause_row(run_id, s, after) for s in pauses])
+            Pause.objects.using(db).bulk_create([pause_row(run_id, s, after) for s in pauses])
         insert_events(events, received_at=now)
         killpoints.park("suspend")
     return True
@@ -179,107 +175,29 @@ def end_runs(ends: Sequence[RunEnd]) -> list[bool]:
     transaction on SQLite. Each run is ended only if its worker still holds it; returns which
     were."""
     held: dict[str, tuple[str | None, ...]] = {}
-    postgresql = is_postgresql()
-    write = _end_runs_in_one_statement if postgresql else _end_runs_in_one_transaction
-    with contextlib.nullcontext() if postgresql else atomic():
+    statements = dialect()
+    # One statement is a transaction of its own.
+    with contextlib.nullcontext() if statements.WRITES_IN_ONE_STATEMENT else atomic():
         for worker_id in {end.worker_id for end in ends}:
-            held.update(write(worker_id, [end for end in ends if end.worker_id == worker_id]))
+            ended, unfinished = statements.end_runs(
+                worker_id, [end for end in ends if end.worker_id == worker_id]
+            )
+            held.update(ended)
+            _finish_ends(unfinished)
     # After the commit: an extra unparked run only re-checks its key.
-    _free_slots(key for keys in held.values() for key in keys)
+    free_slots(key for keys in held.values() for key in keys)
     return [end.run_id in held for end in ends]
 
 
-def _end_runs_in_one_transaction(
-    worker_id: str, ends: Sequence[RunEnd]
-) -> dict[str, tuple[str | None, ...]]:
-    """`end_runs` on SQLite for the runs of one lease owner, inside the caller's transaction:
-    one statement per table, however many runs. Returns what `_end_runs_in_one_statement`
-    does."""
-    queue, run = _table(QueueItem), _table(FunctionRun)
-    with _connection().cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {queue} WHERE kind = '{RUN}' AND lease_owner = %s "
-            f"AND run_id IN ({', '.join(['%s'] * len(ends))}) RETURNING run_id, ckey1, ckey2",
-            [worker_id, *(end.run_id for end in ends)],
-        )
-        held: dict[str, tuple[str | None, ...]] = {
-            row[0]: (row[1], row[2]) for row in cursor.fetchall()
-        }
-        ended = [end for end in ends if end.run_id in held]
-        if not ended:
-            return held
-        params: list[Any] = []
-        for end in ended:
-            params += [end.run_id, end.status, _json(end.output), _when(end.now)]
-        cursor.execute(
-            f"WITH v (id, status, output, ended_at) AS (VALUES "
-            f"{', '.join(['(%s, %s, %s, %s)'] * len(ended))}) UPDATE {run} SET "
-            f"status = v.status, output = v.output, ended_at = v.ended_at "
-            f"FROM v WHERE {run}.id = v.id",
-            params,
-        )
+def _finish_ends(ended: Sequence[RunEnd]) -> None:
+    """What the dialect's `end_runs` left to do for the runs it ended: drop their pauses and
+    store the events they emitted."""
     unpaused = [end.run_id for end in ended if end.drop_pauses]
     if unpaused:
         Pause.objects.using(alias()).filter(run_id__in=unpaused).delete()
     store_event_rows(
         [row for end in ended for row in event_rows(end.emitted, end.now, end.pending)]
     )
-    return held
-
-
-def _end_runs_in_one_statement(
-    worker_id: str, ends: Sequence[RunEnd]
-) -> dict[str, tuple[str | None, ...]]:
-    """`end_runs` on PostgreSQL for the runs of one lease owner, as one statement (one round
-    trip, its own transaction unless the caller has one), every write conditional on the
-    lease check. Returns the concurrency keys each ended run held, by run id."""
-    queue, run, event, pause = _table(QueueItem), _table(FunctionRun), _table(Event), _table(Pause)
-    params: list[Any] = []
-    for end in ends:
-        params += [end.run_id, end.status, _json(end.output), _when(end.now), end.drop_pauses]
-    values = ", ".join(
-        ["(%s, %s, CAST(%s AS jsonb), CAST(%s AS timestamptz), %s::boolean)"] * len(ends)
-    )
-    params += [[end.run_id for end in ends], worker_id]
-    parts = [
-        f"v (run_id, status, output, ended_at, drop_pauses) AS (VALUES {values})",
-        # By the run ids themselves, not a join with v: the planner then uses the index.
-        f"dropped AS (DELETE FROM {queue} q WHERE q.run_id = ANY(%s) "
-        f"AND q.kind = '{RUN}' AND q.lease_owner = %s RETURNING q.run_id, q.ckey1, q.ckey2)",
-        f"ended AS (UPDATE {run} r SET status = v.status, output = v.output, "
-        f"ended_at = v.ended_at FROM v WHERE r.id = v.run_id "
-        f"AND r.id IN (SELECT run_id FROM dropped) RETURNING r.id)",
-    ]
-    if any(end.drop_pauses for end in ends):
-        parts.append(
-            f"unpaused AS (DELETE FROM {pause} WHERE run_id IN (SELECT id FROM ended) "
-            f"AND run_id IN (SELECT run_id FROM v WHERE drop_pauses))"
-        )
-    wake = False
-    rows: list[str] = []
-    for end in ends:
-        for item in end.emitted:
-            is_pending = end.pending(item.name) if end.pending else True
-            wake = wake or is_pending
-            rows.append("(%s, %s, %s, %s, CAST(%s AS jsonb), %s::bigint, %s::timestamptz, %s)")
-            params += [end.run_id, item.id, item.user_id, item.name, _json(item.data), item.ts]
-            params += [_when(end.now), is_pending]
-    if rows:
-        columns = "id, user_id, name, data, ts, received_at, pending"
-        parts.append(
-            f"emitted AS (INSERT INTO {event} ({columns}) SELECT {columns} "
-            f"FROM (VALUES {', '.join(rows)}) AS e(run_id, {columns}) "
-            f"WHERE e.run_id IN (SELECT id FROM ended))"
-        )
-    woken = f"pg_notify('{CHANNEL}', '{EVENTS}')" if wake else "NULL"
-    parts.append(f"woken AS (SELECT {woken} WHERE EXISTS (SELECT 1 FROM ended))")
-    with _connection().cursor() as cursor:
-        cursor.execute(
-            f"WITH {', '.join(parts)} SELECT d.run_id, d.ckey1, d.ckey2, "
-            f"(SELECT count(*) FROM woken) FROM dropped d",
-            params,
-        )
-        return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
 
 
 # --- cancellation and reruns ------------------------------------------------------------------
@@ -292,9 +210,7 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
     with atomic():
         # Locks in the order claims and ends take them (queue items, slot keys, the run), so
         # a cancellation racing a worker cannot deadlock with it.
-        items = QueueItem.objects.using(db).filter(run_id=run_id)
-        if is_postgresql():
-            items = items.select_for_update()
+        items = QueueItem.objects.using(db).filter(run_id=run_id).select_for_update()
         held = [
             (ckey1, ckey2)
             for kind, owner, ckey1, ckey2 in items.values_list(
@@ -304,7 +220,7 @@ def cancel_run(run_id: str, *, now: datetime, pending: Callable[[str], bool] | N
         ]
         items.delete()
         for keys in held:
-            _free_slots(keys)
+            free_slots(keys)
         cancelled = (
             FunctionRun.objects.using(db)
             .filter(id=run_id)
@@ -403,13 +319,7 @@ def run_ids_of_event(event_id: str, *, received_at: datetime) -> list[str]:
     window = runs.filter(id__gte=ids.ulid_floor(start_ms), id__lt=ids.ulid_floor(end_ms)).exclude(
         event_id=event_id
     )
-    if is_postgresql():
-        batched = window.filter(event_ids__contains=[event_id]).values_list("id", flat=True)
-    else:  # SQLite has no JSON containment lookup; json_each does the same
-        batched = window.extra(
-            where=["EXISTS (SELECT 1 FROM json_each(event_ids) WHERE json_each.value = %s)"],
-            params=[event_id],
-        ).values_list("id", flat=True)
+    batched = dialect().runs_with_event(window, event_id).values_list("id", flat=True)
     return sorted({*direct, *batched})
 
 

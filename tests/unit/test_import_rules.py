@@ -1,4 +1,5 @@
-"""DESIGN §2 import rules, checked on the source: core is pure; nothing imports the shells."""
+"""DESIGN §2 import rules, checked on the source: core is pure; nothing imports the shells; the
+store's SQL that one database alone understands is in its dialect modules."""
 
 from __future__ import annotations
 
@@ -71,3 +72,76 @@ def test_settings_are_read_only_in_conf() -> None:
     for path in PACKAGE.rglob("*.py"):
         if path.name != "conf.py" and "migrations" not in path.parts:
             assert "django.conf import settings" not in path.read_text(), path
+
+
+STORE = PACKAGE / "store"
+#: The modules that may write SQL one database alone understands (`store.dialect`).
+DIALECTS = ("postgresql.py", "sqlite.py")
+#: Words of SQL (or of a driver) that only one of the two databases understands.
+VENDOR_SQL = (
+    "clock_timestamp",
+    "jsonb",
+    "pg_notify",
+    "NOTIFY",
+    "SKIP LOCKED",
+    "FOR UPDATE",
+    "ANY(",
+    "::",
+    "nextval",
+    "interval '",
+    "psycopg",
+    "json_each",
+    "julianday",
+    "rowid",
+    "PRAGMA",
+)
+#: The only modules outside the dialects that look at which database it is: `dialect()`
+#: chooses one, and `_sql` queues SQLite writers on a file lock and answers `is_postgresql`.
+VENDOR_CHECKS = ("dialect.py", "_sql.py")
+
+
+def code_strings(path: Path) -> list[str]:
+    """The string literals of a module (f-strings' literal parts too), docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
+def test_sql_only_one_database_understands_is_written_only_in_the_dialect_modules() -> None:
+    for path in STORE.glob("*.py"):
+        if path.name in DIALECTS:
+            continue
+        for text in code_strings(path):
+            for word in VENDOR_SQL:
+                assert word not in text, f"store/{path.name} has {word!r} in {text!r}"
+
+
+def test_the_store_asks_which_database_it_is_only_where_the_dialect_is_chosen() -> None:
+    for path in STORE.glob("*.py"):
+        if path.name in (*DIALECTS, *VENDOR_CHECKS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "vendor":
+                raise AssertionError(f"store/{path.name} reads the connection's vendor")
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("is_postgresql"):
+                raise AssertionError(f"store/{path.name} calls is_postgresql")
+
+
+def test_the_dialect_modules_write_sql_the_test_above_would_catch_elsewhere() -> None:
+    """The check can fail: the words it looks for are in the dialect modules' SQL."""
+    for name in DIALECTS:
+        found = {word for text in code_strings(STORE / name) for word in VENDOR_SQL if word in text}
+        assert found, name
