@@ -286,6 +286,8 @@ class TaskFunction(Function):
         limits = options.get("CONCURRENCY", {})
         super().__init__(
             app_id=TASKS_APP_ID,
+            full_id=function_id(task.module_path),
+            source=task.module_path,
             fn_id=task.module_path,
             name=task.module_path,
             handler=handler,
@@ -305,8 +307,6 @@ class TaskFunction(Function):
             priority=Priority(run="event.data.priority_seconds"),
             timeouts=Timeouts(finish=_as_timedelta(timeout)) if timeout else None,
         )
-        self.id = function_id(task.module_path)
-        self.source = task.module_path
 
     def queue_of(self, event: Mapping[str, Any]) -> str | None:
         queue = event.get("data", {}).get("queue")
@@ -410,13 +410,13 @@ class _UnimportableTask(Function):
         self.reason = reason
         super().__init__(
             app_id=TASKS_APP_ID,
+            full_id=function_id(task_path),
+            source=task_path,
             fn_id=task_path,
             handler=self._fail,
             trigger=TriggerEvent(event=event_name(task_path)),
             retries=0,
         )
-        self.id = function_id(task_path)
-        self.source = task_path
 
     def _fail(self, ctx: Any) -> None:
         raise NonRetriableError(self.reason)
