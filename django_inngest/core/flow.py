@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django_inngest.core import clock
 from django_inngest.core.config import to_timedelta
-from django_inngest.core.engine import PauseSpec, cancellation_pauses
+from django_inngest.core.engine import PauseSpec
 from django_inngest.core.expressions import (
     EvaluationError,
     EvaluationLimitError,
@@ -240,3 +241,28 @@ def plan_run(
         dedupe=debounce is None and batch is None and not batched,
         errors=errors,
     )
+
+
+CANCEL_TIMEOUT = timedelta(days=365)
+
+
+def cancellation_pauses(
+    function: Function, trigger_event: Mapping[str, Any], trigger_id: str
+) -> list[PauseSpec]:
+    """One listener per `Cancel` of the function, for a run started by `trigger_event`."""
+    now = clock.now()
+    pauses = []
+    for cancel in function.cancel:
+        expression = compile_expression(cancel.if_exp) if cancel.if_exp else None
+        timeout = CANCEL_TIMEOUT if cancel.timeout is None else to_timedelta(cancel.timeout)
+        pauses.append(
+            PauseSpec(
+                kind="cancel",
+                event_name=cancel.event,
+                expression=cancel.if_exp,
+                match_key=expression.index_key(trigger_event) if expression else None,
+                expires_at=now + timeout,
+                trigger_event=dict(trigger_event),
+            )
+        )
+    return pauses

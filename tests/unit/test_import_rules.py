@@ -19,7 +19,7 @@ WIRING = "django_inngest.urls"
 ONLY_IMPORTER = {
     "celpy": "expressions.py",
     "lark": "expressions.py",
-    "re2": "expressions.py",
+    "re2": "expression_values.py",
     "croniter": "schedule.py",
 }
 
