@@ -53,6 +53,7 @@ class Inngest:
 
     @property
     def logger(self) -> logging.Logger:
+        """The logger `ctx.logger` of this client's functions forwards to."""
         return self._logger
 
     def set_logger(self, logger: logging.Logger) -> None:

@@ -143,6 +143,7 @@ class DurableBackend(BaseTaskBackend):
     # -- the framework's API ---------------------------------------------------------------
 
     def validate_task(self, task: Task[Any, Any]) -> None:
+        """Check `task` as Django does, and make its durable function known to this process."""
         super().validate_task(task)
         task_function(task)  # known to this process from now on
 
@@ -191,6 +192,8 @@ class DurableBackend(BaseTaskBackend):
         return result
 
     def get_result(self, result_id: str) -> TaskResult[Any]:
+        """The result of the task run whose event id is `result_id`, built from the event and its
+        run; `TaskResultDoesNotExist` for an unknown id."""
         db = store.alias()
         event = (
             EventRow.objects.using(db)
@@ -219,6 +222,7 @@ class DurableBackend(BaseTaskBackend):
         return stored_result(event, run, owner)
 
     def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+        """Django's checks of the backend, and E101 for each wrong entry of its OPTIONS."""
         yield from super().check(**kwargs)
         for problem in option_problems(self.options, self.queues):
             yield checks.Error(
@@ -229,10 +233,12 @@ class DurableBackend(BaseTaskBackend):
 
 
 def event_name(task_path: str) -> str:
+    """The name of the event that enqueues the task at `task_path`."""
     return f"{EVENT_PREFIX}{task_path}"
 
 
 def function_id(task_path: str) -> str:
+    """The full id of the function that runs the task at `task_path`."""
     return f"{FUNCTION_PREFIX}{task_path}"
 
 
@@ -309,10 +315,14 @@ class TaskFunction(Function):
         )
 
     def queue_of(self, event: Mapping[str, Any]) -> str | None:
+        """The queue the task was enqueued on (the event's `queue`); only workers of that queue run
+        it."""
         queue = event.get("data", {}).get("queue")
         return queue if isinstance(queue, str) else None
 
     def problems(self) -> list[str]:
+        """The problems of the function, less the count of concurrency limits: a task has one per
+        limited queue, of which one applies to each run."""
         # One concurrency entry per limited queue, of which one applies to each run.
         return [p for p in super().problems() if not p.startswith("concurrency: ")]
 

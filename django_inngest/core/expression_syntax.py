@@ -124,6 +124,7 @@ def int_literal(text: str, *, unsigned: bool) -> int:
 
 
 def float_literal(text: str) -> float:
+    """A double literal; one beyond the range of a float is a `LiteralError`."""
     value = float(text)
     if value in (float("inf"), float("-inf")):
         raise LiteralError(f"double literal {_short(text)} is out of range")

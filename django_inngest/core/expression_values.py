@@ -148,6 +148,7 @@ def spend_on(value: Any) -> None:
 
 
 def is_number(value: Any) -> bool:
+    """Whether `value` is an int or a float (a bool is not a number in CEL)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -183,6 +184,8 @@ def format_value(value: Any) -> str:
 
 
 def equal(left: Any, right: Any) -> bool:
+    """`==` as Inngest evaluates it: missing equals null, numbers compare by value across int and
+    double, other values by type and content."""
     if left is MISSING or right is MISSING:
         return (left is MISSING or left is None) and (right is MISSING or right is None)
     if is_number(left) and is_number(right):
@@ -246,6 +249,8 @@ _ORDER: dict[str, Callable[[int], bool]] = {
 
 
 def ordered(op: str, left: Any, right: Any) -> bool:
+    """`<`, `<=`, `>`, `>=` (the grammar's `op`): a missing value is below everything; values of
+    kinds that do not compare are not ordered (false)."""
     if left is MISSING:
         return op in ("relation_lt", "relation_le")
     if right is MISSING:
@@ -255,6 +260,8 @@ def ordered(op: str, left: Any, right: Any) -> bool:
 
 
 def add(left: Any, right: Any) -> Any:
+    """`+`: missing adds nothing, numbers add (ints within 64 bits), strings, bytes and lists of
+    one type concatenate, durations add to times, and other mixes concatenate as strings."""
     if left is MISSING:
         return right
     if right is MISSING:
@@ -288,6 +295,8 @@ def formatted(value: Any) -> str:
 
 
 def arith(op: str, left: Any, right: Any) -> Any:
+    """`-`, `*`, `/`, `%` (the grammar's `op`) on numbers, and subtraction on times and durations;
+    anything else is an `EvaluationError`."""
     if op == "addition_sub":
         if isinstance(left, datetime) and isinstance(right, datetime | timedelta):
             return left - right
@@ -322,6 +331,8 @@ def _int64(value: int) -> int:
 
 
 def size(value: Any) -> int:
+    """`size()`: the length of a string, bytes, list or map; 0 for null or missing; an
+    `EvaluationError` for other values."""
     if value is MISSING or value is None:
         return 0
     if isinstance(value, str | bytes | list | Mapping):
@@ -359,6 +370,7 @@ def _to_double(value: Any) -> float:
 
 
 def to_string(value: Any) -> str:
+    """`string()`: bytes decoded as UTF-8, other values formatted as CEL shows them."""
     if isinstance(value, bytes):
         spend_on(value)
         return value.decode("utf-8", errors="replace")

@@ -41,6 +41,7 @@ class Gcra:
 
     @property
     def interval(self) -> timedelta:
+        """The time between two requests at the steady rate: `period / limit`."""
         return self.period / max(self.limit, 1)
 
     def decide(self, tat: datetime | None, now: datetime) -> tuple[datetime, datetime]:
@@ -56,6 +57,9 @@ class Gcra:
 
 @dataclass(frozen=True, kw_only=True)
 class DebounceSpec:
+    """A function's debounce for one run: the key the burst is grouped by, the quiet period, and the
+    longest delay from the first event."""
+
     key: str
     period: timedelta
     timeout: timedelta | None
@@ -63,6 +67,9 @@ class DebounceSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class BatchSpec:
+    """A function's batching for one event: the key the batch is grouped by, how many events fill
+    it, how long it waits for more."""
+
     key: str
     max_size: int
     timeout: timedelta
@@ -99,6 +106,8 @@ class RunPlan:
 
 
 def digest(*parts: str) -> str:
+    """A short stable key (SHA-1, hex) of `parts`, joined by a control character (the unit
+    separator) so that ("a", "bc") and ("ab", "c") differ."""
     return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 

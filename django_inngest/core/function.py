@@ -234,10 +234,12 @@ class Function:
 
     @property
     def on_failure_fn_id(self) -> str | None:
+        """The full id of the function that runs `on_failure`, or None."""
         return self.on_failure.id if self.on_failure else None
 
     @property
     def max_attempts(self) -> int:
+        """How many times the function is invoked at most before it fails: `retries + 1`."""
         return self.retries + 1
 
     def problems(self) -> list[str]:
