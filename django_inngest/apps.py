@@ -12,11 +12,16 @@ from django.utils.module_loading import autodiscover_modules
 
 
 class DjangoInngestConfig(AppConfig):
+    """The app: registers the system checks, tunes SQLite connections, and imports the `functions`
+    modules of installed apps when Django is ready."""
+
     name = "django_inngest"
     verbose_name = "Inngest"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        """Register the checks and the SQLite connection hook, then discover the project's functions
+        (and, with the tasks backend configured, its `tasks` modules)."""
         from django_inngest import checks, conf  # noqa: F401 - registers the checks
         from django_inngest.registry import autodiscover, registry
 

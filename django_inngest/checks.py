@@ -29,6 +29,7 @@ CONFLICTING_DISTRIBUTION = "django-inngest"
 
 @register(TAG)
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """E001: each problem of the ``INNGEST`` setting (a wrong type or value)."""
     return [
         Error(message, hint="See docs/reference.md#settings.", id="django_inngest.E001")
         for message in conf.problems()
@@ -39,6 +40,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
 def check_settings_safety(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
+    """W002: settings that let anyone send events (no event keys, or any key accepted)."""
     return [
         Warning(
             message,
@@ -51,6 +53,8 @@ def check_settings_safety(
 
 @register(TAG)
 def check_functions(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """E002 and more: two functions with one id, and each problem of each registered function's
+    configuration."""
     messages: list[CheckMessage] = [
         Error(conflict, hint="Give each function its own fn_id.", id="django_inngest.E002")
         for conflict in registry.conflicts
@@ -71,6 +75,8 @@ def check_functions(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
 def check_sqlite_transaction_mode(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
+    """On SQLite, the engine's writes need ``transaction_mode: IMMEDIATE`` in the database OPTIONS,
+    or concurrent workers fail with 'database is locked'."""
     settings = connections[conf.get().DATABASE].settings_dict
     if settings["ENGINE"] != "django.db.backends.sqlite3":
         return []
@@ -110,6 +116,8 @@ def migrations_problem(alias: str) -> str | None:
 def check_conflicting_distribution(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
+    """W003: the unrelated `django-inngest` distribution is installed beside this one; both provide
+    the `django_inngest` package."""
     try:
         found = metadata.distribution(CONFLICTING_DISTRIBUTION)
     except metadata.PackageNotFoundError:

@@ -12,16 +12,22 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
 from asgiref.sync import sync_to_async
 
 from django_inngest import conf
-from django_inngest.core import clock, config, ids
+from django_inngest.core import clock, ids
 from django_inngest.core.errors import RunEndedError
 from django_inngest.core.events import Event, prepare
 from django_inngest.core.expressions import Expression, compile_expression
-from django_inngest.core.function import Function, Handler
+from django_inngest.core.function import (
+    Function,
+    FunctionOptions,
+    Handler,
+    check_option_names,
+    spell_out_options,
+)
 from django_inngest.registry import registry
 
 P = ParamSpec("P")
@@ -47,55 +53,21 @@ class Inngest:
 
     @property
     def logger(self) -> logging.Logger:
+        """The logger `ctx.logger` of this client's functions forwards to."""
         return self._logger
 
     def set_logger(self, logger: logging.Logger) -> None:
         """The logger `ctx.logger` forwards to."""
         self._logger = logger
 
-    def create_function(
-        self,
-        *,
-        fn_id: str,
-        trigger: config.Trigger | Sequence[config.Trigger],
-        name: str | None = None,
-        retries: int | None = None,
-        on_failure: Handler | None = None,
-        cancel: Sequence[config.Cancel] | None = None,
-        concurrency: Sequence[config.Concurrency] | None = None,
-        throttle: config.Throttle | None = None,
-        rate_limit: config.RateLimit | None = None,
-        debounce: config.Debounce | None = None,
-        batch_events: config.Batch | None = None,
-        priority: config.Priority | None = None,
-        idempotency: str | None = None,
-        singleton: config.Singleton | None = None,
-        timeouts: config.Timeouts | None = None,
-    ) -> Callable[[Handler], Function]:
-        """Decorate a handler ``fn(ctx)`` or ``fn(ctx, step)``, async or not."""
-        options: dict[str, Any] = {
-            "fn_id": fn_id,
-            "trigger": trigger,
-            "name": name,
-            "retries": retries,
-            "on_failure": on_failure,
-            "cancel": cancel,
-            "concurrency": concurrency,
-            "throttle": throttle,
-            "rate_limit": rate_limit,
-            "debounce": debounce,
-            "batch_events": batch_events,
-            "priority": priority,
-            "idempotency": idempotency,
-            "singleton": singleton,
-            "timeouts": timeouts,
-        }
+    def create_function(self, **options: Unpack[FunctionOptions]) -> Callable[[Handler], Function]:
+        """Decorate a handler ``fn(ctx)`` or ``fn(ctx, step)``, async or not, into a `Function`
+        of this client's app, registered for workers to run. The keywords are
+        `FunctionOptions`'; a wrong type raises `FunctionDefinitionError` at decoration."""
+        check_option_names(options, "create_function")
 
         def decorate(handler: Handler) -> Function:
-            function = Function(app_id=self.app_id, handler=handler, **options)
-            function.client = self
-            if function.on_failure is not None:
-                function.on_failure.client = self
+            function = Function(app_id=self.app_id, handler=handler, client=self, **options)
             registry.register(function)
             return function
 
@@ -229,6 +201,9 @@ class Inngest:
         from django_inngest import store
 
         return store.rerun(run_id, now=clock.now(), from_step=from_step)
+
+
+spell_out_options(Inngest.create_function)
 
 
 def _matches(expression: Expression, run: Mapping[str, Any]) -> bool:

@@ -17,6 +17,8 @@ from django_inngest.core.schedule import CronError, zone_or_error
 
 @dataclass(frozen=True, kw_only=True)
 class InngestSettings:
+    """The ``INNGEST`` setting, each key with its default; read it with `get()`."""
+
     APP_ID: str = "django"
     """The app id of the default client: function ids are ``"{APP_ID}-{fn_id}"``."""
     DATABASE: str = "default"
@@ -108,6 +110,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 
 def raw() -> dict[str, Any]:
+    """The ``INNGEST`` setting as the project wrote it ({} when absent or not a dict)."""
     value = getattr(django_settings, "INNGEST", {})
     return dict(value) if isinstance(value, dict) else {}
 
@@ -216,6 +219,8 @@ def _is_zone(name: object) -> bool:
 
 @functools.cache
 def get() -> InngestSettings:
+    """The settings in force, with the defaults for the keys the project left out; read once per
+    process (tests clear the cache when they override settings)."""
     values = {key: item for key, item in raw().items() if key in _TYPES}
     for name in ("RETRY_BACKOFF", *_KEY_LISTS):
         if name in values:

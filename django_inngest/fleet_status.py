@@ -19,6 +19,9 @@ GONE_AFTER_HEARTBEATS = 3
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerState:
+    """One worker as the fleet sees it: its record, how long since its last heartbeat, and whether
+    it counts as gone."""
+
     record: WorkerRecord
     silent_for: timedelta
     """Time since its last heartbeat."""
@@ -27,6 +30,8 @@ class WorkerState:
 
 @dataclass(frozen=True, kw_only=True)
 class MissedTick:
+    """A cron tick that came due and has no run yet: which function and schedule, and since when."""
+
     function_id: str
     cron: str
     zone: str
@@ -36,6 +41,9 @@ class MissedTick:
 
 @dataclass(frozen=True, kw_only=True)
 class FleetStatus:
+    """What `inngest_status` and the dashboard show: the workers, the backlog of due work, and
+    missed cron ticks, at `now`."""
+
     now: datetime
     workers: list[WorkerState]
     backlog: store.Backlog
@@ -44,22 +52,28 @@ class FleetStatus:
 
     @property
     def live(self) -> list[WorkerState]:
+        """The workers that sent a heartbeat recently enough to count as running."""
         return [worker for worker in self.workers if not worker.gone]
 
     @property
     def pending_age(self) -> timedelta | None:
+        """How long the oldest event not yet matched against the functions has waited; None when
+        none waits."""
         oldest = self.backlog.oldest_pending_at
         return None if oldest is None else max(timedelta(0), self.now - oldest)
 
     @property
     def oldest_due(self) -> store.DueRuns | None:
+        """The due runs of the queue that has waited longest, or None."""
         return min(self.backlog.due, key=lambda due: due.oldest_due_at, default=None)
 
     def lateness(self, due: store.DueRuns) -> timedelta:
+        """How long past due the oldest of `due` is (never negative)."""
         return max(timedelta(0), self.now - due.oldest_due_at)
 
 
 def fleet_status(now: datetime | None = None) -> FleetStatus:
+    """Read the fleet's state from the database at `now` (the engine's clock by default)."""
     settings = conf.get()
     now = now or clock.now()
     gone_after = timedelta(seconds=settings.HEARTBEAT_SECONDS * GONE_AFTER_HEARTBEATS)
@@ -116,6 +130,7 @@ def missed_ticks(now: datetime) -> list[MissedTick]:
 
 
 def seconds(delta: timedelta) -> str:
+    """`delta` as whole seconds, such as ``42s``."""
     return f"{delta.total_seconds():.0f}s"
 
 

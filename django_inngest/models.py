@@ -11,6 +11,8 @@ from django.db.models import Q
 
 
 class RunStatus(models.TextChoices):
+    """The statuses of a run; COMPLETED, FAILED, CANCELLED and SKIPPED are final."""
+
     QUEUED = "QUEUED", "Queued"
     RUNNING = "RUNNING", "Running"
     SLEEPING = "SLEEPING", "Sleeping"
@@ -27,12 +29,17 @@ ENDED_STATUSES = frozenset(
 
 
 class EventQuerySet(models.QuerySet["Event"]):
+    """Queries over stored events."""
+
     def pending(self) -> EventQuerySet:
         """Events not yet matched against the registered functions."""
         return self.filter(pending=True)
 
 
 class Event(models.Model):
+    """An event as received and stored: its name and data, our ULID, the sender's id, and whether it
+    is still to be matched against the functions (`pending`)."""
+
     id = models.CharField(primary_key=True, max_length=26, help_text="ULID given on receipt.")
     user_id = models.CharField(max_length=255, blank=True, default="", help_text="The sender's id.")
     name = models.CharField(max_length=512)
@@ -91,14 +98,21 @@ class EventSkip(models.Model):
 
 
 class FunctionRunQuerySet(models.QuerySet["FunctionRun"]):
+    """Queries over runs by whether they ended."""
+
     def ended(self) -> FunctionRunQuerySet:
+        """Runs in a final status."""
         return self.filter(status__in=ENDED_STATUSES)
 
     def active(self) -> FunctionRunQuerySet:
+        """Runs not in a final status yet."""
         return self.exclude(status__in=ENDED_STATUSES)
 
 
 class FunctionRun(models.Model):
+    """One run of one function: its status, the event(s) that started it, its attempt, its lease
+    while a worker holds it, and its output or error once it ends."""
+
     id = models.CharField(primary_key=True, max_length=26, help_text="ULID; its time is enqueue.")
     function_id = models.CharField(max_length=255, help_text='"{app_id}-{fn_id}"')
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
@@ -143,10 +157,14 @@ class FunctionRun(models.Model):
 
     @property
     def ended(self) -> bool:
+        """Whether the run is in a final status."""
         return self.status in ENDED_STATUSES
 
 
 class RunStep(models.Model):
+    """The stored state of one step of a run (one repeat of one step id): its status, output or
+    error, attempts and times."""
+
     # Indexed by the unique (run, hashed_id) constraint.
     run = models.ForeignKey(
         FunctionRun, on_delete=models.CASCADE, related_name="steps", db_index=False
@@ -182,6 +200,8 @@ class QueueItem(models.Model):
     """
 
     class Kind(models.TextChoices):
+        """What a queue item is due for: a run to execute, or a flow-control timer to fire."""
+
         RUN = "run", "Run"
         DEBOUNCE = "debounce", "Debounce timer"
         BATCH = "batch", "Batch timer"
@@ -283,6 +303,9 @@ class Pause(models.Model):
     that cancels it (`cancel`). Found by (event name, match key) when an event arrives."""
 
     class Kind(models.TextChoices):
+        """What a pause waits for: an event (`wait`), an invoked run's end (`invoke`), or an event
+        that cancels its run (`cancel`)."""
+
         WAIT = "wait", "Wait for event"
         INVOKE = "invoke", "Invoke"
         CANCEL = "cancel", "Cancel"

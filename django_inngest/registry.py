@@ -21,6 +21,11 @@ from django_inngest.core.function import Function
 
 
 class Registry:
+    """The functions this process knows, by full id: those declared with `create_function` (found by
+    `autodiscover`) and those resolvers make on demand (Django tasks). Thread-safe; a second
+    function with the same id from other code is recorded in `conflicts`, which a system check
+    reports."""
+
     def __init__(self) -> None:
         self._functions: dict[str, Function] = {}
         self.conflicts: list[str] = []
@@ -37,6 +42,8 @@ class Registry:
             self._resolvers[prefix] = resolver
 
     def register(self, function: Function) -> None:
+        """Add `function` (and its `on_failure` companion); the same id declared by other code is
+        recorded as a conflict, the same code again replaces it."""
         with self._lock:
             existing = self._functions.get(function.id)
             if existing is not None and existing.source != function.source:
@@ -50,6 +57,8 @@ class Registry:
             self._by_name = None
 
     def get(self, function_id: str, *, resolve: bool = True) -> Function | None:
+        """The function with full id `function_id`, or None; with `resolve`, the resolvers may make
+        it (a Django task's function is made the first time it is asked for)."""
         found = self._functions.get(function_id)
         if found is None and resolve and self._resolvers:
             found = self._resolve(function_id)
@@ -62,6 +71,7 @@ class Registry:
         return None
 
     def all(self) -> list[Function]:
+        """Every registered function, sorted by id."""
         with self._lock:
             return sorted(self._functions.values(), key=lambda f: f.id)
 
@@ -145,4 +155,6 @@ registry = Registry()
 
 
 def autodiscover() -> None:
+    """Import the `functions` module of every installed app, so the functions it declares are
+    registered."""
     autodiscover_modules("functions")

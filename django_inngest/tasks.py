@@ -143,6 +143,7 @@ class DurableBackend(BaseTaskBackend):
     # -- the framework's API ---------------------------------------------------------------
 
     def validate_task(self, task: Task[Any, Any]) -> None:
+        """Check `task` as Django does, and make its durable function known to this process."""
         super().validate_task(task)
         task_function(task)  # known to this process from now on
 
@@ -191,6 +192,8 @@ class DurableBackend(BaseTaskBackend):
         return result
 
     def get_result(self, result_id: str) -> TaskResult[Any]:
+        """The result of the task run whose event id is `result_id`, built from the event and its
+        run; `TaskResultDoesNotExist` for an unknown id."""
         db = store.alias()
         event = (
             EventRow.objects.using(db)
@@ -219,6 +222,7 @@ class DurableBackend(BaseTaskBackend):
         return stored_result(event, run, owner)
 
     def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+        """Django's checks of the backend, and E101 for each wrong entry of its OPTIONS."""
         yield from super().check(**kwargs)
         for problem in option_problems(self.options, self.queues):
             yield checks.Error(
@@ -229,10 +233,12 @@ class DurableBackend(BaseTaskBackend):
 
 
 def event_name(task_path: str) -> str:
+    """The name of the event that enqueues the task at `task_path`."""
     return f"{EVENT_PREFIX}{task_path}"
 
 
 def function_id(task_path: str) -> str:
+    """The full id of the function that runs the task at `task_path`."""
     return f"{FUNCTION_PREFIX}{task_path}"
 
 
@@ -286,6 +292,8 @@ class TaskFunction(Function):
         limits = options.get("CONCURRENCY", {})
         super().__init__(
             app_id=TASKS_APP_ID,
+            full_id=function_id(task.module_path),
+            source=task.module_path,
             fn_id=task.module_path,
             name=task.module_path,
             handler=handler,
@@ -305,14 +313,16 @@ class TaskFunction(Function):
             priority=Priority(run="event.data.priority_seconds"),
             timeouts=Timeouts(finish=_as_timedelta(timeout)) if timeout else None,
         )
-        self.id = function_id(task.module_path)
-        self.source = task.module_path
 
     def queue_of(self, event: Mapping[str, Any]) -> str | None:
+        """The queue the task was enqueued on (the event's `queue`); only workers of that queue run
+        it."""
         queue = event.get("data", {}).get("queue")
         return queue if isinstance(queue, str) else None
 
     def problems(self) -> list[str]:
+        """The problems of the function, less the count of concurrency limits: a task has one per
+        limited queue, of which one applies to each run."""
         # One concurrency entry per limited queue, of which one applies to each run.
         return [p for p in super().problems() if not p.startswith("concurrency: ")]
 
@@ -410,13 +420,13 @@ class _UnimportableTask(Function):
         self.reason = reason
         super().__init__(
             app_id=TASKS_APP_ID,
+            full_id=function_id(task_path),
+            source=task_path,
             fn_id=task_path,
             handler=self._fail,
             trigger=TriggerEvent(event=event_name(task_path)),
             retries=0,
         )
-        self.id = function_id(task_path)
-        self.source = task_path
 
     def _fail(self, ctx: Any) -> None:
         raise NonRetriableError(self.reason)

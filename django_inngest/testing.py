@@ -77,6 +77,7 @@ class DrainSummary:
 
     @property
     def started(self) -> int:
+        """How many runs `drain()` started (the same as `runs_created`)."""
         return self.runs_created
 
 

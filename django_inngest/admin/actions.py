@@ -30,6 +30,8 @@ class ActionReport:
 
 
 def cancel(run_ids: Iterable[str]) -> ActionReport:
+    """Cancel each run of `run_ids` as `Inngest.cancel` does; a run that ended or does not exist is
+    refused with the reason, the others go on."""
     report = ActionReport()
     client = default_client()
     for run_id in run_ids:

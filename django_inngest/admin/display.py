@@ -60,6 +60,8 @@ def elapsed(
 
 
 def to_json_text(value: Any) -> str:
+    """`value` as indented JSON, non-ASCII kept as is, anything JSON cannot hold shown as its
+    `str()`."""
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
@@ -76,10 +78,13 @@ class Payload:
 
     @property
     def hidden(self) -> int:
+        """How many characters of the JSON text the page leaves out."""
         return self.size - len(self.text)
 
 
 def payload(value: Any, *, full_url: str | None = None, limit: int = PAYLOAD_LIMIT) -> Payload:
+    """`value` as JSON text cut at `limit` characters, with `full_url` linking to the whole when it
+    was cut."""
     text = to_json_text(value)
     if len(text) <= limit:
         return Payload(text=text, size=len(text), truncated=False, full_url=None)

@@ -65,6 +65,9 @@ else:  # ModelAdmin is generic only in django-stubs
 
 @admin.register(Event)
 class EventAdmin(_ModelAdmin):
+    """The admin's event list and event pages: read-only, with the runs each event started and, with
+    the send permission, sending an event again."""
+
     list_display = (
         "id",
         "event_name",
@@ -88,18 +91,24 @@ class EventAdmin(_ModelAdmin):
     change_list_template = "django_inngest/admin/event_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        """Never: events are added by sending them, not by the admin's form."""
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Never: a stored event is what was received, and stays so."""
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Never: events go with retention (`inngest_prune`) once no run refers to them."""
         return False
 
     def has_send_permission(self, request: HttpRequest) -> bool:
+        """Whether the user may send events again (the ``send_event`` permission)."""
         return request.user.has_perm(SEND_PERMISSION)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
+        """Events from the engine's database, without their data (a list does not show it), each
+        with the number of runs it started."""
         started = (
             FunctionRun.objects.using(alias())
             .filter(event_id=OuterRef("pk"))
@@ -119,6 +128,7 @@ class EventAdmin(_ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Event], search_term: str
     ) -> tuple[QuerySet[Event], bool]:
+        """The events `search_events` finds for `search_term`; never duplicates."""
         return search_events(queryset, search_term), False
 
     @admin.display(description="Name")
@@ -193,6 +203,8 @@ class EventAdmin(_ModelAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
+        """An event's page: its data, the runs it started (batched runs too), and the functions or
+        waiting runs it skipped and why."""
         event = self._event_or_404(request, object_id)
         run_ids = run_ids_of_event(event.id, received_at=event.received_at)  # batches too
         runs = list(
@@ -227,9 +239,12 @@ class EventAdmin(_ModelAdmin):
         return TemplateResponse(request, "django_inngest/admin/event_detail.html", context)
 
     def value_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The event's whole data as JSON, for the link under a shortened payload."""
         return json_value_response(self._event_or_404(request, object_id).data)
 
     def send_again_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST only: send a copy of the event (same name and data, a new id), with the send
+        permission."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         event = self._event_or_404(request, object_id)

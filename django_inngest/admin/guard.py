@@ -34,6 +34,9 @@ def _nul_in(request: HttpRequest) -> str | None:
 
 
 def refusing_nul(view: View) -> View:
+    """Wrap an admin view so that a NUL character in its URL arguments is a 404 and one in the query
+    or form data a 400, before the view reaches the database (PostgreSQL refuses NUL in text)."""
+
     @functools.wraps(view)
     def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if any(NUL in str(value) for value in (*args, *kwargs.values())):

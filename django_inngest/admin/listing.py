@@ -49,6 +49,7 @@ class CappedPaginator(_Paginator):
 
     @cached_property
     def count(self) -> int:
+        """The number of rows, counted up to `COUNT_CAP`."""
         return min(self._capped_count, COUNT_CAP)
 
     @property
@@ -58,6 +59,8 @@ class CappedPaginator(_Paginator):
 
 
 def looks_like_ulid(text: str) -> bool:
+    """Whether `text` has the shape of a ULID (26 characters of Crockford's base 32), so a search
+    can look it up by id."""
     return bool(_ULID.match(text))
 
 
@@ -88,9 +91,11 @@ class CreatedWithinFilter(admin.SimpleListFilter):
     time_field = "created_at"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        """The windows offered, from the last 15 minutes to the last 30 days."""
         return [(key, label) for key, (label, _) in WINDOWS.items()]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """The rows whose `time_field` falls in the chosen window; all rows when none is chosen."""
         window = WINDOWS.get(str(self.value()))
         if window is None:
             return queryset
@@ -98,6 +103,8 @@ class CreatedWithinFilter(admin.SimpleListFilter):
 
 
 class ReceivedWithinFilter(CreatedWithinFilter):
+    """The created-within filter over when an event was received."""
+
     title = "received"
     time_field = "received_at"
 
@@ -109,6 +116,7 @@ class FunctionFilter(admin.SimpleListFilter):
     parameter_name = "function"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        """The registered functions, and the one in the URL when it is no longer registered."""
         choices = [(function.id, function.id) for function in registry.all()]
         current = self.value()
         if current and current not in dict(choices):
@@ -116,6 +124,7 @@ class FunctionFilter(admin.SimpleListFilter):
         return choices
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """The runs of the chosen function."""
         value = self.value()
         return queryset.filter(function_id=value) if value else queryset
 
@@ -128,6 +137,8 @@ class EventNameFilter(admin.SimpleListFilter):
     parameter_name = "name"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        """The event names the registered functions listen to, and the one in the URL when it is not
+        among them."""
         names = sorted(
             {
                 trigger.event
@@ -142,6 +153,8 @@ class EventNameFilter(admin.SimpleListFilter):
         return [(name, name) for name in names]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """The events of the chosen name; a name ending in ``*`` matches as a prefix, as a trigger
+        does."""
         value = self.value()
         if not value:
             return queryset
@@ -157,15 +170,18 @@ class InternalEventsFilter(admin.SimpleListFilter):
     parameter_name = "internal"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        """One choice, Hide; the filter's All reads Show."""
         return [("hide", "Hide")]
 
     def choices(self, changelist: Any) -> Any:
+        """Django's choices, with All renamed Show."""
         for choice in super().choices(changelist):
             if choice["display"] == "All":
                 choice["display"] = "Show"
             yield choice
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """Without the engine's own ``inngest/...`` events when Hide is chosen."""
         if self.value() == "hide":
             return queryset.exclude(name__startswith="inngest/")
         return queryset

@@ -67,6 +67,8 @@ def links() -> list[tuple[str, str]]:
 
 
 def page_context(request: HttpRequest, site: AdminSite, title: str) -> dict[str, Any]:
+    """The context every page of the engine's admin shares: the admin site's, a title, and the links
+    between the pages."""
     return {
         **site.each_context(request),
         "opts": FunctionRun._meta,
@@ -91,6 +93,8 @@ class InvokeForm(forms.Form):
     )
 
     def clean_event_data(self) -> dict[str, Any]:
+        """The event data as a JSON object; text that is not JSON, or JSON that is not an object, is
+        a form error saying where."""
         text = str(self.cleaned_data.get("event_data") or "").strip() or "{}"
         try:
             value = json.loads(text)
@@ -116,6 +120,8 @@ class InvokeForm(forms.Form):
         return value
 
     def clean(self) -> dict[str, Any]:
+        """Check the function is still registered and that an event of this name and data would
+        start it (its triggers, expressions included)."""
         cleaned = super().clean() or {}
         function = registry.get(str(cleaned.get("function_id", "")))
         name = cleaned.get("event_name")
@@ -133,6 +139,8 @@ class InvokeForm(forms.Form):
 
 
 def describe_triggers(function: Function) -> str:
+    """The function's triggers in words, such as ``event 'shop/order.placed' if ...`` or ``cron '0 3
+    * * *'``."""
     parts = []
     for trigger in function.triggers:
         if isinstance(trigger, TriggerEvent):
@@ -326,6 +334,8 @@ def _fleet(status: FleetStatus) -> dict[str, Any]:
 
 
 def dashboard(request: HttpRequest, site: AdminSite) -> HttpResponse:
+    """The admin's dashboard: runs enqueued per status and run durations per function over the last
+    hour and day, and the state of the fleet."""
     now = clock.now()
     windows = []
     for label, window, size, size_label in (

@@ -26,6 +26,9 @@ from django_inngest.registry import registry
 
 
 class ReplayForm(forms.Form):
+    """Which runs a bulk replay reruns: a function, the statuses they ended in, and the window they
+    were enqueued in."""
+
     function_id = forms.ChoiceField(label="Function")
     statuses = forms.MultipleChoiceField(
         label="Runs that ended",
@@ -67,6 +70,8 @@ class ReplayForm(forms.Form):
 
 
 def replay(request: HttpRequest, site: AdminSite) -> HttpResponse:
+    """The admin's bulk replay: a first POST previews how many runs match, a confirmed one reruns
+    them."""
     context = pages.page_context(request, site, "Replay failed runs")
     form = ReplayForm(request.POST or None, initial={"function_id": request.GET.get("function")})
     if request.method == "POST" and form.is_valid():

@@ -59,6 +59,7 @@ RERUN_PERMISSION = "django_inngest.rerun_functionrun"
 
 
 def show_time(value: datetime | None, pattern: str = "Y-m-d H:i:s T") -> str:
+    """`value` in the admin's time zone with `pattern`, or a dash for None."""
     return date_format(localtime(value), pattern) if value else "—"
 
 
@@ -98,6 +99,9 @@ else:  # ModelAdmin is generic only in django-stubs
 
 @admin.register(FunctionRun)
 class FunctionRunAdmin(_ModelAdmin):
+    """The admin's run list and run pages, and the engine's own pages (dashboard, functions, replay)
+    under its URLs: read-only, with cancel, rerun and retry for users allowed to."""
+
     list_display = (
         "id",
         "colored_status",
@@ -126,23 +130,30 @@ class FunctionRunAdmin(_ModelAdmin):
     # --- permissions: runs are history, changed only through actions -------------------------
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        """Never: runs start from events, invocations and schedules."""
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Never: only the engine changes a run."""
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Never: ended runs go with retention (`inngest_prune`)."""
         return False
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
+        """Whether the user may cancel runs (the ``cancel_functionrun`` permission)."""
         return request.user.has_perm(CANCEL_PERMISSION)
 
     def has_rerun_permission(self, request: HttpRequest) -> bool:
+        """Whether the user may rerun, retry or replay runs (the ``rerun_functionrun`` permission)."""
         return request.user.has_perm(RERUN_PERMISSION)
 
     # --- the list ----------------------------------------------------------------------------
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[FunctionRun]:
+        """Runs from the engine's database, without their output, each with its trigger's event name
+        and the most attempts any of its steps took."""
         most_step_attempts = (
             RunStep.objects.using(alias())
             .filter(run_id=OuterRef("pk"))
@@ -171,6 +182,7 @@ class FunctionRunAdmin(_ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[FunctionRun], search_term: str
     ) -> tuple[QuerySet[FunctionRun], bool]:
+        """The runs `search_runs` finds for `search_term`; never duplicates."""
         return search_runs(queryset, search_term), False
 
     @admin.display(description="Status")
@@ -263,6 +275,8 @@ class FunctionRunAdmin(_ModelAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
+        """A run's page: its status and timeline, its steps with their outputs and errors, what it
+        waits for, its events, and the runs rerun from it."""
         run = self._run_or_404(request, object_id)
         now = clock.now()
         steps = list(RunStep.objects.using(alias()).filter(run_id=run.id))
@@ -393,16 +407,19 @@ class FunctionRunAdmin(_ModelAdmin):
     # --- pages beside the list ---------------------------------------------------------------
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """The dashboard, for users who may view runs."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         return pages.dashboard(request, self.admin_site)
 
     def replay_view(self, request: HttpRequest) -> HttpResponse:
+        """The bulk replay page, for users who may rerun runs."""
         if not self.has_rerun_permission(request):
             raise PermissionDenied
         return replay.replay(request, self.admin_site)
 
     def functions_view(self, request: HttpRequest) -> HttpResponse:
+        """The page of registered functions, for users who may view runs."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         return pages.functions(request, self.admin_site)

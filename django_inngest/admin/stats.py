@@ -26,6 +26,7 @@ SAMPLE_LIMIT = 100_000
 
 
 def runs_since(start: datetime) -> QuerySet[FunctionRun]:
+    """Runs created at or after `start`."""
     return created_since(FunctionRun.objects.using(alias()), "created_at", start)
 
 
@@ -40,12 +41,15 @@ class Buckets:
 
     @property
     def total(self) -> int:
+        """All runs counted, every status and bucket together."""
         return sum(sum(counts) for counts in self.by_status.values())
 
     def stacked(self, index: int) -> int:
+        """The height of bucket `index` in the stacked chart: its runs of every status."""
         return sum(counts[index] for counts in self.by_status.values())
 
     def time_of(self, index: int) -> datetime:
+        """When bucket `index` starts."""
         return self.start + self.size * index
 
 
@@ -73,6 +77,9 @@ def runs_per_bucket(*, now: datetime, window: timedelta, size: timedelta) -> Buc
 
 @dataclass(frozen=True, kw_only=True)
 class Durations:
+    """How long the runs of one function that ended took, from enqueue to end: the median and 95th
+    percentile."""
+
     function_id: str
     runs: int
     p50: timedelta

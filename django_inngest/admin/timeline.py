@@ -33,6 +33,8 @@ WAIT_OPS = frozenset({"sleep", "wait_for_event", "invoke"})
 
 @dataclass(frozen=True, kw_only=True)
 class Span:
+    """A bar on the timeline, as percentages of its width, with the CSS kind that colours it."""
+
     left: float
     width: float
     kind: str
@@ -49,6 +51,8 @@ class Span:
 
 @dataclass(frozen=True, kw_only=True)
 class Attempt:
+    """A failed attempt of a step, listed under it."""
+
     number: int
     """1-based."""
     started_at: datetime | None
@@ -58,6 +62,8 @@ class Attempt:
 
 @dataclass(frozen=True, kw_only=True)
 class Row:
+    """One step of the run on the timeline: its times, attempts, bars, and its output or error."""
+
     step_id: str
     label: str
     op: str
@@ -81,16 +87,21 @@ class Row:
 
 @dataclass(frozen=True, kw_only=True)
 class Tick:
+    """A time label on the timeline's axis."""
+
     left: float
     label: str
 
     @property
     def style(self) -> str:
+        """The CSS that places the tick."""
         return f"left:{self.left:.3f}%"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Timeline:
+    """A run's timeline: the run's own bar, one row per step, and the ticks of the axis."""
+
     start: datetime
     end: datetime
     run_span: Span
@@ -99,6 +110,7 @@ class Timeline:
 
     @property
     def length(self) -> str:
+        """The time the timeline covers, formatted."""
         return format_duration(self.end - self.start)
 
 
@@ -154,6 +166,7 @@ class Axis:
         self.total = (self.end - self.start).total_seconds()
 
     def position(self, moment: datetime) -> float:
+        """Where `moment` falls, in percent of the axis, clamped to 0-100."""
         offset = (moment - self.start).total_seconds() / self.total * 100
         return min(max(offset, 0.0), 100.0)
 
@@ -166,6 +179,8 @@ class Axis:
         title: str,
         open_ended: bool = False,
     ) -> Span:
+        """The bar from `started` to `ended`, at least `MIN_SPAN_PERCENT` wide so that an instant
+        stays visible, and kept within the axis."""
         left = self.position(started)
         right = self.position(ended)
         width = max(right - left, MIN_SPAN_PERCENT)
@@ -179,6 +194,7 @@ class Axis:
         )
 
     def ticks(self) -> list[Tick]:
+        """`TICKS` evenly spaced labels, each the time since the start."""
         step = (self.end - self.start) / (TICKS - 1)
         return [
             Tick(left=round(i * 100 / (TICKS - 1), 3), label="+" + format_duration(step * i))

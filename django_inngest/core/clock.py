@@ -12,13 +12,18 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    def now(self) -> datetime: ...
+    """What the engine asks of a clock: the current time, timezone-aware."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware."""
+        ...
 
 
 class SystemClock:
     """Wall-clock time, timezone-aware UTC."""
 
     def now(self) -> datetime:
+        """The wall-clock time now, in UTC."""
         return datetime.now(UTC)
 
 
@@ -32,10 +37,13 @@ class FrozenClock:
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
+        """The time the clock was last set or advanced to."""
         with self._lock:
             return self._now
 
     def advance(self, delta: timedelta) -> datetime:
+        """Move the clock forward by `delta` (never back: a negative delta is a `ValueError`);
+        returns the new time."""
         if delta < timedelta(0):
             raise ValueError(f"the clock cannot go back: advance({delta!r})")
         with self._lock:
@@ -43,6 +51,7 @@ class FrozenClock:
             return self._now
 
     def set(self, at: datetime) -> datetime:
+        """Move the clock to `at`, an aware datetime, forward or back; returns it in UTC."""
         if at.tzinfo is None:
             raise ValueError(f"frozen clock needs an aware datetime, not {at!r}")
         with self._lock:
@@ -54,10 +63,12 @@ _current: Clock = SystemClock()
 
 
 def now() -> datetime:
+    """The current time of the installed clock (the system's, or a test's frozen one)."""
     return _current.now()
 
 
 def now_ms() -> int:
+    """`now()` in integer milliseconds since the epoch, the unit of an event's `ts`."""
     return int(_current.now().timestamp() * 1000)
 
 
@@ -69,4 +80,5 @@ def install(new: Clock) -> Clock:
 
 
 def is_frozen() -> bool:
+    """Whether a test installed a `FrozenClock` (time then moves only when told to)."""
     return isinstance(_current, FrozenClock)

@@ -60,6 +60,8 @@ def duration_problems(
 
 
 def expression_problems(field: str, source: str | None) -> list[str]:
+    """The compile error of the expression in `field`, as a one-item list naming the field; [] when
+    it compiles or is None."""
     if source is None:
         return []
     try:
@@ -108,6 +110,8 @@ class TriggerEvent:
         _require(self.expression, str, "TriggerEvent.expression", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with this trigger: an empty or too long event name, an expression that
+        does not compile."""
         found = []
         if not self.event.strip():
             found.append(f"TriggerEvent.event={self.event!r}: the event name is empty")
@@ -118,6 +122,8 @@ class TriggerEvent:
         return found + expression_problems("TriggerEvent.expression", self.expression)
 
     def matches_name(self, name: str) -> bool:
+        """Whether an event named `name` can start the function: the same name, or a name that
+        starts with the part before a trailing ``*``."""
         if self.event.endswith("*"):
             return name.startswith(self.event[:-1])
         return name == self.event
@@ -138,6 +144,8 @@ class TriggerCron:
         _require(self.jitter, str, "TriggerCron.jitter", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with this schedule: a cron expression or time zone that does not parse,
+        a jitter that is not a valid duration."""
         found = []
         try:
             parse_cron(self.cron)
@@ -182,6 +190,8 @@ class Batch:
         _require(self.if_exp, str, "Batch.if_exp", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with these batch settings: a size under 2, a timeout over 60 s, an
+        expression that does not compile."""
         found = []
         if self.max_size < 2:
             found.append(f"Batch.max_size={self.max_size!r}: batch size cannot be smaller than 2")
@@ -207,6 +217,8 @@ class Cancel:
         _require(self.timeout, _DURATION_TYPES, "Cancel.timeout", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with this cancellation: an empty event name, an `if_exp` that does not
+        compile or that could match every event."""
         found = [] if self.event.strip() else [f"Cancel.event={self.event!r}: empty event name"]
         found += expression_problems("Cancel.if_exp", self.if_exp)
         if self.if_exp is not None and not found:
@@ -231,6 +243,8 @@ class Concurrency:
         _require(self.scope, str, "Concurrency.scope", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with this limit: a negative limit, an unknown scope, an env or account
+        scope without a key, a key that does not compile."""
         found = []
         if self.limit < 0:
             found.append(f"Concurrency.limit={self.limit!r}: must be 0 (no limit) or more")
@@ -258,6 +272,8 @@ class Debounce:
         _require(self.timeout, _DURATION_TYPES, "Debounce.timeout", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with this debounce: a period over 7 days, an invalid timeout, a key that
+        does not compile."""
         return (
             duration_problems("Debounce.period", self.period, maximum=timedelta(days=7))
             + duration_problems("Debounce.timeout", self.timeout)
@@ -275,6 +291,7 @@ class Priority:
         _require(self.run, str, "Priority.run", optional=False)
 
     def problems(self) -> list[str]:
+        """The compile error of the `run` expression, if any."""
         return expression_problems("Priority.run", self.run)
 
 
@@ -292,6 +309,8 @@ class RateLimit:
         _require(self.key, str, "RateLimit.key", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with this rate limit: a limit under 1, a period over 24 hours, a key
+        that does not compile."""
         found = [] if self.limit >= 1 else [f"RateLimit.limit={self.limit!r}: must be at least 1"]
         return (
             found
@@ -316,6 +335,8 @@ class Throttle:
         _require(self.burst, int, "Throttle.burst", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with this throttle: a negative limit or burst, a period over 7 days, a
+        key that does not compile."""
         found = [] if self.limit >= 0 else [f"Throttle.limit={self.limit!r}: must not be negative"]
         if self.burst is not None and self.burst < 0:
             found.append(f"Throttle.burst={self.burst!r}: must not be negative")
@@ -338,6 +359,8 @@ class Singleton:
         _require(self.key, str, "Singleton.key", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with this singleton: a mode other than 'skip' or 'cancel', a key that
+        does not compile."""
         found = []
         if self.mode not in ("skip", "cancel"):
             found.append(f"Singleton.mode={self.mode!r}: must be 'skip' or 'cancel'")
@@ -356,6 +379,7 @@ class Timeouts:
         _require(self.finish, _DURATION_TYPES, "Timeouts.finish", optional=True)
 
     def problems(self) -> list[str]:
+        """Everything wrong with these timeouts: a `start` or `finish` that is not a valid duration."""
         return duration_problems("Timeouts.start", self.start) + duration_problems(
             "Timeouts.finish", self.finish
         )

@@ -117,6 +117,8 @@ def function_from_definition(stored: Mapping[str, Any]) -> Function:
             raise FunctionDefinitionError(f"unknown options {sorted(options)!r}")
         function = Function(
             app_id=stored["app_id"],
+            # A Django task's function keeps its dotted path as its id.
+            full_id=stored["id"] if stored["app_id"] == TASKS_APP_ID else None,
             handler=_not_here,
             trigger=[_trigger(trigger) for trigger in stored["triggers"]],
             name=stored["name"],
@@ -126,8 +128,6 @@ def function_from_definition(stored: Mapping[str, Any]) -> Function:
         raise FunctionDefinitionError(
             f"stored definition of function {function_id!r} cannot be read: {error}"
         ) from error
-    if function.id != function_id and stored["app_id"] == TASKS_APP_ID:
-        function.id = function_id  # a Django task's function keeps its dotted path as its id
     if function.id != function_id:
         raise FunctionDefinitionError(
             f"stored definition of function {function_id!r} rebuilds as {function.id!r}"

@@ -50,6 +50,9 @@ MAX_SLEEP = timedelta(days=366)
 
 
 class Op:
+    """The kinds of step a run records (a step's `op`); a replayed step must be of the kind it was
+    recorded as."""
+
     RUN = "run"
     SLEEP = "sleep"
     WAIT_FOR_EVENT = "wait_for_event"
@@ -58,6 +61,8 @@ class Op:
 
 
 class StepStatus:
+    """The states a step's record goes through; COMPLETED and FAILED are final."""
+
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     ERRORED = "ERRORED"
@@ -85,6 +90,8 @@ class Memo:
 
     @property
     def final(self) -> bool:
+        """Whether the step has its final result (completed or failed for good), so replay returns
+        it instead of running the step."""
         return self.status in FINAL_STEP_STATUSES
 
 
@@ -105,6 +112,7 @@ class StepRecord:
     wake_at: datetime | None = None
 
     def as_memo(self) -> Memo:
+        """What a later invocation knows of this step once it is stored."""
         return Memo(
             hashed_id=self.hashed_id,
             op=self.op,
@@ -145,6 +153,8 @@ INVOKE_TIMEOUT_ERROR = {
 
 
 class StepStore(Protocol):
+    """Where an execution writes its steps: the database for a worker, memory for `run_locally`."""
+
     def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
         """Write a step's final result (and the events it sends) at once, only while the run is
         still held. Return the stored memo, another writer's if it won. Raise `LeaseLost` when
@@ -211,16 +221,24 @@ class _FailRun(Interrupt):
 
 @dataclass(frozen=True, kw_only=True)
 class Completed:
+    """The run's handler returned: `output` is its result, already checked to be storable."""
+
     output: Any
 
 
 @dataclass(frozen=True, kw_only=True)
 class Failed:
+    """The run failed for good (no retry left, or an error that is not retried); `error` is the
+    error as stored."""
+
     error: dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Retry:
+    """The invocation failed and the run is retried: the next attempt starts at `retry_at` (None:
+    after the backoff)."""
+
     error: dict[str, Any]
     attempt: int
     """The attempt number (0-based) of the next invocation."""
@@ -231,6 +249,9 @@ class Retry:
 
 @dataclass(frozen=True, kw_only=True)
 class Suspended:
+    """The invocation stopped at a step that records its result, sleeps or waits; the run resumes at
+    `wake_at` or when a pause is matched."""
+
     wake_at: datetime
     records: list[StepRecord] = field(default_factory=list)
     pauses: list[PauseSpec] = field(default_factory=list)
@@ -239,11 +260,15 @@ class Suspended:
 
     @property
     def waiting(self) -> bool:
+        """Whether the run waits for an event or an invoked function (and not only for time)."""
         return bool(self.pauses) or any(r.status == StepStatus.WAITING for r in self.records)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Dropped:
+    """The invocation's result is not recorded: the worker lost the run's lease, or its own write
+    failed; `reason` says which."""
+
     reason: str
     store_failed: bool = False
     """The engine's own write failed (not a lost lease): the worker still holds the run and
@@ -291,6 +316,9 @@ _current_step: contextvars.ContextVar[StepCall | None] = contextvars.ContextVar(
 
 @dataclass(frozen=True, kw_only=True)
 class StepCall:
+    """One call of a step in one invocation: which repeat of the id it is, its hash, and what
+    storage already has of it."""
+
     step_id: str
     index: int
     hashed_id: str
@@ -298,6 +326,7 @@ class StepCall:
     memo: Memo | None
 
     def record(self, **values: Any) -> StepRecord:
+        """A record of this step with `values` (status, output, error, times...) for the store."""
         return StepRecord(
             hashed_id=self.hashed_id, step_id=self.step_id, index=self.index, op=self.op, **values
         )
@@ -339,6 +368,9 @@ class Execution:
     # -- step bookkeeping, shared by Step and StepSync ---------------------------------------
 
     def begin(self, step_id: str, op: str) -> StepCall:
+        """Start a call of step `step_id`: check the id, count its repeats, and look up its memo.
+        Fails the run if steps are nested or the code no longer calls the step it recorded under
+        that id (a different `op`)."""
         if not isinstance(step_id, str) or not step_id:
             raise ValueError(f"a step id must be a non-empty string, not {step_id!r}")
         problem = text_problem(step_id)
@@ -358,6 +390,8 @@ class Execution:
         return StepCall(step_id=step_id, index=index, hashed_id=hashed_id, op=op, memo=memo)
 
     def replay(self, memo: Memo) -> Any:
+        """The recorded result of a final step, as the handler sees it: its output, or a `StepError`
+        raised for a step that failed."""
         if memo.status == StepStatus.FAILED:
             error = memo.error or {}
             if error.get("code") == OutputUnserializableError.code:
@@ -368,9 +402,12 @@ class Execution:
         return memo.output
 
     def enter_body(self, call: StepCall) -> contextvars.Token[StepCall | None]:
+        """Mark `call`'s body as running (a step called inside it is a nested step); give the token
+        back to `exit_body`."""
         return _current_step.set(call)
 
     def exit_body(self, token: contextvars.Token[StepCall | None]) -> None:
+        """Mark the body `enter_body` began as done."""
         _current_step.reset(token)
 
     def succeeded(self, call: StepCall, value: Any, started_at: datetime) -> StepRecord:
@@ -461,6 +498,7 @@ class Execution:
     def events_record(
         self, call: StepCall, prepared: Sequence[PreparedEvent], started_at: datetime
     ) -> StepRecord:
+        """The completed record of a `send_event` step: its output is the ids of the events it sent."""
         return call.record(
             status=StepStatus.COMPLETED,
             output=[event.id for event in prepared],
@@ -492,6 +530,7 @@ class Execution:
         raise _Suspend([waiting], memo.wake_at)
 
     def wait_timed_out(self, call: StepCall) -> StepRecord:
+        """The completed record of a `wait_for_event` step whose timeout passed: its output is None."""
         return call.record(
             status=StepStatus.COMPLETED,
             output=None,
@@ -501,6 +540,7 @@ class Execution:
         )
 
     def invoke_timed_out(self, call: StepCall) -> StepRecord:
+        """The failed record of an `invoke` step whose timeout passed before the invoked run ended."""
         return call.record(
             status=StepStatus.FAILED,
             error=dict(INVOKE_TIMEOUT_ERROR),
@@ -512,6 +552,9 @@ class Execution:
     def start_wait(
         self, call: StepCall, *, event: str, if_exp: str | None, timeout: Duration
     ) -> NoReturn:
+        """Suspend the run until an event named `event` matching `if_exp` arrives or `timeout`
+        passes. Invalid arguments raise at the call; an `if_exp` that does not compile fails the
+        step."""
         if not isinstance(event, str) or not event:
             raise ValueError(f"wait_for_event needs an event name, not {event!r}")
         for what, text in (("event name", event), ("if_exp", if_exp or "")):
@@ -613,9 +656,13 @@ class Execution:
     # -- outcome -----------------------------------------------------------------------------
 
     def handler_call(self, ctx: Any, step: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments to call the function's handler with (`ctx`, `step`, or both), as its
+        signature asks."""
         return self.function.call_arguments(ctx, step)
 
     def outcome_of_return(self, value: Any) -> Outcome:
+        """The outcome of a handler that returned `value`: completed, or failed when the value
+        cannot be stored as JSON."""
         try:
             output = json.loads(storable_json(value, "output", max_bytes=MAX_OUTPUT_BYTES))
         except UnstorableValueError as problem:
@@ -626,6 +673,9 @@ class Execution:
         return Completed(output=output)
 
     def outcome_of_error(self, error: BaseException) -> Outcome:
+        """The outcome of a handler that raised `error`: suspended for a step's interrupt, dropped
+        for a lost lease or a failed write, failed for a non-retriable error or the last attempt,
+        retried otherwise."""
         if isinstance(error, LeaseLost):
             return Dropped(reason="the run is no longer held by this worker")
         if isinstance(error, StoreFailed):
@@ -675,51 +725,3 @@ def merge_interrupts(interrupts: Sequence[Interrupt]) -> Interrupt:
         [p for i in suspends for p in i.pauses],
         [e for i in suspends for e in i.events],
     )
-
-
-def pause_result(kind: str, incoming: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any] | None]:
-    """The step result an event gives a consumed pause: (status, output, error).
-
-    A wait returns the event itself; an invocation returns the invoked run's result or error.
-    """
-    if kind != "invoke":
-        return StepStatus.COMPLETED, dict(incoming), None
-    data = incoming.get("data") or {}
-    status = (data.get("_inngest") or {}).get("status")
-    if status == "COMPLETED":
-        return StepStatus.COMPLETED, data.get("result"), None
-    error = data.get("error") or {}
-    return (
-        StepStatus.FAILED,
-        None,
-        {
-            "name": error.get("name", "Error"),
-            "message": error.get("message", f"invoked function ended {status}"),
-            "stack": error.get("stack"),
-        },
-    )
-
-
-CANCEL_TIMEOUT = timedelta(days=365)
-
-
-def cancellation_pauses(
-    function: Function, trigger_event: Mapping[str, Any], trigger_id: str
-) -> list[PauseSpec]:
-    """One listener per `Cancel` of the function, for a run started by `trigger_event`."""
-    now = clock.now()
-    pauses = []
-    for cancel in function.cancel:
-        expression = compile_expression(cancel.if_exp) if cancel.if_exp else None
-        timeout = CANCEL_TIMEOUT if cancel.timeout is None else to_timedelta(cancel.timeout)
-        pauses.append(
-            PauseSpec(
-                kind="cancel",
-                event_name=cancel.event,
-                expression=cancel.if_exp,
-                match_key=expression.index_key(trigger_event) if expression else None,
-                expires_at=now + timeout,
-                trigger_event=dict(trigger_event),
-            )
-        )
-    return pauses

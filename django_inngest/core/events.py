@@ -55,6 +55,7 @@ class Event:
             raise TypeError(f"Event ts must be an int (milliseconds), not {self.ts!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The event as Inngest's JSON shape: name, data, id and ts."""
         return {"name": self.name, "data": dict(self.data), "id": self.id, "ts": self.ts}
 
     @classmethod

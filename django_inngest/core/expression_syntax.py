@@ -73,8 +73,7 @@ def explain_syntax_error(source: str, cause: Any, column: int | None) -> str:
 
 # --- depth -------------------------------------------------------------------------------------
 
-#: Grammar levels that only wrap their single child (expr → conditionalor → ... → primary).
-PASS_THROUGH = frozenset(
+WRAPPERS = frozenset(
     {
         "expr",
         "conditionalor",
@@ -85,11 +84,13 @@ PASS_THROUGH = frozenset(
         "unary",
         "member",
         "primary",
-        "exprlist",
-        "fieldinits",
-        "mapinits",
     }
 )
+"""Grammar levels that only wrap their single child (expr → conditionalor → ... → primary)."""
+
+PASS_THROUGH = WRAPPERS | {"exprlist", "fieldinits", "mapinits"}
+"""Levels that do nothing of their own when they have a single child: the wrappers, and lists
+of one item. They add no nesting depth and cost nothing to evaluate."""
 
 
 def nesting_depth(tree: Any) -> int:
@@ -123,6 +124,7 @@ def int_literal(text: str, *, unsigned: bool) -> int:
 
 
 def float_literal(text: str) -> float:
+    """A double literal; one beyond the range of a float is a `LiteralError`."""
     value = float(text)
     if value in (float("inf"), float("-inf")):
         raise LiteralError(f"double literal {_short(text)} is out of range")

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django_inngest.core import clock
 from django_inngest.core.config import to_timedelta
-from django_inngest.core.engine import PauseSpec, cancellation_pauses
+from django_inngest.core.engine import PauseSpec
 from django_inngest.core.expressions import (
     EvaluationError,
     EvaluationLimitError,
@@ -40,6 +41,7 @@ class Gcra:
 
     @property
     def interval(self) -> timedelta:
+        """The time between two requests at the steady rate: `period / limit`."""
         return self.period / max(self.limit, 1)
 
     def decide(self, tat: datetime | None, now: datetime) -> tuple[datetime, datetime]:
@@ -55,6 +57,9 @@ class Gcra:
 
 @dataclass(frozen=True, kw_only=True)
 class DebounceSpec:
+    """A function's debounce for one run: the key the burst is grouped by, the quiet period, and the
+    longest delay from the first event."""
+
     key: str
     period: timedelta
     timeout: timedelta | None
@@ -62,6 +67,9 @@ class DebounceSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class BatchSpec:
+    """A function's batching for one event: the key the batch is grouped by, how many events fill
+    it, how long it waits for more."""
+
     key: str
     max_size: int
     timeout: timedelta
@@ -98,6 +106,8 @@ class RunPlan:
 
 
 def digest(*parts: str) -> str:
+    """A short stable key (SHA-1, hex) of `parts`, joined by a control character (the unit
+    separator) so that ("a", "bc") and ("ab", "c") differ."""
     return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -240,3 +250,28 @@ def plan_run(
         dedupe=debounce is None and batch is None and not batched,
         errors=errors,
     )
+
+
+CANCEL_TIMEOUT = timedelta(days=365)
+
+
+def cancellation_pauses(
+    function: Function, trigger_event: Mapping[str, Any], trigger_id: str
+) -> list[PauseSpec]:
+    """One listener per `Cancel` of the function, for a run started by `trigger_event`."""
+    now = clock.now()
+    pauses = []
+    for cancel in function.cancel:
+        expression = compile_expression(cancel.if_exp) if cancel.if_exp else None
+        timeout = CANCEL_TIMEOUT if cancel.timeout is None else to_timedelta(cancel.timeout)
+        pauses.append(
+            PauseSpec(
+                kind="cancel",
+                event_name=cancel.event,
+                expression=cancel.if_exp,
+                match_key=expression.index_key(trigger_event) if expression else None,
+                expires_at=now + timeout,
+                trigger_event=dict(trigger_event),
+            )
+        )
+    return pauses

@@ -38,6 +38,8 @@ class MemoryStore:
         self.sent: list[PreparedEvent] = []
 
     def save_step(self, record: StepRecord, events: Sequence[PreparedEvent] = ()) -> Memo:
+        """Keep a step's final result and the events it sends; a step already final keeps its first
+        result, as the database does."""
         existing = self.steps.get(record.hashed_id)
         if existing is not None and existing.status in (StepStatus.COMPLETED, StepStatus.FAILED):
             return existing.as_memo()
@@ -46,15 +48,19 @@ class MemoryStore:
         return record.as_memo()
 
     def time_out(self, record: StepRecord) -> Memo:
+        """Record the timeout of a wait or an invoke, as `save_step` does."""
         return self.save_step(record)
 
     def record(self, records: Sequence[StepRecord], *, wake_now: bool = False) -> None:
+        """Keep the records of a suspended or retried invocation; with `wake_now`, sleeps end at
+        once."""
         for record in records:
             if wake_now and record.status == StepStatus.SLEEPING:
                 record = replace(record, wake_at=clock.now())
             self.steps[record.hashed_id] = record
 
     def memos(self) -> dict[str, Memo]:
+        """What the next invocation knows of each step."""
         return {hashed: record.as_memo() for hashed, record in self.steps.items()}
 
 

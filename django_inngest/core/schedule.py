@@ -71,6 +71,7 @@ class CronSchedule:
 
     @property
     def zone_name(self) -> str:
+        """The IANA name of the schedule's time zone (UTC when the expression names none)."""
         return str(self.zone.key)
 
     def next_after(self, moment: datetime) -> datetime:
@@ -118,6 +119,7 @@ class CronSchedule:
         return after.replace(microsecond=0)
 
     def to_local(self, moment: datetime) -> datetime:
+        """`moment` in the schedule's time zone."""
         return moment.astimezone(self.zone)
 
 

@@ -53,24 +53,32 @@ class ReplayAwareLogger:
         getattr(self._logger, method)(msg, *args, **kwargs)
 
     def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log at DEBUG, unless the run is replaying steps it already ran."""
         self._emit("debug", msg, *args, **kwargs)
 
     def info(self, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log at INFO, unless the run is replaying steps it already ran."""
         self._emit("info", msg, *args, **kwargs)
 
     def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log at WARNING, unless the run is replaying steps it already ran."""
         self._emit("warning", msg, *args, **kwargs)
 
     def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log at ERROR, unless the run is replaying steps it already ran."""
         self._emit("error", msg, *args, **kwargs)
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log at ERROR with the exception being handled, unless the run is replaying."""
         self._emit("exception", msg, *args, **kwargs)
 
     def critical(self, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log at CRITICAL, unless the run is replaying steps it already ran."""
         self._emit("critical", msg, *args, **kwargs)
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log at `level`, unless the run is replaying; a `logging.Logger` records the caller's
+        line, not this one."""
         if self._execution.replaying:
             return
         if isinstance(self._logger, logging.Logger):
@@ -386,6 +394,8 @@ class Group:
 
 
 async def invoke_async(execution: Execution) -> Outcome:
+    """Run one invocation of an async function to its outcome; whatever the handler raises becomes
+    the outcome."""
     ctx = Context(execution)
     args, kwargs = execution.handler_call(ctx, ctx.step)
     try:
@@ -563,6 +573,8 @@ class GroupSync:
 
 
 def invoke_sync(execution: Execution) -> Outcome:
+    """Run one invocation of a sync function to its outcome; whatever the handler raises becomes the
+    outcome."""
     ctx = ContextSync(execution)
     args, kwargs = execution.handler_call(ctx, ctx.step)
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from django_inngest import killpoints
 from django_inngest.core import ids
-from django_inngest.core.engine import StepStatus, pause_result
+from django_inngest.core.engine import StepStatus
 from django_inngest.core.errors import RunEndedError, RunNotFoundError, storable_text
 from django_inngest.core.events import FUNCTION_FINISHED, FUNCTION_INVOKED, invocation_of
 from django_inngest.core.expressions import compile_expression, event_index_keys
@@ -313,3 +313,26 @@ def _resume(run_id: str, now: datetime) -> None:
     FunctionRun.objects.using(db).filter(
         id=run_id, status__in=[RunStatus.WAITING, RunStatus.SLEEPING]
     ).update(status=RunStatus.QUEUED)
+
+
+def pause_result(kind: str, incoming: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any] | None]:
+    """The step result an event gives a consumed pause: (status, output, error).
+
+    A wait returns the event itself; an invocation returns the invoked run's result or error.
+    """
+    if kind != "invoke":
+        return StepStatus.COMPLETED, dict(incoming), None
+    data = incoming.get("data") or {}
+    status = (data.get("_inngest") or {}).get("status")
+    if status == "COMPLETED":
+        return StepStatus.COMPLETED, data.get("result"), None
+    error = data.get("error") or {}
+    return (
+        StepStatus.FAILED,
+        None,
+        {
+            "name": error.get("name", "Error"),
+            "message": error.get("message", f"invoked function ended {status}"),
+            "stack": error.get("stack"),
+        },
+    )

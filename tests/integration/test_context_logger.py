@@ -69,8 +69,7 @@ def test_each_call_reaches_the_method_of_the_same_name_once_despite_replays(
         if next(failures):
             raise RuntimeError("retry the invocation")
 
-    function = make(handler, retries=1)
-    function.client = client
+    function = make(handler, retries=1, client=client)
     run(function)
     names = [name for name, *_ in custom.calls]
     # The lines before the step appear once; the ones after it, once per invocation.
@@ -89,8 +88,7 @@ def test_a_logger_that_is_not_a_logging_logger_gets_only_what_the_handler_passed
         ctx.logger.info("order charged", order_id=7)
         ctx.logger.warning("slow")
 
-    function = make(handler)
-    function.client = client
+    function = make(handler, client=client)
     run(function)
     assert keyword.calls == [("info", "order charged", {"order_id": 7}), ("warning", "slow", {})]
 

@@ -47,3 +47,6 @@ async def send_from_async_code() -> list[str]:
 inngest.create_function(fn_idd="typo", trigger=inngest.TriggerEvent(event="t"))  # type: ignore[call-arg]
 client.create_function(fn_id="x", trigger=inngest.TriggerEvent(event="t"), retries="4")  # type: ignore[arg-type]
 inngest.send_sync(inngest.Event(name="t"), seed="x")  # type: ignore[call-arg]
+inngest.create_function(fn_id="no-trigger")  # type: ignore[call-arg]
+client.create_function(fn_id="x", trigger=inngest.TriggerCron(cron="* * * * *"), retry=2)  # type: ignore[call-arg]
+inngest.Function(app_id="a", handler=print, fn_idd="x", trigger=[])  # type: ignore[call-arg]

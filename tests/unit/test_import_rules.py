@@ -20,7 +20,7 @@ WIRING = "django_inngest.urls"
 ONLY_IMPORTER = {
     "celpy": "expressions.py",
     "lark": "expressions.py",
-    "re2": "expressions.py",
+    "re2": "expression_values.py",
     "croniter": "schedule.py",
 }
 
@@ -32,6 +32,8 @@ def imports_of(path: Path) -> set[str]:
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            # `from django_inngest import testing` imports the module django_inngest.testing.
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
     return found
 
 
@@ -66,6 +68,12 @@ def test_nothing_imports_admin_api_management_or_testing_except_the_url_wiring()
                 if module == shell or module.startswith(shell + "."):
                     allowed = own.startswith(shell) or own.startswith(WIRING)
                     assert allowed, f"{own} imports {module}"
+
+
+def test_imports_of_a_name_from_a_package_count_as_imports_of_its_module(tmp_path: Path) -> None:
+    source = tmp_path / "example.py"
+    source.write_text("from django_inngest import testing\nimport django_inngest.admin\n")
+    assert {"django_inngest.testing", "django_inngest.admin"} <= imports_of(source)
 
 
 def test_settings_are_read_only_in_conf() -> None:

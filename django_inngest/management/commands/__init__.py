@@ -1,0 +1,1 @@
+"""One module per `manage.py` command; `help` of each says what it does."""

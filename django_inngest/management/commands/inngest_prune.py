@@ -11,6 +11,8 @@ from django_inngest.core import clock
 
 
 class Command(BaseCommand):
+    """``manage.py inngest_prune``: delete what the retention settings no longer keep."""
+
     help = (
         "Delete runs that ended longer ago than their retention period (completed 7 days, "
         "failed 14, by default), with their steps; events no run refers to; expired "
@@ -18,6 +20,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
+        """`--days` (one retention for every status), `--dry-run` and `--no-input`."""
         parser.add_argument(
             "--days",
             type=float,
@@ -39,6 +42,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        """Show what would be deleted and, unless a dry run (or refused at the prompt), delete it in
+        short batches."""
         days = options["days"]
         if days is not None and days < 0:
             raise CommandError(f"--days must not be negative, not {days}")

@@ -13,14 +13,19 @@ from django_inngest.core.errors import InvalidEventError
 
 
 class Command(BaseCommand):
+    """``manage.py inngest_send NAME``: send one event through the default client."""
+
     help = "Send one event; prints its id."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        """The event's name, and `--data` (a JSON object) and `--id` (the sender's id)."""
         parser.add_argument("name", help='The event name, such as "shop/order.placed".')
         parser.add_argument("--data", default="{}", help="A JSON object (default {}).")
         parser.add_argument("--id", default="", help="The sender's id, for de-duplication.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        """Send the event and print its id; data that is not JSON or an invalid event is a
+        `CommandError` naming the value."""
         try:
             data = json.loads(options["data"])
         except json.JSONDecodeError as error:

@@ -30,12 +30,17 @@ def _moment(value: datetime | None) -> str:
 
 
 class Command(BaseCommand):
+    """``manage.py inngest_status``: the functions, workers and backlog; with `--check`, a health
+    check for probes."""
+
     help = (
         "Show registered functions, the next tick of each cron schedule, runs by status, "
         "workers and the backlog; with --check, exit 1 with one line when unhealthy."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
+        """`--check`, and the two thresholds it uses: how long a worker may be silent and work may
+        wait."""
         parser.add_argument(
             "--check",
             action="store_true",
@@ -60,6 +65,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        """Print the status; with `--check`, print one line and exit 1 when unhealthy."""
         status = fleet_status()
         if options["check"]:
             silence = options["max_worker_silence"]

@@ -15,9 +15,15 @@ from django_inngest.scheduler import CronScheduler
 
 
 class Command(BaseCommand):
+    """``manage.py inngest_sync``: record this code's functions as their apps' current set, as a
+    deploy does."""
+
     help = "Record this code's functions as the current function set of their apps."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        """Refuse when the system checks report errors or no function is registered; otherwise store
+        the definitions of the registered functions per app, print each app's version, and start the
+        cron schedules."""
         errors = [
             message
             for message in checks.run_checks(tags=["django_inngest"])

@@ -33,6 +33,8 @@ def positive_int(value: str) -> int:
 
 
 def log_level(value: str) -> str:
+    """`value` as a logging level name (case does not matter); anything else is an argparse error
+    listing the levels."""
     level = value.upper()
     if level not in LEVELS:
         raise argparse.ArgumentTypeError(f"must be one of {', '.join(LEVELS)}, not {value!r}")
@@ -40,9 +42,14 @@ def log_level(value: str) -> str:
 
 
 class Command(BaseCommand):
+    """``manage.py inngest_worker``: run a worker until stopped (or, with `--burst`, until no work
+    is due)."""
+
     help = "Run durable functions: claim due runs and execute them until stopped."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        """The worker's options: concurrency, worker id, queues, poll interval, shutdown grace,
+        `--burst`, `--reload`, the log level."""
         parser.add_argument(
             "-c",
             "--concurrency",
@@ -90,6 +97,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        """Configure logging and run the worker (under the autoreloader with `--reload`) until it
+        stops; a configuration error is a `CommandError`. Threads still running user code when it
+        stops do not keep the process alive."""
         if options["reload"] and options["burst"]:
             raise CommandError("--reload and --burst do not go together")
         configure_logging(options["loglevel"], options["verbosity"])
