@@ -25,7 +25,9 @@ from django_inngest.core.events import Event
 from django_inngest.core.function import Function
 from django_inngest.core.local import LocalResult, run_locally
 from django_inngest.core.steps import invoke_async, invoke_sync
-from django_inngest.execution import (
+from django_inngest.models import RunStatus
+from django_inngest.registry import registry
+from django_inngest.runtime.claimed import (
     execution_for,
     function_exists,
     not_registered,
@@ -34,9 +36,7 @@ from django_inngest.execution import (
     record_outcome,
     route,
 )
-from django_inngest.models import RunStatus
-from django_inngest.registry import registry
-from django_inngest.scheduler import fire_due_ticks
+from django_inngest.runtime.scheduler import fire_due_ticks
 
 __all__ = ["DrainSummary", "LocalResult", "drain", "frozen_clock", "run_function"]
 

@@ -8,10 +8,10 @@ from typing import Any
 from django.core import checks
 from django.core.management.base import BaseCommand, CommandError
 
-from django_inngest import fleet
 from django_inngest.core import clock
 from django_inngest.registry import registry
-from django_inngest.scheduler import CronScheduler
+from django_inngest.runtime import fleet
+from django_inngest.runtime.scheduler import CronScheduler
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ The event loop claims and schedules; async handlers run on it, sync handlers in 
 and every database call from the loop goes through a small I/O pool (Django refuses ORM calls
 on a thread that runs an event loop). On PostgreSQL, an idle worker picks up notified events
 on its LISTEN thread (`listener.py`) and hands the runs to the loop. What a run does against
-the database, shared with `testing.drain()`, is in `execution.py`.
+the database, shared with `testing.drain()`, is in `claimed.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
-from django_inngest import conf, fleet, killpoints, store
+from django_inngest import conf, killpoints, store
 from django_inngest.checks import migrations_problem
 from django_inngest.core import clock
 from django_inngest.core.engine import (
@@ -40,7 +40,10 @@ from django_inngest.core.engine import (
     Runtime,
 )
 from django_inngest.core.steps import invoke_async, invoke_sync
-from django_inngest.execution import (
+from django_inngest.models import RunStatus
+from django_inngest.registry import registry
+from django_inngest.runtime import fleet
+from django_inngest.runtime.claimed import (
     drop_run,
     execution_for,
     function_exists,
@@ -50,11 +53,9 @@ from django_inngest.execution import (
     run_end,
     sweep_leases,
 )
-from django_inngest.listener import PostgresListener, SqliteWatcher
-from django_inngest.models import RunStatus
-from django_inngest.registry import registry
-from django_inngest.scheduler import CronScheduler
-from django_inngest.threads import (
+from django_inngest.runtime.listener import PostgresListener, SqliteWatcher
+from django_inngest.runtime.scheduler import CronScheduler
+from django_inngest.runtime.threads import (
     GroupWriter,
     Outage,
     close_connections_of,

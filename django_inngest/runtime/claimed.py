@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django_inngest import conf, fleet, killpoints, store
+from django_inngest import conf, killpoints, store
 from django_inngest.core import clock
 from django_inngest.core.backoff import clamp_retry_after, retry_delay
 from django_inngest.core.engine import (
@@ -39,7 +39,8 @@ from django_inngest.core.flow import RunPlan
 from django_inngest.core.function import Function
 from django_inngest.models import RunStatus
 from django_inngest.registry import registry
-from django_inngest.threads import GroupWriter, ensure_usable_connections
+from django_inngest.runtime import fleet
+from django_inngest.runtime.threads import GroupWriter, ensure_usable_connections
 
 logger = logging.getLogger("django_inngest.worker")  # run outcomes are logged as the worker's
 
