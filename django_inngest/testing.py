@@ -33,9 +33,9 @@ from django_inngest.runtime.claimed import (
     not_registered,
     planner,
     priority_window,
-    record_outcome,
     route,
 )
+from django_inngest.runtime.outcomes import Outcomes
 from django_inngest.runtime.scheduler import fire_due_ticks
 
 __all__ = ["DrainSummary", "LocalResult", "drain", "frozen_clock", "run_function"]
@@ -97,6 +97,7 @@ def drain(
     worker_id = "drain"
     settings = conf.get()
     only = _function_ids(functions) if functions is not None else None
+    outcomes = Outcomes(worker_id)
     if clock.is_frozen():
         summary.cron_ticks = fire_due_ticks(
             registry.all(), now=clock.now(), worker_id=worker_id, only=only
@@ -123,7 +124,8 @@ def drain(
             if summary.invocations > max_invocations:
                 store.release(worker_id)
                 raise RuntimeError(f"drain() stopped after {max_invocations} invocations")
-            status = record_outcome(run, _invoke(run), worker_id)
+            function = registry.get(run.function_id)
+            status = outcomes.record(run, _invoke(run, function), function)
             if status == RunStatus.COMPLETED:
                 summary.completed += 1
             elif status == RunStatus.FAILED:
@@ -162,8 +164,7 @@ def _registered(function_id: str) -> Function:
     raise ValueError(f"drain(functions=...): {function_id!r} {problem}; registered: {known}")
 
 
-def _invoke(run: store.ClaimedRun) -> Outcome:
-    function = registry.get(run.function_id)
+def _invoke(run: store.ClaimedRun, function: Function | None) -> Outcome:
     if function is None:
         return not_registered(run)
     runtime = _calling_thread_runtime(

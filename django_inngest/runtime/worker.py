@@ -4,7 +4,8 @@ The event loop claims and schedules; async handlers run on it, sync handlers in 
 and every database call from the loop goes through a small I/O pool (Django refuses ORM calls
 on a thread that runs an event loop). On PostgreSQL, an idle worker picks up notified events
 on its LISTEN thread (`listener.py`) and hands the runs to the loop. What a run does against
-the database, shared with `testing.drain()`, is in `claimed.py`.
+the database, shared with `testing.drain()`, is in `claimed.py` and
+`outcomes.py`.
 """
 
 from __future__ import annotations
@@ -32,28 +33,13 @@ from django.db import DatabaseError, connections
 from django_inngest import conf, killpoints, store
 from django_inngest.checks import migrations_problem
 from django_inngest.core import clock
-from django_inngest.core.engine import (
-    Completed,
-    Dropped,
-    Failed,
-    Outcome,
-    Runtime,
-)
+from django_inngest.core.engine import Failed, Outcome, Runtime
 from django_inngest.core.steps import invoke_async, invoke_sync
-from django_inngest.models import RunStatus
 from django_inngest.registry import registry
 from django_inngest.runtime import fleet
-from django_inngest.runtime.claimed import (
-    drop_run,
-    execution_for,
-    function_exists,
-    log_dropped,
-    log_end,
-    record_outcome,
-    run_end,
-    sweep_leases,
-)
+from django_inngest.runtime.claimed import execution_for, function_exists
 from django_inngest.runtime.listener import PostgresListener, SqliteWatcher
+from django_inngest.runtime.outcomes import TALLIES, Outcomes, sweep_leases
 from django_inngest.runtime.scheduler import CronScheduler
 from django_inngest.runtime.threads import (
     GroupWriter,
@@ -83,17 +69,6 @@ CRON_RETRY_SECONDS = (1.0, 30.0)
 class WorkerConfigError(ImproperlyConfigured):
     """The worker refuses to start while `manage.py check` reports errors or the tables
     are missing."""
-
-
-#: How the burst summary names what an invocation ended with (None: not recorded).
-TALLIES: dict[str | None, str] = {
-    RunStatus.COMPLETED: "completed",
-    RunStatus.FAILED: "failed",
-    RunStatus.QUEUED: "retried",
-    RunStatus.SLEEPING: "sleeping",
-    RunStatus.WAITING: "waiting",
-    None: "dropped",
-}
 
 
 def _on_own_connection(fn: Callable[..., T], *args: Any) -> T:
@@ -165,6 +140,7 @@ class Worker:
         """The run running alone, if one does."""
         self._signals = 0
         self._outage = Outage(logger)
+        self._outcomes = Outcomes(self.worker_id, self._outage)
         self._listener: PostgresListener | None = None
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
@@ -463,39 +439,19 @@ class Worker:
                 runtime = self._sync_runtime()
                 execution = execution_for(claimed, function, self.worker_id, runtime, self._steps)
                 outcome = await self._in_runner(invoke_sync, execution)
-            status: str | None = None
-            if isinstance(outcome, Dropped) and outcome.store_failed:
-                await self._drop(claimed, outcome.reason, None)
-            elif isinstance(outcome, Dropped):
-                log_dropped(claimed, outcome)
-            elif isinstance(outcome, Completed | Failed):
-                end = run_end(claimed, outcome, self.worker_id)
+            end = self._outcomes.end_of(claimed, outcome, function)
+            if end is not None:  # grouped with the ends of the worker's other runs
                 written = await asyncio.wrap_future(self._ends.submit(end))
-                status = log_end(end, claimed.function_id, written)
+                status = self._outcomes.ended(end, claimed.function_id, written)
             else:
-                status = await self._io_call(record_outcome, claimed, outcome, self.worker_id)
+                status = await self._io_call(self._outcomes.record, claimed, outcome, function)
             self.tally[TALLIES.get(status, "dropped")] += 1
         except DatabaseError as error:
             self.tally["dropped"] += 1
-            await self._drop(claimed, "could not record its outcome", error)
+            await self._io_call(self._outcomes.drop, claimed, "could not record its outcome", error)
         except Exception:
             self.tally["dropped"] += 1
             logger.exception("worker error on run_id=%s", claimed.run_id)
-
-    async def _drop(
-        self, claimed: store.ClaimedRun, reason: str, error: DatabaseError | None
-    ) -> None:
-        """The engine's own writes for a run failed: give the run back to the queue (it goes
-        on from its last checkpoint, here or on another worker, no attempt used). When that
-        fails too, its lease expires and a sweep gives it back."""
-        self._outage.failed(f"run_id={claimed.run_id}: {reason}", error, dropped=True)
-        for _ in range(2):  # a second try on a fresh connection: the failure closed the first
-            try:
-                await self._io_call(drop_run, claimed.run_id, self.worker_id)
-                return
-            except DatabaseError:
-                continue
-        logger.debug("could not give back run_id=%s; its lease will expire", claimed.run_id)
 
     def _async_runtime(self) -> Runtime:
         loop = self._loop
@@ -576,7 +532,7 @@ class Worker:
             logger.exception("sweeping the fleet failed; will try again")
 
     def _fail_orphan(self, claimed: store.ClaimedRun, error: dict[str, Any]) -> None:
-        record_outcome(claimed, Failed(error=error), self.worker_id)
+        self._outcomes.record(claimed, Failed(error=error), registry.get(claimed.function_id))
 
     @staticmethod
     def _prune_check() -> float:
