@@ -12,7 +12,7 @@ from django.core.checks import run_checks
 import django_inngest as inngest
 from django_inngest.core.clock import FrozenClock
 from django_inngest.models import Event, FunctionRun, Pause
-from django_inngest.runtime.worker import Worker
+from django_inngest.runtime import Worker
 from django_inngest.testing import drain
 
 CANCEL = [inngest.Cancel(event="t.cancel", if_exp="event.data.id == async.data.id")]

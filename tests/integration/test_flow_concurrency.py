@@ -15,7 +15,7 @@ from django_inngest import store
 from django_inngest.core import clock as engine_clock
 from django_inngest.core.clock import FrozenClock
 from django_inngest.models import FunctionRun, QueueItem, RunStep
-from django_inngest.runtime.worker import Worker
+from django_inngest.runtime import Worker
 from django_inngest.testing import drain
 
 
