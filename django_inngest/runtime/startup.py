@@ -31,14 +31,19 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def refuse_unfit_start() -> None:
-    """Raise `WorkerConfigError` while the app's checks report errors or its migrations are
-    not applied. A database not reachable now is not a reason: the worker retries it."""
-    errors = [
+def check_errors() -> list[checks.CheckMessage]:
+    """The errors (not warnings) django_inngest's checks report now."""
+    return [
         message
         for message in checks.run_checks(tags=["django_inngest"])
         if message.level >= checks.ERROR
     ]
+
+
+def refuse_unfit_start() -> None:
+    """Raise `WorkerConfigError` while the app's checks report errors or its migrations are
+    not applied. A database not reachable now is not a reason: the worker retries it."""
+    errors = check_errors()
     if errors:
         raise WorkerConfigError(
             "the worker will not start until these are fixed:\n"

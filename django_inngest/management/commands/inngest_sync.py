@@ -5,24 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core import checks
 from django.core.management.base import BaseCommand, CommandError
 
 from django_inngest.core import clock
 from django_inngest.registry import registry
 from django_inngest.runtime import fleet
 from django_inngest.runtime.scheduler import CronScheduler
+from django_inngest.runtime.startup import check_errors
 
 
 class Command(BaseCommand):
     help = "Record this code's functions as the current function set of their apps."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        errors = [
-            message
-            for message in checks.run_checks(tags=["django_inngest"])
-            if message.level >= checks.ERROR
-        ]
+        errors = check_errors()
         if errors:
             raise CommandError(
                 "nothing synced until these are fixed:\n"
