@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, connections
 
@@ -22,7 +22,7 @@ from django_inngest.runtime.fleet import Membership
 from django_inngest.runtime.listener import SqliteWatcher
 from django_inngest.runtime.outcomes import Outcomes, sweep_leases
 from django_inngest.runtime.scheduler import CronScheduler
-from django_inngest.runtime.threads import Outage
+from django_inngest.runtime.threads import IoCall, Outage
 
 logger = logging.getLogger("django_inngest.worker")
 T = TypeVar("T")
@@ -31,12 +31,6 @@ T = TypeVar("T")
 PARKED_CHECK_SECONDS = 30.0
 #: Seconds before the first retry of loading cron schedules, and the longest wait after.
 CRON_RETRY_SECONDS = (1.0, 30.0)
-
-
-class IoCall(Protocol):
-    """Runs a blocking call on the worker's I/O pool."""
-
-    def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]: ...
 
 
 class Housekeeping:

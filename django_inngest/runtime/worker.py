@@ -1,11 +1,12 @@
-"""The worker: claim due runs, execute them, record outcomes, wake up.
+"""The worker: claim due runs, start them, wake up.
 
-The event loop claims and schedules; async handlers run on it, sync handlers in a thread pool,
-and every database call from the loop goes through a small I/O pool (Django refuses ORM calls
-on a thread that runs an event loop). On PostgreSQL, an idle worker picks up notified events
-on its LISTEN thread (`listener.py`) and hands the runs to the loop. What a run does against
-the database, shared with `testing.drain()`, is in `claimed.py` and `outcomes.py`; leases,
-heartbeats, cron and the other background jobs are in `housekeeping.py`.
+The event loop claims and schedules; every database call from the loop goes through a small
+I/O pool (Django refuses ORM calls on a thread that runs an event loop). On PostgreSQL, an idle
+worker picks up notified events on its LISTEN thread (`listener.py`) and hands the runs to the
+loop. How a run is executed is in `executor.py` (async handlers on the loop, sync ones in a
+thread pool); what it does against the database, shared with `testing.drain()`, in
+`claimed.py` and `outcomes.py`; leases, heartbeats, cron and the other background jobs in
+`housekeeping.py`.
 """
 
 from __future__ import annotations
@@ -25,23 +26,19 @@ from typing import Any, TypeVar
 
 from django.db import DatabaseError
 
-from django_inngest import conf, killpoints, store
+from django_inngest import conf, store
 from django_inngest.core import clock
-from django_inngest.core.engine import Outcome, Runtime
-from django_inngest.core.steps import invoke_async, invoke_sync
 from django_inngest.registry import registry
 from django_inngest.runtime import fleet
-from django_inngest.runtime.claimed import execution_for, function_exists
+from django_inngest.runtime.executor import RunExecutor
 from django_inngest.runtime.housekeeping import Housekeeping
 from django_inngest.runtime.listener import PostgresListener
 from django_inngest.runtime.outcomes import TALLIES, Outcomes
 from django_inngest.runtime.startup import new_worker_id, refuse_unfit_start
 from django_inngest.runtime.threads import (
-    GroupWriter,
     Outage,
     close_connections_of,
     hygienic,
-    run_branches_in_threads,
 )
 
 logger = logging.getLogger("django_inngest.worker")
@@ -162,8 +159,16 @@ class Worker:
         self._runners = ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="inngest-run"
         )
-        self._steps = GroupWriter(store.save_steps, self._io)
-        self._ends = GroupWriter(store.end_runs, self._io)
+        self._executor = RunExecutor(
+            worker_id=self.worker_id,
+            fleet=self.fleet,
+            outcomes=self._outcomes,
+            loop=self._loop,
+            io=self._io,
+            runners=self._runners,
+            io_call=self._io_call,
+            tally=self.tally,
+        )
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(signum, self._on_signal, signum)
@@ -364,7 +369,7 @@ class Worker:
             self._events_due = True  # the fallback poll also covers a lost notification
 
     def _start(self, claimed: store.ClaimedRun) -> None:
-        task = asyncio.create_task(self._execute(claimed))
+        task = asyncio.create_task(self._executor.execute(claimed))
         self._inflight[claimed.run_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
@@ -377,67 +382,6 @@ class Worker:
                 self._wake.set()
 
         task.add_done_callback(done)
-
-    async def _execute(self, claimed: store.ClaimedRun) -> None:
-        killpoints.park("after-claim")
-        function = registry.get(claimed.function_id)
-        try:
-            if function is None:
-                await self._io_call(self.fleet.give_back, claimed.run_id, claimed.function_id)
-                return
-            if function.is_async:
-                runtime = self._async_runtime()
-                outcome: Outcome = await invoke_async(
-                    execution_for(claimed, function, self.worker_id, runtime, self._steps)
-                )
-            else:
-                runtime = self._sync_runtime()
-                execution = execution_for(claimed, function, self.worker_id, runtime, self._steps)
-                outcome = await self._in_runner(invoke_sync, execution)
-            end = self._outcomes.end_of(claimed, outcome, function)
-            if end is not None:  # grouped with the ends of the worker's other runs
-                written = await asyncio.wrap_future(self._ends.submit(end))
-                status = self._outcomes.ended(end, claimed.function_id, written)
-            else:
-                status = await self._io_call(self._outcomes.record, claimed, outcome, function)
-            self.tally[TALLIES.get(status, "dropped")] += 1
-        except DatabaseError as error:
-            self.tally["dropped"] += 1
-            await self._io_call(self._outcomes.drop, claimed, "could not record its outcome", error)
-        except Exception:
-            self.tally["dropped"] += 1
-            logger.exception("worker error on run_id=%s", claimed.run_id)
-
-    def _async_runtime(self) -> Runtime:
-        loop = self._loop
-        assert loop is not None
-
-        async def offload(fn: Callable[[], Any]) -> Any:
-            return await loop.run_in_executor(self._io, hygienic, fn)
-
-        async def offload_user(fn: Callable[[], Any]) -> Any:
-            return await loop.run_in_executor(self._runners, fn)
-
-        return Runtime(
-            offload=offload,
-            offload_user=offload_user,
-            max_event_bytes=conf.get().MAX_EVENT_BYTES,
-            function_exists=function_exists,
-        )
-
-    def _sync_runtime(self) -> Runtime:
-        return Runtime(
-            run_branches=run_branches_in_threads,
-            concurrent=True,
-            max_event_bytes=conf.get().MAX_EVENT_BYTES,
-            function_exists=function_exists,
-        )
-
-    async def _in_runner(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._loop is not None
-        return await self._loop.run_in_executor(
-            self._runners, hygienic, functools.partial(fn, *args)
-        )
 
     async def _io_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self._loop is not None
