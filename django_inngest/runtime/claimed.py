@@ -27,7 +27,7 @@ from django_inngest.registry import registry
 from django_inngest.runtime import fleet
 from django_inngest.runtime.threads import GroupWriter
 
-logger = logging.getLogger("django_inngest.worker")  # run outcomes are logged as the worker's
+logger = logging.getLogger("django_inngest.worker")  # run starts are logged as the worker's
 
 
 def run_fields(run_id: str, function_id: str) -> dict[str, str]:

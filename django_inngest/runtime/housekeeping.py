@@ -10,7 +10,7 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from django.db import DatabaseError, connections
 
@@ -25,7 +25,6 @@ from django_inngest.runtime.scheduler import CronScheduler
 from django_inngest.runtime.threads import IoCall, Outage
 
 logger = logging.getLogger("django_inngest.worker")
-T = TypeVar("T")
 
 #: How often a worker releases parked runs whose key has free slots (a safety net).
 PARKED_CHECK_SECONDS = 30.0
