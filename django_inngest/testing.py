@@ -25,18 +25,18 @@ from django_inngest.core.events import Event
 from django_inngest.core.function import Function
 from django_inngest.core.local import LocalResult, run_locally
 from django_inngest.core.steps import invoke_async, invoke_sync
-from django_inngest.execution import (
+from django_inngest.models import RunStatus
+from django_inngest.registry import registry
+from django_inngest.runtime.claimed import (
     execution_for,
     function_exists,
     not_registered,
     planner,
     priority_window,
-    record_outcome,
     route,
 )
-from django_inngest.models import RunStatus
-from django_inngest.registry import registry
-from django_inngest.scheduler import fire_due_ticks
+from django_inngest.runtime.outcomes import Outcomes
+from django_inngest.runtime.scheduler import fire_due_ticks
 
 __all__ = ["DrainSummary", "LocalResult", "drain", "frozen_clock", "run_function"]
 
@@ -98,6 +98,7 @@ def drain(
     worker_id = "drain"
     settings = conf.get()
     only = _function_ids(functions) if functions is not None else None
+    outcomes = Outcomes(worker_id)
     if clock.is_frozen():
         summary.cron_ticks = fire_due_ticks(
             registry.all(), now=clock.now(), worker_id=worker_id, only=only
@@ -125,7 +126,8 @@ def drain(
             if summary.invocations > max_invocations:
                 store.release(worker_id)
                 raise RuntimeError(f"drain() stopped after {max_invocations} invocations")
-            status = record_outcome(run, _invoke(run), worker_id)
+            function = registry.get(run.function_id)
+            status = outcomes.record(run, _invoke(run, function), function)
             if status == RunStatus.COMPLETED:
                 summary.completed += 1
             elif status == RunStatus.FAILED:
@@ -164,8 +166,7 @@ def _registered(function_id: str) -> Function:
     raise ValueError(f"drain(functions=...): {function_id!r} {problem}; registered: {known}")
 
 
-def _invoke(run: store.ClaimedRun) -> Outcome:
-    function = registry.get(run.function_id)
+def _invoke(run: store.ClaimedRun, function: Function | None) -> Outcome:
     if function is None:
         return not_registered(run)
     runtime = _calling_thread_runtime(

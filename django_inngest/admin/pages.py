@@ -37,7 +37,7 @@ from django_inngest.core.function import Function
 from django_inngest.fleet_status import FleetStatus, fleet_status
 from django_inngest.models import FunctionRun
 from django_inngest.registry import registry
-from django_inngest.scheduler import CronStatus, cron_status
+from django_inngest.runtime.scheduler import CronStatus, cron_status
 from django_inngest.store import event_map
 
 SEND_PERMISSION = "django_inngest.send_event"

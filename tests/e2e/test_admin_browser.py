@@ -182,8 +182,8 @@ def test_the_dashboard_shows_live_and_gone_workers_two_versions_and_the_backlog(
     half done), one gone; orders queued that no worker took, events not yet matched, a cron
     tick missed."""
     from django_inngest import store
-    from django_inngest.execution import route
     from django_inngest.models import CronSchedule, WorkerRecord
+    from django_inngest.runtime.claimed import route
 
     for minute in range(12):
         shop.order(minute)

@@ -16,8 +16,8 @@ import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock
 from django_inngest.core.clock import FrozenClock
-from django_inngest.execution import planner, route
 from django_inngest.registry import registry
+from django_inngest.runtime.claimed import planner, route
 from tests.admin_scenarios import Shop, open_shop
 from tests.e2e import test_admin_browser
 

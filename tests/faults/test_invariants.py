@@ -12,8 +12,8 @@ import pytest
 import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock, ids
-from django_inngest.execution import route
 from django_inngest.models import Event, FunctionRun, QueueItem
+from django_inngest.runtime.claimed import route
 from django_inngest.testing import drain
 from tests.faults.invariants import check, duplicates
 from tests.testapp.functions import client

@@ -11,8 +11,8 @@ import pytest
 
 import django_inngest as inngest
 from django_inngest.models import FunctionRun, RunStep
+from django_inngest.runtime import Worker
 from django_inngest.testing import drain, frozen_clock, run_function
-from django_inngest.worker import Worker
 from tests.testapp.functions import client, import_images
 from tests.testapp.models import WorkLog
 

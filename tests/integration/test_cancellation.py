@@ -12,8 +12,8 @@ from django.core.checks import run_checks
 import django_inngest as inngest
 from django_inngest.core.clock import FrozenClock
 from django_inngest.models import Event, FunctionRun, Pause
+from django_inngest.runtime import Worker
 from django_inngest.testing import drain
-from django_inngest.worker import Worker
 
 CANCEL = [inngest.Cancel(event="t.cancel", if_exp="event.data.id == async.data.id")]
 

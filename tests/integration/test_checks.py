@@ -11,7 +11,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 import django_inngest as inngest
-from django_inngest.worker import Worker, WorkerConfigError
+from django_inngest.runtime import Worker, WorkerConfigError
 
 
 def messages() -> list[tuple[str, str]]:

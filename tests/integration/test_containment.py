@@ -19,11 +19,11 @@ import pytest
 from django.test import Client
 
 import django_inngest as inngest
-from django_inngest import fleet
 from django_inngest.core import clock as engine_clock
 from django_inngest.core import ids
 from django_inngest.core.clock import FrozenClock
 from django_inngest.models import Event, EventSkip, FunctionRun, Pause
+from django_inngest.runtime import fleet
 from django_inngest.testing import drain
 
 pytestmark = pytest.mark.django_db
@@ -235,7 +235,7 @@ def test_an_idle_postgresql_worker_taking_a_notified_event_records_the_skip_in_i
 ) -> None:
     """`store.pick_up_event`: the skip is written with the runs, in the one statement."""
     from django_inngest import store
-    from django_inngest.execution import planner, route
+    from django_inngest.runtime.claimed import planner, route
 
     inngest_client.create_function(
         fn_id="picky", trigger=inngest.TriggerEvent(event="t", expression=GUARDED)

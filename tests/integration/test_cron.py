@@ -24,7 +24,7 @@ from django_inngest.core.function import Function
 from django_inngest.core.schedule import timer_event
 from django_inngest.models import CronSchedule, CronTick, FunctionRun
 from django_inngest.registry import registry
-from django_inngest.scheduler import CronScheduler
+from django_inngest.runtime.scheduler import CronScheduler
 from django_inngest.testing import drain, frozen_clock
 from tests.helpers import make
 

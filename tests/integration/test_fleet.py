@@ -10,10 +10,11 @@ import pytest
 from django.core.management import call_command
 
 import django_inngest as inngest
-from django_inngest import fleet, store
+from django_inngest import store
 from django_inngest.core import clock
 from django_inngest.core.function import Function
 from django_inngest.models import AppSync, FunctionRun, SyncedFunction, WorkerRecord
+from django_inngest.runtime import fleet
 
 pytestmark = pytest.mark.django_db
 

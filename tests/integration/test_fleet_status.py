@@ -14,8 +14,8 @@ import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock as engine_clock
 from django_inngest.core.clock import FrozenClock
-from django_inngest.execution import route
 from django_inngest.models import CronSchedule, WorkerRecord
+from django_inngest.runtime.claimed import route
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,8 @@ from django_inngest import store
 from django_inngest.core import clock as engine_clock
 from django_inngest.core.clock import FrozenClock
 from django_inngest.models import FunctionRun, QueueItem, RunStep
+from django_inngest.runtime import Worker
 from django_inngest.testing import drain
-from django_inngest.worker import Worker
 
 
 def spans(step_id: str) -> list[tuple[Any, Any, Any]]:
@@ -218,8 +218,8 @@ def test_a_run_that_cannot_start_in_time_is_cancelled_without_executing(
 
 
 def drain_fan_out() -> None:
-    from django_inngest.execution import planner, route
     from django_inngest.registry import registry
+    from django_inngest.runtime.claimed import planner, route
 
     store.fan_out(route, now=engine_clock.now(), pending=registry.listens_to, planner=planner)
 

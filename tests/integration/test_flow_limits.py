@@ -165,8 +165,8 @@ def test_a_higher_priority_run_starts_before_earlier_runs(
 
 
 def drain_fan_out_only() -> None:
-    from django_inngest.execution import planner, route
     from django_inngest.registry import registry
+    from django_inngest.runtime.claimed import planner, route
 
     store.fan_out(route, now=engine_clock.now(), pending=registry.listens_to, planner=planner)
 

@@ -17,8 +17,8 @@ from django.db import connection
 import django_inngest as inngest
 from django_inngest.core.clock import FrozenClock
 from django_inngest.models import Event, FunctionRun, Pause, QueueItem, RunStep
+from django_inngest.runtime import Worker
 from django_inngest.testing import drain
-from django_inngest.worker import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

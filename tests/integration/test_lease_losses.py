@@ -15,8 +15,9 @@ import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock, ids
 from django_inngest.core.engine import StepRecord
-from django_inngest.execution import route, sweep_leases
 from django_inngest.models import FunctionRun, QueueItem, RunStep
+from django_inngest.runtime.claimed import route
+from django_inngest.runtime.outcomes import sweep_leases
 from django_inngest.testing import drain
 
 pytestmark = pytest.mark.django_db

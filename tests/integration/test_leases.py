@@ -11,8 +11,8 @@ from django_inngest import store
 from django_inngest.core import clock, ids
 from django_inngest.core.engine import LeaseLost, StepRecord
 from django_inngest.core.events import prepare
-from django_inngest.execution import route
 from django_inngest.models import Event, FunctionRun, QueueItem
+from django_inngest.runtime.claimed import route
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock
-from django_inngest.execution import planner, route
 from django_inngest.models import Event, FunctionRun, QueueItem
+from django_inngest.runtime.claimed import planner, route
 
 pytestmark = pytest.mark.django_db
 

@@ -145,7 +145,7 @@ def test_a_run_an_idle_worker_takes_from_a_notification_listens_after_its_own_ev
     """`pick_up_event` writes the run and its cancel listener in the statement that takes
     the event: the listener's order of receipt is the event's, read by that statement."""
     from django_inngest import store
-    from django_inngest.execution import planner, route
+    from django_inngest.runtime.claimed import planner, route
     from tests.integration.test_pick_up import notification_of
 
     inngest_client.create_function(

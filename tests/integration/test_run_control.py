@@ -12,8 +12,8 @@ import django_inngest as inngest
 from django_inngest.core.clock import FrozenClock
 from django_inngest.core.errors import RunEndedError, RunNotFoundError
 from django_inngest.models import Event, FunctionRun, RunStep
+from django_inngest.runtime import Worker
 from django_inngest.testing import drain
-from django_inngest.worker import Worker
 
 
 @pytest.mark.django_db

@@ -66,7 +66,7 @@ def test_queued_runs_are_queued_until_a_worker_claims_them(inngest_client: innge
 
     from django_inngest import store
     from django_inngest.core import clock
-    from django_inngest.execution import route
+    from django_inngest.runtime.claimed import route
 
     inngest_client.send_sync(inngest.Event(name="t"))
     store.fan_out(route, now=clock.now())
@@ -186,8 +186,8 @@ def test_a_run_of_an_unknown_function_fails_with_a_clear_error(
 
     from django_inngest import store
     from django_inngest.core import clock
-    from django_inngest.execution import route
     from django_inngest.registry import registry
+    from django_inngest.runtime.claimed import route
 
     inngest_client.send_sync(inngest.Event(name="t"))
     store.fan_out(route, now=clock.now())

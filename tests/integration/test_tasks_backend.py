@@ -15,9 +15,9 @@ import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core.clock import FrozenClock
 from django_inngest.core.clock import now as clock_now
-from django_inngest.execution import route
 from django_inngest.models import Event, FunctionRun, RunStatus, RunStep
 from django_inngest.registry import registry
+from django_inngest.runtime.claimed import route
 from django_inngest.tasks import DurableBackend, TaskCancelled, option_problems
 from django_inngest.testing import drain
 from tests.tasks_framework import (
@@ -437,8 +437,8 @@ def test_a_tasks_stored_definition_rebuilds_with_its_dotted_id() -> None:
     """A worker without a task's code still routes its events from the app sync (issue 16),
     so a task's run is created whichever worker fans its event out."""
     from django_inngest.core.definition import definition, function_from_definition
-    from django_inngest.fleet import plans_for
     from django_inngest.registry import Registry
+    from django_inngest.runtime.fleet import plans_for
 
     own = registry.get("tasks.tests.testapp.tasks.add")
     assert own is not None

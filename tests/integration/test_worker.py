@@ -12,7 +12,7 @@ import pytest
 
 import django_inngest as inngest
 from django_inngest.models import FunctionRun, RunStep
-from django_inngest.worker import Worker
+from django_inngest.runtime import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,9 +13,9 @@ import pytest
 from django.db import OperationalError
 
 import django_inngest as inngest
-from django_inngest import worker as worker_module
-from django_inngest.scheduler import CronScheduler
-from django_inngest.worker import Worker
+from django_inngest.runtime import Worker
+from django_inngest.runtime import housekeeping as worker_module
+from django_inngest.runtime.scheduler import CronScheduler
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

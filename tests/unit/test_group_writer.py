@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from django_inngest.threads import GroupWriter
+from django_inngest.runtime.threads import GroupWriter
 
 
 def test_writes_submitted_while_a_group_is_in_flight_go_together_as_the_next_group() -> None:

@@ -153,3 +153,42 @@ def test_the_dialect_modules_write_sql_the_test_above_would_catch_elsewhere() ->
     for name in DIALECTS:
         found = {word for text in code_strings(STORE / name) for word in VENDOR_SQL if word in text}
         assert found, name
+
+
+def public_names_of(package: Path) -> set[str]:
+    """The `__all__` of a package's `__init__.py`, read from its source."""
+    for node in ast.parse((package / "__init__.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets
+        ):
+            return set(ast.literal_eval(node.value))
+    raise AssertionError(f"{package} has no __all__")
+
+
+def test_the_runtime_uses_store_and_core_only_through_their_public_names() -> None:
+    """No store submodule (the store package exports what the runtime may use), no name the
+    store package does not export, and no `_`-prefixed name of store or core."""
+    exported = public_names_of(PACKAGE / "store")
+    for path in (PACKAGE / "runtime").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("django_inngest.store."), (
+                        f"{path.name} imports {alias.name}"
+                    )
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = {alias.name for alias in node.names}
+                if node.module == "django_inngest.store":
+                    assert names <= exported, f"{path.name} imports {names - exported} from store"
+                assert not node.module.startswith("django_inngest.store."), (
+                    f"{path.name} imports {node.module}"
+                )
+                if node.module.startswith("django_inngest.core"):
+                    private = {name for name in names if name.startswith("_")}
+                    assert not private, f"{path.name} imports {private} from {node.module}"
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "store"
+            ):
+                assert node.attr in exported, f"{path.name} uses store.{node.attr}"

@@ -15,7 +15,7 @@ from django_inngest.core.errors import WorkerLostError, error_data
 from django_inngest.core.events import Event, PreparedEvent
 from django_inngest.core.function import Function
 from django_inngest.core.steps import invoke
-from django_inngest.threads import Outage
+from django_inngest.runtime.threads import Outage
 
 
 class BrokenStore:

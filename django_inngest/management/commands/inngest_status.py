@@ -20,7 +20,7 @@ from django_inngest.fleet_status import GONE_AFTER_HEARTBEATS, FleetStatus, chec
 from django_inngest.fleet_status import seconds as ago
 from django_inngest.models import FunctionRun
 from django_inngest.registry import registry
-from django_inngest.scheduler import CronStatus, cron_status
+from django_inngest.runtime.scheduler import CronStatus, cron_status
 
 
 def _moment(value: datetime | None) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core import checks
 from django.core.management.base import BaseCommand, CommandError
 
-from django_inngest import fleet
 from django_inngest.core import clock
 from django_inngest.registry import registry
-from django_inngest.scheduler import CronScheduler
+from django_inngest.runtime import fleet
+from django_inngest.runtime.scheduler import CronScheduler
+from django_inngest.runtime.startup import check_errors
 
 
 class Command(BaseCommand):
@@ -24,11 +24,7 @@ class Command(BaseCommand):
         """Refuse when the system checks report errors or no function is registered; otherwise store
         the definitions of the registered functions per app, print each app's version, and start the
         cron schedules."""
-        errors = [
-            message
-            for message in checks.run_checks(tags=["django_inngest"])
-            if message.level >= checks.ERROR
-        ]
+        errors = check_errors()
         if errors:
             raise CommandError(
                 "nothing synced until these are fixed:\n"

@@ -1,4 +1,4 @@
-"""`manage.py inngest_worker`: a thin shell over `django_inngest.worker.Worker`.
+"""`manage.py inngest_worker`: a thin shell over `django_inngest.runtime.Worker`.
 
 It parses and checks the flags, sets up logging for the `django_inngest` loggers, and, with
 `--reload`, runs the worker under Django's autoreloader (as `runserver` does).
@@ -16,7 +16,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import autoreload
 
-from django_inngest.worker import Worker, WorkerConfigError
+from django_inngest.runtime import Worker, WorkerConfigError
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

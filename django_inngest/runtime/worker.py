@@ -1,10 +1,12 @@
-"""The worker: claim due runs, execute them, record outcomes, keep leases alive, wake up.
+"""The worker: claim due runs, start them, wake up.
 
-The event loop claims and schedules; async handlers run on it, sync handlers in a thread pool,
-and every database call from the loop goes through a small I/O pool (Django refuses ORM calls
-on a thread that runs an event loop). On PostgreSQL, an idle worker picks up notified events
-on its LISTEN thread (`listener.py`) and hands the runs to the loop. What a run does against
-the database, shared with `testing.drain()`, is in `execution.py`.
+The event loop claims and schedules; every database call from the loop goes through a small
+I/O pool (Django refuses ORM calls on a thread that runs an event loop). On PostgreSQL, an idle
+worker picks up notified events on its LISTEN thread (`listener.py`) and hands the runs to the
+loop. How a run is executed is in `executor.py` (async handlers on the loop, sync ones in a
+thread pool); what it does against the database, shared with `testing.drain()`, in
+`claimed.py` and `outcomes.py`; leases, heartbeats, cron and the other background jobs in
+`housekeeping.py`.
 """
 
 from __future__ import annotations
@@ -14,52 +16,29 @@ import collections
 import functools
 import logging
 import os
-import secrets
 import signal
-import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
-from django.core import checks
-from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 
-from django_inngest import conf, fleet, killpoints, store
-from django_inngest.checks import migrations_problem
+from django_inngest import conf, store
 from django_inngest.core import clock
-from django_inngest.core.engine import (
-    Completed,
-    Dropped,
-    Failed,
-    Outcome,
-    Runtime,
-)
-from django_inngest.core.steps import invoke_async, invoke_sync
-from django_inngest.execution import (
-    drop_run,
-    execution_for,
-    function_exists,
-    log_dropped,
-    log_end,
-    record_outcome,
-    run_end,
-    sweep_leases,
-)
-from django_inngest.listener import PostgresListener, SqliteWatcher
-from django_inngest.models import RunStatus
 from django_inngest.registry import registry
-from django_inngest.scheduler import CronScheduler
-from django_inngest.threads import (
-    GroupWriter,
+from django_inngest.runtime import fleet
+from django_inngest.runtime.executor import RunExecutor
+from django_inngest.runtime.housekeeping import Housekeeping
+from django_inngest.runtime.listener import PostgresListener
+from django_inngest.runtime.outcomes import TALLIES, Outcomes
+from django_inngest.runtime.startup import new_worker_id, refuse_unfit_start
+from django_inngest.runtime.threads import (
     Outage,
     close_connections_of,
     hygienic,
-    run_branches_in_threads,
 )
 
 logger = logging.getLogger("django_inngest.worker")
@@ -73,44 +52,6 @@ POSTGRES_FALLBACK_POLL = 10.0
 LISTEN_BROKEN_POLL = 2.0
 #: Events fanned out per transaction.
 FAN_OUT_LIMIT = 200
-#: How often a worker releases parked runs whose key has free slots (a safety net).
-PARKED_CHECK_SECONDS = 30.0
-#: Seconds before the first retry of loading cron schedules, and the longest wait after.
-CRON_RETRY_SECONDS = (1.0, 30.0)
-
-
-class WorkerConfigError(ImproperlyConfigured):
-    """The worker refuses to start while `manage.py check` reports errors or the tables
-    are missing."""
-
-
-#: How the burst summary names what an invocation ended with (None: not recorded).
-TALLIES: dict[str | None, str] = {
-    RunStatus.COMPLETED: "completed",
-    RunStatus.FAILED: "failed",
-    RunStatus.QUEUED: "retried",
-    RunStatus.SLEEPING: "sleeping",
-    RunStatus.WAITING: "waiting",
-    None: "dropped",
-}
-
-
-def _on_own_connection(fn: Callable[..., T], *args: Any) -> T:
-    """Call `fn` on a thread of its own whose connections are closed after, so that the
-    thread that called `run()` (perhaps short-lived) is left no connection to leak."""
-
-    def call() -> T:
-        try:
-            return fn(*args)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inngest-start") as pool:
-        return pool.submit(call).result()
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class Worker:
@@ -164,6 +105,7 @@ class Worker:
         """The run running alone, if one does."""
         self._signals = 0
         self._outage = Outage(logger)
+        self._outcomes = Outcomes(self.worker_id, self._outage)
         self._listener: PostgresListener | None = None
         self.unfinished = 0
         """Runs still executing when the worker gave up waiting for them at shutdown."""
@@ -177,22 +119,7 @@ class Worker:
     # -- public ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        errors = [
-            message
-            for message in checks.run_checks(tags=["django_inngest"])
-            if message.level >= checks.ERROR
-        ]
-        if errors:
-            raise WorkerConfigError(
-                "the worker will not start until these are fixed:\n"
-                + "\n".join(f"  {message}" for message in errors)
-            )
-        try:
-            problem = _on_own_connection(migrations_problem, store.alias())
-        except DatabaseError:  # not reachable now: the claim loop reports it and retries
-            problem = None
-        if problem is not None:
-            raise WorkerConfigError(problem)
+        refuse_unfit_start()
         self._started_at = time.monotonic()
         logger.info(
             "worker starting worker_id=%s concurrency=%s functions=%s version=%s queues=%s",
@@ -232,26 +159,36 @@ class Worker:
         self._runners = ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="inngest-run"
         )
-        self._steps = GroupWriter(store.save_steps, self._io)
-        self._ends = GroupWriter(store.end_runs, self._io)
+        self._executor = RunExecutor(
+            worker_id=self.worker_id,
+            fleet=self.fleet,
+            outcomes=self._outcomes,
+            loop=self._loop,
+            io=self._io,
+            runners=self._runners,
+            io_call=self._io_call,
+            tally=self.tally,
+        )
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(signum, self._on_signal, signum)
-        background = [
-            asyncio.create_task(self._every(conf.get().HEARTBEAT_SECONDS, self._heartbeat)),
-            asyncio.create_task(self._every(conf.get().SWEEP_SECONDS, self._sweep)),
-            asyncio.create_task(self._every(PARKED_CHECK_SECONDS, self._release_parked)),
-            asyncio.create_task(self._schedule_cron()),
-        ]
-        if conf.get().PRUNE_INTERVAL_SECONDS:  # one worker per interval prunes (retention.py)
-            background.append(asyncio.create_task(self._every(self._prune_check(), self._prune)))
+        housekeeping = Housekeeping(
+            worker_id=self.worker_id,
+            fleet=self.fleet,
+            outage=self._outage,
+            outcomes=self._outcomes,
+            io_call=self._io_call,
+            poke=self._poke,
+            in_flight=lambda: len(self._inflight),
+            has_free_slot=self._has_free_slot,
+            poll_interval=self.poll_interval,
+        )
+        background = housekeeping.start(watch_sqlite=not self._postgresql)
         listener: PostgresListener | None = None
         if self._postgresql:
             listen_alias = conf.get().LISTEN_DATABASE or store.alias()
             listener = self._listener = PostgresListener(listen_alias, self._notified, self._outage)
             listener.start()
-        else:
-            background.append(asyncio.create_task(self._watch_sqlite_files()))
         try:
             await self._claim_loop()
             if listener is not None:  # what it picked up meanwhile is started, then finished
@@ -427,7 +364,7 @@ class Worker:
             self._events_due = True  # the fallback poll also covers a lost notification
 
     def _start(self, claimed: store.ClaimedRun) -> None:
-        task = asyncio.create_task(self._execute(claimed))
+        task = asyncio.create_task(self._executor.execute(claimed))
         self._inflight[claimed.run_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
@@ -440,87 +377,6 @@ class Worker:
                 self._wake.set()
 
         task.add_done_callback(done)
-
-    async def _execute(self, claimed: store.ClaimedRun) -> None:
-        killpoints.park("after-claim")
-        function = registry.get(claimed.function_id)
-        try:
-            if function is None:
-                await self._io_call(self.fleet.give_back, claimed.run_id, claimed.function_id)
-                return
-            if function.is_async:
-                runtime = self._async_runtime()
-                outcome: Outcome = await invoke_async(
-                    execution_for(claimed, function, self.worker_id, runtime, self._steps)
-                )
-            else:
-                runtime = self._sync_runtime()
-                execution = execution_for(claimed, function, self.worker_id, runtime, self._steps)
-                outcome = await self._in_runner(invoke_sync, execution)
-            status: str | None = None
-            if isinstance(outcome, Dropped) and outcome.store_failed:
-                await self._drop(claimed, outcome.reason, None)
-            elif isinstance(outcome, Dropped):
-                log_dropped(claimed, outcome)
-            elif isinstance(outcome, Completed | Failed):
-                end = run_end(claimed, outcome, self.worker_id)
-                written = await asyncio.wrap_future(self._ends.submit(end))
-                status = log_end(end, claimed.function_id, written)
-            else:
-                status = await self._io_call(record_outcome, claimed, outcome, self.worker_id)
-            self.tally[TALLIES.get(status, "dropped")] += 1
-        except DatabaseError as error:
-            self.tally["dropped"] += 1
-            await self._drop(claimed, "could not record its outcome", error)
-        except Exception:
-            self.tally["dropped"] += 1
-            logger.exception("worker error on run_id=%s", claimed.run_id)
-
-    async def _drop(
-        self, claimed: store.ClaimedRun, reason: str, error: DatabaseError | None
-    ) -> None:
-        """The engine's own writes for a run failed: give the run back to the queue (it goes
-        on from its last checkpoint, here or on another worker, no attempt used). When that
-        fails too, its lease expires and a sweep gives it back."""
-        self._outage.failed(f"run_id={claimed.run_id}: {reason}", error, dropped=True)
-        for _ in range(2):  # a second try on a fresh connection: the failure closed the first
-            try:
-                await self._io_call(drop_run, claimed.run_id, self.worker_id)
-                return
-            except DatabaseError:
-                continue
-        logger.debug("could not give back run_id=%s; its lease will expire", claimed.run_id)
-
-    def _async_runtime(self) -> Runtime:
-        loop = self._loop
-        assert loop is not None
-
-        async def offload(fn: Callable[[], Any]) -> Any:
-            return await loop.run_in_executor(self._io, hygienic, fn)
-
-        async def offload_user(fn: Callable[[], Any]) -> Any:
-            return await loop.run_in_executor(self._runners, fn)
-
-        return Runtime(
-            offload=offload,
-            offload_user=offload_user,
-            max_event_bytes=conf.get().MAX_EVENT_BYTES,
-            function_exists=function_exists,
-        )
-
-    def _sync_runtime(self) -> Runtime:
-        return Runtime(
-            run_branches=run_branches_in_threads,
-            concurrent=True,
-            max_event_bytes=conf.get().MAX_EVENT_BYTES,
-            function_exists=function_exists,
-        )
-
-    async def _in_runner(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._loop is not None
-        return await self._loop.run_in_executor(
-            self._runners, hygienic, functools.partial(fn, *args)
-        )
 
     async def _io_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self._loop is not None
@@ -540,135 +396,6 @@ class Worker:
         self.unfinished = len(pending)
         for task in pending:
             task.cancel()
-
-    # -- background ------------------------------------------------------------------------
-
-    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await job()
-                self._outage.recovered()
-            except DatabaseError as error:
-                self._outage.failed(getattr(job, "__name__", "a background job"), error)
-
-    async def _heartbeat(self) -> None:
-        if self._inflight:
-            await self._io_call(store.heartbeat, self.worker_id, conf.get().LEASE_SECONDS)
-        await self._io_call(self.fleet.seen, clock.now(), in_flight=len(self._inflight))
-
-    async def _sweep(self) -> None:
-        returned = await self._io_call(sweep_leases, self.worker_id)
-        if returned:
-            logger.warning("returned %s runs whose worker stopped renewing its lease", returned)
-            self._poke()
-        try:
-            await self._io_call(self.fleet.sweep, clock.now(), self._fail_orphan)
-        except DatabaseError:
-            raise
-        except Exception:  # a bug here must not stop the sweep of expired leases
-            logger.exception("sweeping the fleet failed; will try again")
-
-    def _fail_orphan(self, claimed: store.ClaimedRun, error: dict[str, Any]) -> None:
-        record_outcome(claimed, Failed(error=error), self.worker_id)
-
-    @staticmethod
-    def _prune_check() -> float:
-        """How often a worker asks whether it is its turn to prune (a cheap upsert)."""
-        return min(60.0, conf.get().PRUNE_INTERVAL_SECONDS or 60.0)
-
-    async def _prune(self) -> None:
-        interval = conf.get().PRUNE_INTERVAL_SECONDS
-        assert interval
-        retention = store.retention_of_settings()
-        call = functools.partial(store.prune_when_due, interval=interval, retention=retention)
-        pruned = await self._io_call(call, now=clock.now())
-        if pruned is not None:
-            logger.info("pruned worker_id=%s: %s", self.worker_id, pruned.summary())
-
-    async def _release_parked(self) -> None:
-        if await self._io_call(store.release_parked_with_room):
-            self._poke()
-
-    async def _schedule_cron(self) -> None:
-        """Fire due cron ticks (see scheduler.py): sleep until the next one, but look at the
-        clock at least every second, or every poll interval if shorter, so clock jumps count."""
-        scheduler = CronScheduler(registry.all(), worker_id=self.worker_id)
-        failures = 0
-        while True:
-            try:
-                await self._io_call(scheduler.start, clock.now())
-                break
-            except DatabaseError as error:
-                # The traceback once; then one line per try, less and less often.
-                delay = min(CRON_RETRY_SECONDS[1], CRON_RETRY_SECONDS[0] * 2**failures)
-                logger.warning(
-                    "cannot load cron schedules (%s); will try again in %.0fs",
-                    error,
-                    delay,
-                    exc_info=failures == 0,
-                )
-                failures += 1
-                await asyncio.sleep(delay)
-        logger.info(
-            "cron scheduler started worker_id=%s schedules=%s", self.worker_id, scheduler.watched
-        )
-        longest_sleep = min(1.0, self.poll_interval)
-        while scheduler.active:
-            due = scheduler.next_due()
-            assert due is not None
-            wait = (due - clock.now()).total_seconds()
-            if wait > 0:
-                await asyncio.sleep(min(wait, longest_sleep))
-                continue
-            try:
-                if await self._io_call(scheduler.tick, clock.now()):
-                    self._poke()
-            except Exception:
-                logger.exception("cron scheduler error; will try again")
-                await asyncio.sleep(1.0)
-
-    async def _watch_sqlite_files(self) -> None:
-        """Any commit by another process changes the database or its WAL file. On Linux the
-        kernel tells us at once (`SqliteWatcher`); the poll is the fallback elsewhere and for
-        anything missed."""
-        name = str(connections[store.alias()].settings_dict["NAME"])
-        if name == ":memory:" or name.startswith("file:"):
-            return
-        path = Path(name).resolve()
-        watcher = (
-            SqliteWatcher(path, self._poke, self._has_free_slot)
-            if SqliteWatcher.available()
-            else None
-        )
-        if watcher is not None:
-            watcher.start()
-        try:
-            await self._poll_sqlite_files([path, Path(f"{path}-wal")])
-        finally:
-            if watcher is not None:
-                watcher.stop()
-                await asyncio.to_thread(watcher.join, 5.0)
-
-    async def _poll_sqlite_files(self, paths: list[Path]) -> None:
-
-        def signature() -> tuple[tuple[int, int] | None, ...]:
-            found: list[tuple[int, int] | None] = []
-            for path in paths:
-                try:
-                    stat = path.stat()
-                    found.append((stat.st_mtime_ns, stat.st_size))
-                except FileNotFoundError:
-                    found.append(None)
-            return tuple(found)
-
-        last = signature()
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            current = signature()
-            if current != last:
-                last = current
-                self._poke()
 
     # -- signals ---------------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ from django_inngest.core.function import Function
 from django_inngest.fleet_status import GONE_AFTER_HEARTBEATS
 from django_inngest.models import WorkerRecord
 from django_inngest.registry import Registry, registry
-from django_inngest.store import fleet as fleet_store
 
 logger = logging.getLogger("django_inngest.worker")
 
@@ -49,15 +48,13 @@ def code_version(functions: Iterable[Function]) -> str:
     return version_of(digest for pairs in definitions_of(functions).values() for _, digest in pairs)
 
 
-def sync_functions(
-    functions: Iterable[Function], *, now: datetime, by: str
-) -> list[fleet_store.Synced]:
+def sync_functions(functions: Iterable[Function], *, now: datetime, by: str) -> list[store.Synced]:
     """Make `functions` the current set of each of their apps (a worker's start, or
     `inngest_sync`); an app whose newest sync has the same definitions is left as it is."""
     synced = []
     for app_id, pairs in definitions_of(functions).items():
         version = version_of(digest for _, digest in pairs)
-        synced.append(fleet_store.sync_app(app_id, pairs, version=version, now=now, by=by))
+        synced.append(store.sync_app(app_id, pairs, version=version, now=now, by=by))
     return synced
 
 
@@ -84,7 +81,7 @@ class Catalog:
         self._lock = threading.RLock()
 
     def load(self) -> None:
-        sets = fleet_store.current_sets()
+        sets = store.current_sets()
         functions = Registry()
         broken: dict[str, str] = {}
         for stored in sets.definitions:
@@ -113,8 +110,8 @@ class Catalog:
 
     def route(self, event: Mapping[str, Any], event_id: str) -> list[RunPlan]:
         """The plans of the runs an event starts: the current sets' matching functions."""
-        self.refresh(fleet_store.seen.marker)
-        fleet_store.seen.routed = self.version
+        self.refresh(store.seen.marker)
+        store.seen.routed = self.version
         return plans_for(self.functions, event, event_id)
 
     def planner(
@@ -286,7 +283,7 @@ class Membership:
         )
 
     def _register(self, now: datetime, *, in_flight: int) -> None:
-        fleet_store.register_worker(
+        store.register_worker(
             WorkerRecord(
                 id=self.worker_id,
                 host=socket.gethostname(),
@@ -303,7 +300,7 @@ class Membership:
     def seen(self, now: datetime, *, in_flight: int) -> None:
         """The heartbeat on this worker's row, in one statement that also reads the newest
         sync (an app synced since: reload the current sets)."""
-        marker = fleet_store.worker_seen(self.worker_id, now=now, in_flight=in_flight)
+        marker = store.worker_seen(self.worker_id, now=now, in_flight=in_flight)
         if marker is None:  # taken for gone (a long pause): come back
             logger.warning("this worker's row was gone; recording it again")
             self._register(now, in_flight=in_flight)
@@ -313,13 +310,13 @@ class Membership:
             logger.info("routing with the current sets sync=%s", self.catalog.version)
 
     def leave(self) -> None:
-        fleet_store.unregister_worker(self.worker_id)
+        store.unregister_worker(self.worker_id)
 
     def give_back(self, run_id: str, function_id: str) -> None:
         """A run of a function this worker lacks was claimed (its view of the current sets
         was stale): back to the queue, untouched, for a worker that serves it."""
         logger.warning("run given back run_id=%s fn=%s: not served here", run_id, function_id)
-        fleet_store.give_back(run_id, self.worker_id)
+        store.give_back(run_id, self.worker_id)
         self.catalog.gave_back(function_id)
 
     def sweep(self, now: datetime, fail: Callable[[store.ClaimedRun, dict[str, Any]], Any]) -> None:
@@ -329,12 +326,12 @@ class Membership:
         settings = conf.get()
         grace = timedelta(seconds=settings.ORPHAN_GRACE_SECONDS)
         gone_after = timedelta(seconds=settings.HEARTBEAT_SECONDS * GONE_AFTER_HEARTBEATS)
-        fleet_store.forget_workers_seen_before(now - max(grace, gone_after))
+        store.forget_workers_seen_before(now - max(grace, gone_after))
         candidates = self.catalog.orphan_candidates(now)
         if not candidates:
             return
         orphans = self.catalog.unserved_for(
-            candidates - fleet_store.served_since(candidates, now - grace), now, grace
+            candidates - store.served_since(candidates, now - grace), now, grace
         )
         if not orphans:
             return
@@ -350,4 +347,4 @@ class Membership:
             if run.function_id in orphans:
                 fail(run, orphan_error(run.function_id))
             else:  # a run of a timer fired on the way: not ours to run
-                fleet_store.give_back(run.run_id, self.worker_id)
+                store.give_back(run.run_id, self.worker_id)

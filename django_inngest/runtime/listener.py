@@ -27,7 +27,7 @@ from pathlib import Path
 from django.db import connections
 
 from django_inngest import store
-from django_inngest.threads import Outage
+from django_inngest.runtime.threads import Outage
 
 logger = logging.getLogger("django_inngest.worker")
 

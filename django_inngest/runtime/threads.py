@@ -9,9 +9,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from django.db import DatabaseError, connections
 
@@ -23,6 +23,12 @@ R = TypeVar("R")
 
 #: At most this many checkpoints (or ends) go in one statement.
 GROUP_SIZE = 50
+
+
+class IoCall(Protocol):
+    """Runs a blocking call on a worker's I/O pool, from its loop."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]: ...
 
 
 def ensure_usable_connections() -> None:
