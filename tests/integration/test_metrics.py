@@ -15,8 +15,8 @@ import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock as engine_clock
 from django_inngest.core.clock import FrozenClock
-from django_inngest.execution import route
 from django_inngest.models import FunctionRun, WorkerRecord
+from django_inngest.runtime.claimed import route
 from django_inngest.testing import drain
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
