@@ -56,8 +56,8 @@ def own_docstring(obj: object) -> str | None:
 
 
 def test_the_site_builds_without_a_warning_and_has_every_page(site: Path) -> None:
-    pages = {p.stem for p in DOCS.glob("*.md")}
-    built = {p.stem for p in site.glob("*.html")}
+    pages = {p.relative_to(DOCS).with_suffix("") for p in DOCS.rglob("*.md")}
+    built = {p.relative_to(site).with_suffix("") for p in site.rglob("*.html")}
     assert pages <= built, f"pages not built: {sorted(pages - built)}"
 
 
@@ -92,7 +92,7 @@ def test_every_command_and_each_of_its_flags_is_documented() -> None:
         p.stem for p in (ROOT / "django_inngest" / "management" / "commands").glob("[!_]*.py")
     )
     assert commands, "no management command found"
-    docs = "\n".join(p.read_text() for p in DOCS.glob("*.md"))
+    docs = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))
     django_flags = {
         flag
         for action in BaseCommand().create_parser("manage.py", "x")._actions

@@ -35,6 +35,14 @@ pip_install "${work}/tools/bin/python" build twine check-wheel-contents
 "${work}/tools/bin/twine" check --strict "${work}"/dist/*
 "${work}/tools/bin/check-wheel-contents" --config "${repo}/pyproject.toml" "${work}"/dist/*.whl
 wheel=$(ls "${work}"/dist/django_inngest_db-*.whl)
+# The MIT licence travels with both (pyproject's license-files). The listings are read whole
+# first: `grep -q` stopping early would kill the lister with SIGPIPE and fail the pipeline.
+wheel_files=$("${work}/tools/bin/python" -m zipfile -l "${wheel}")
+grep -q "dist-info/licenses/LICENSE " <<< "${wheel_files}" \
+    || { echo "LICENSE missing from ${wheel}" >&2; exit 1; }
+sdist_files=$(tar -tzf "${work}"/dist/*.tar.gz)
+grep -q "^django_inngest_db-[^/]*/LICENSE$" <<< "${sdist_files}" \
+    || { echo "LICENSE missing from the sdist" >&2; exit 1; }
 echo "built $(basename "${wheel}") and $(basename "$(ls "${work}"/dist/*.tar.gz)")"
 
 try_wheel_with() {
