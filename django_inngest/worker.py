@@ -202,7 +202,7 @@ class Worker:
             self.fleet.version[:12],
             ",".join(sorted(self.queues)) if self.queues else "all",
         )
-        self.fleet.join(clock.now())
+        self.fleet.join()
         try:
             asyncio.run(self._main())
         finally:

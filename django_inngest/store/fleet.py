@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Max, Min
@@ -23,7 +23,15 @@ from django_inngest.models import (
     SyncedFunction,
     WorkerRecord,
 )
-from django_inngest.store._sql import RUN, _connection, _table, _when, alias, atomic
+from django_inngest.store._sql import (
+    RUN,
+    _connection,
+    _table,
+    _when,
+    alias,
+    atomic,
+    is_postgresql,
+)
 
 #: Syncs kept per app (older ones go when a new one is made); their functions stay "known".
 SYNCS_KEPT = 20
@@ -164,17 +172,42 @@ def register_worker(record: WorkerRecord) -> None:
         record.save(using=db, force_insert=True)
 
 
-def worker_seen(worker_id: str, *, now: datetime, in_flight: int) -> int | None:
-    """A worker's heartbeat on its row, in one statement; returns the newest sync's id, or
-    None when the row is gone (another worker took it for dead)."""
+# On SQLite the database's clock is this machine's: every process reads the same, no query.
+_DATABASE_CLOCK_SQL = "clock_timestamp()"
+
+
+def database_now() -> datetime:
+    """The database's clock (SQLite: this machine's)."""
+    if not is_postgresql():
+        return datetime.now(UTC)
+    with _connection().cursor() as cursor:
+        cursor.execute(f"SELECT {_DATABASE_CLOCK_SQL}")
+        (found,) = cursor.fetchone()
+    return found  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Beat:
+    marker: int
+    """The newest sync's id."""
+    database_now: datetime
+    """The database's clock during the heartbeat (SQLite: this machine's)."""
+
+
+def worker_seen(worker_id: str, *, now: datetime, in_flight: int) -> Beat | None:
+    """A worker's heartbeat on its row, in one statement that also reads the newest sync's id
+    and the database's clock; None when the row is gone (another worker took it for dead)."""
+    database_clock = _DATABASE_CLOCK_SQL if is_postgresql() else "NULL"
     with _connection().cursor() as cursor:
         cursor.execute(
             f"UPDATE {_table(WorkerRecord)} SET last_seen_at = %s, in_flight = %s "
-            f"WHERE id = %s RETURNING {sync_marker_sql()}",
+            f"WHERE id = %s RETURNING {sync_marker_sql()}, {database_clock}",
             [_when(now), in_flight, worker_id],
         )
         found = cursor.fetchone()
-    return None if found is None else int(found[0])
+    if found is None:
+        return None
+    return Beat(marker=int(found[0]), database_now=found[1] or datetime.now(UTC))
 
 
 def unregister_worker(worker_id: str) -> None:
