@@ -202,12 +202,12 @@ class Worker:
             self.fleet.version[:12],
             ",".join(sorted(self.queues)) if self.queues else "all",
         )
-        self.fleet.join()
+        _on_own_connection(self.fleet.join)
         try:
             asyncio.run(self._main())
         finally:
             try:
-                hygienic(self.fleet.leave)
+                _on_own_connection(hygienic, self.fleet.leave)
             except DatabaseError:
                 logger.warning("could not delete this worker's row", exc_info=True)
         logger.info("worker stopped worker_id=%s", self.worker_id)
