@@ -23,15 +23,7 @@ from django_inngest.models import (
     SyncedFunction,
     WorkerRecord,
 )
-from django_inngest.store._sql import (
-    RUN,
-    _connection,
-    _table,
-    _when,
-    alias,
-    atomic,
-    is_postgresql,
-)
+from django_inngest.store._sql import RUN, _connection, _table, _when, alias, atomic, is_postgresql
 
 #: Syncs kept per app (older ones go when a new one is made); their functions stay "known".
 SYNCS_KEPT = 20

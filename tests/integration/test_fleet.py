@@ -133,21 +133,25 @@ def test_a_run_given_back_is_queued_again_untouched() -> None:
 
 
 @pytest.mark.usefixtures("clock")
-def test_a_heartbeat_updates_the_row_and_reports_the_newest_sync() -> None:
-    sync(F)
-    now = clock.now()
+def register(worker_id: str, now: datetime, *, functions: list[str]) -> None:
     store.register_worker(
         WorkerRecord(
-            id="w1",
+            id=worker_id,
             host="h",
             pid=1,
             version="v",
-            functions=["tests-f"],
+            functions=functions,
             concurrency=2,
             started_at=now,
             last_seen_at=now,
         )
     )
+
+
+def test_a_heartbeat_updates_the_row_and_reports_the_newest_sync() -> None:
+    sync(F)
+    now = clock.now()
+    register("w1", now, functions=["tests-f"])
     sync(F, G)
     later = now + timedelta(seconds=10)
     beat = store.worker_seen("w1", now=later, in_flight=2)
@@ -162,18 +166,7 @@ def test_a_heartbeat_updates_the_row_and_reports_the_newest_sync() -> None:
 def test_the_database_clock_is_read_alone_and_with_each_heartbeat() -> None:
     """The server runs on this machine here, so its clock reads this machine's time."""
     now = clock.now()
-    store.register_worker(
-        WorkerRecord(
-            id="w1",
-            host="h",
-            pid=1,
-            version="v",
-            functions=[],
-            concurrency=1,
-            started_at=now,
-            last_seen_at=now,
-        )
-    )
+    register("w1", now, functions=[])
     before = datetime.now(UTC)
     alone = fleet_store.database_now()
     beat = store.worker_seen("w1", now=now, in_flight=0)
