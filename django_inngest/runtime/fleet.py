@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django_inngest import conf, store
+from django_inngest.core import clock
 from django_inngest.core.definition import (
     definition,
     definition_hash,
@@ -262,8 +263,12 @@ class Membership:
         self.catalog = Catalog(functions)
         self.version = code_version(functions)
 
-    def join(self, now: datetime) -> None:
-        """Sync this code's apps, record this worker's row, load the current sets."""
+    def join(self) -> None:
+        """Correct the clock by the database's, sync this code's apps, record this worker's
+        row, load the current sets."""
+        sent = clock.own_now()
+        clock.correct(store.database_now(), sent, clock.own_now())
+        now = clock.now()
         for synced in sync_functions(self.catalog.served.values(), now=now, by=self.worker_id):
             if synced.created:
                 logger.info(
@@ -299,13 +304,16 @@ class Membership:
 
     def seen(self, now: datetime, *, in_flight: int) -> None:
         """The heartbeat on this worker's row, in one statement that also reads the newest
-        sync (an app synced since: reload the current sets)."""
-        marker = store.worker_seen(self.worker_id, now=now, in_flight=in_flight)
-        if marker is None:  # taken for gone (a long pause): come back
+        sync (an app synced since: reload the current sets) and the database's clock (to
+        correct this worker's by)."""
+        sent = clock.own_now()
+        beat = store.worker_seen(self.worker_id, now=now, in_flight=in_flight)
+        if beat is None:  # taken for gone (a long pause): come back
             logger.warning("this worker's row was gone; recording it again")
             self._register(now, in_flight=in_flight)
             return
-        if marker != self.catalog.version:
+        clock.correct(beat.database_now, sent, clock.own_now())
+        if beat.marker != self.catalog.version:
             self.catalog.load()
             logger.info("routing with the current sets sync=%s", self.catalog.version)
 

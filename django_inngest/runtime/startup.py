@@ -7,18 +7,14 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 
 from django_inngest import store
 from django_inngest.checks import migrations_problem
-
-T = TypeVar("T")
+from django_inngest.runtime.threads import on_own_connection
 
 
 class WorkerConfigError(ImproperlyConfigured):
@@ -50,22 +46,8 @@ def refuse_unfit_start() -> None:
             + "\n".join(f"  {message}" for message in errors)
         )
     try:
-        problem = _on_own_connection(migrations_problem, store.alias())
+        problem = on_own_connection(migrations_problem, store.alias())
     except DatabaseError:  # not reachable now: the claim loop reports it and retries
         problem = None
     if problem is not None:
         raise WorkerConfigError(problem)
-
-
-def _on_own_connection(fn: Callable[..., T], *args: Any) -> T:
-    """Call `fn` on a thread of its own whose connections are closed after, so that the
-    thread that called `run()` (perhaps short-lived) is left no connection to leak."""
-
-    def call() -> T:
-        try:
-            return fn(*args)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inngest-start") as pool:
-        return pool.submit(call).result()

@@ -50,6 +50,20 @@ def hygienic(fn: Callable[[], T]) -> T:
         raise
 
 
+def on_own_connection(fn: Callable[..., T], *args: Any) -> T:
+    """Call `fn` on a thread of its own whose connections are closed after, so that the
+    thread that called it (perhaps short-lived) is left no connection to leak."""
+
+    def call() -> T:
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inngest-start") as pool:
+        return pool.submit(call).result()
+
+
 def close_connections_of(executor: ThreadPoolExecutor, threads: int) -> None:
     """Close the database connections of every thread of `executor`: one task per thread,
     held at a barrier so that no thread takes two."""

@@ -39,6 +39,7 @@ from django_inngest.runtime.threads import (
     Outage,
     close_connections_of,
     hygienic,
+    on_own_connection,
 )
 
 logger = logging.getLogger("django_inngest.worker")
@@ -129,12 +130,12 @@ class Worker:
             self.fleet.version[:12],
             ",".join(sorted(self.queues)) if self.queues else "all",
         )
-        self.fleet.join(clock.now())
+        on_own_connection(self.fleet.join)
         try:
             asyncio.run(self._main())
         finally:
             try:
-                hygienic(self.fleet.leave)
+                on_own_connection(hygienic, self.fleet.leave)
             except DatabaseError:
                 logger.warning("could not delete this worker's row", exc_info=True)
         logger.info("worker stopped worker_id=%s", self.worker_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Max, Min
@@ -32,6 +32,7 @@ from django_inngest.store._sql import (
     sync_marker_sql,
     table_name,
 )
+from django_inngest.store.dialect import dialect
 
 #: Syncs kept per app (older ones go when a new one is made); their functions stay "known".
 SYNCS_KEPT = 20
@@ -167,17 +168,45 @@ def register_worker(record: WorkerRecord) -> None:
         record.save(using=db, force_insert=True)
 
 
-def worker_seen(worker_id: str, *, now: datetime, in_flight: int) -> int | None:
-    """A worker's heartbeat on its row, in one statement; returns the newest sync's id, or
-    None when the row is gone (another worker took it for dead)."""
+def database_now() -> datetime:
+    """The database's clock (SQLite: this machine's)."""
+    sql, params = dialect().database_now()
+    with db_connection().cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)
+        (found,) = cursor.fetchone()
+    return _read_datetime(found)
+
+
+def _read_datetime(value: Any) -> datetime:
+    """A time read back from the database: psycopg gives a datetime, SQLite the text written."""
+    if isinstance(value, datetime):
+        return value
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Beat:
+    marker: int
+    """The newest sync's id."""
+    database_now: datetime
+    """The database's clock during the heartbeat (SQLite: this machine's)."""
+
+
+def worker_seen(worker_id: str, *, now: datetime, in_flight: int) -> Beat | None:
+    """A worker's heartbeat on its row, in one statement that also reads the newest sync's id
+    and the database's clock; None when the row is gone (another worker took it for dead)."""
+    clock_sql, clock_params = dialect().database_now()
     with db_connection().cursor() as cursor:
         cursor.execute(
             f"UPDATE {table_name(WorkerRecord)} SET last_seen_at = %s, in_flight = %s "
-            f"WHERE id = %s RETURNING {sync_marker_sql()}",
-            [db_datetime(now), in_flight, worker_id],
+            f"WHERE id = %s RETURNING {sync_marker_sql()}, {clock_sql}",
+            [db_datetime(now), in_flight, worker_id, *clock_params],
         )
         found = cursor.fetchone()
-    return None if found is None else int(found[0])
+    if found is None:
+        return None
+    return Beat(marker=int(found[0]), database_now=_read_datetime(found[1]))
 
 
 def unregister_worker(worker_id: str) -> None:

@@ -71,12 +71,6 @@ def test_a_worker_two_minutes_ahead_fires_no_cron_tick_twice(
     assert len(events) == len(set(events)) == len(runs), "a tick started two runs"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a claim compares queue items' available_at with the claiming worker's own "
-    "clock (store.claim's `now`), not the database's, so a worker whose clock is ahead wakes "
-    "sleeps (and retries, timers) early; not fixed by the fault suite (DESIGN §10 'One clock')",
-)
 def test_a_worker_two_minutes_ahead_does_not_wake_a_sleep_early(killer: Killer) -> None:
     healthy = killer.start()
     client.send_sync(inngest.Event(name="faults/sleep", data={"ms": 60_000}))

@@ -3,7 +3,7 @@ worker fans events out to it from the stored definitions and claims only what it
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pytest
@@ -133,29 +133,47 @@ def test_a_run_given_back_is_queued_again_untouched() -> None:
 
 
 @pytest.mark.usefixtures("clock")
-def test_a_heartbeat_updates_the_row_and_reports_the_newest_sync() -> None:
-    sync(F)
-    now = clock.now()
+def register(worker_id: str, now: datetime, *, functions: list[str]) -> None:
     store.register_worker(
         WorkerRecord(
-            id="w1",
+            id=worker_id,
             host="h",
             pid=1,
             version="v",
-            functions=["tests-f"],
+            functions=functions,
             concurrency=2,
             started_at=now,
             last_seen_at=now,
         )
     )
+
+
+def test_a_heartbeat_updates_the_row_and_reports_the_newest_sync() -> None:
+    sync(F)
+    now = clock.now()
+    register("w1", now, functions=["tests-f"])
     sync(F, G)
     later = now + timedelta(seconds=10)
-    assert store.worker_seen("w1", now=later, in_flight=2) == AppSync.objects.latest("id").id
+    beat = store.worker_seen("w1", now=later, in_flight=2)
+    assert beat is not None and beat.marker == AppSync.objects.latest("id").id
     row = WorkerRecord.objects.get()
     assert (row.last_seen_at, row.in_flight) == (later, 2)
     assert store.served_since(["tests-f", "tests-g"], later) == {"tests-f"}
     assert store.forget_workers_seen_before(later + timedelta(seconds=1)) == 1
     assert store.worker_seen("w1", now=later, in_flight=0) is None
+
+
+def test_the_database_clock_is_read_alone_and_with_each_heartbeat() -> None:
+    """The server runs on this machine here, so its clock reads this machine's time."""
+    now = clock.now()
+    register("w1", now, functions=[])
+    before = datetime.now(UTC)
+    alone = store.database_now()
+    beat = store.worker_seen("w1", now=now, in_flight=0)
+    after = datetime.now(UTC)
+    assert beat is not None
+    for reading in (alone, beat.database_now):
+        assert before - timedelta(seconds=1) <= reading <= after + timedelta(seconds=1)
 
 
 def test_inngest_sync_makes_the_codes_functions_current_and_says_so(

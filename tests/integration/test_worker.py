@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from django.db import connections
 
 import django_inngest as inngest
 from django_inngest.models import FunctionRun, RunStep
@@ -207,3 +208,31 @@ def test_an_idle_worker_takes_events_as_notified_on_its_listener_thread_within_i
     assert FunctionRun.objects.filter(status="COMPLETED").count() == 8
     assert threads and set(threads) == {"inngest-listen"}
     assert running["max"] == 2
+
+
+def test_a_worker_run_on_a_thread_leaves_that_thread_no_open_connection(
+    inngest_client: inngest.Inngest,
+) -> None:
+    """Django keeps a connection per thread; one left open on a thread that ends is
+    garbage-collected unclosed (psycopg and Python 3.13's sqlite3 warn of it)."""
+
+    @inngest_client.create_function(fn_id="noop", trigger=inngest.TriggerEvent(event="t"))
+    def noop(ctx: inngest.ContextSync, step: inngest.StepSync) -> str:
+        return step.run("one", lambda: "done")
+
+    inngest_client.send_sync(inngest.Event(name="t"))
+    left_open: list[str] = []
+
+    def run_then_look() -> None:
+        Worker(burst=True).run()
+        left_open.extend(
+            connection.alias
+            for connection in connections.all(initialized_only=True)
+            if connection.connection is not None
+        )
+
+    thread = threading.Thread(target=run_then_look)
+    thread.start()
+    thread.join(30)
+    assert FunctionRun.objects.get().output == "done"
+    assert left_open == []

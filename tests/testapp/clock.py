@@ -14,6 +14,8 @@ from django_inngest.core.clock import Clock
 
 
 class FileClock:
+    controlled = True
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
@@ -32,11 +34,16 @@ def set_file_clock(path: Path, moment: datetime) -> None:
 
 
 class OffsetClock:
-    """Another clock, `seconds` off: a worker whose machine's clock drifted."""
+    """Another clock, `seconds` off: a worker whose machine's clock drifted. The engine
+    corrects it by the database's clock, unless its base is a controlled one."""
 
     def __init__(self, base: Clock, seconds: float) -> None:
         self.base = base
         self.offset = timedelta(seconds=seconds)
+
+    @property
+    def controlled(self) -> bool:
+        return self.base.controlled
 
     def now(self) -> datetime:
         return self.base.now() + self.offset
