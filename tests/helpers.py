@@ -1,9 +1,10 @@
-"""Building functions and events for tests, and running a function to its end either in
-memory (`core.local`) or through the database with `drain()` and a frozen clock."""
+"""Building functions, events and worker rows for tests, and running a function to its end
+either in memory (`core.local`) or through the database with `drain()` and a frozen clock."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django_inngest.core import clock, ids
@@ -12,6 +13,7 @@ from django_inngest.core.engine import StepRecord
 from django_inngest.core.events import Event, PreparedEvent
 from django_inngest.core.function import Function, Handler
 from django_inngest.core.local import LocalResult, run_locally
+from django_inngest.models import WorkerRecord
 
 Runner = Callable[..., LocalResult]
 
@@ -89,3 +91,22 @@ def store_event(value: Event) -> list[str]:
     from django_inngest.client import Inngest
 
     return Inngest(app_id="test").send_sync(value)
+
+
+def worker_row(
+    worker_id: str, *, seen_ago: float, version: str = "a" * 40, in_flight: int = 3
+) -> None:
+    """A worker's row in the fleet table, as its heartbeat leaves it `seen_ago` seconds ago
+    (by the engine's clock), serving tests-f with 10 slots."""
+    now = clock.now()
+    WorkerRecord.objects.create(
+        id=worker_id,
+        host="web-1",
+        pid=100,
+        version=version,
+        functions=["tests-f"],
+        concurrency=10,
+        in_flight=in_flight,
+        started_at=now - timedelta(hours=1),
+        last_seen_at=now - timedelta(seconds=seen_ago),
+    )

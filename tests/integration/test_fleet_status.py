@@ -14,25 +14,11 @@ import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock as engine_clock
 from django_inngest.core.clock import FrozenClock
-from django_inngest.models import CronSchedule, WorkerRecord
+from django_inngest.models import CronSchedule
 from django_inngest.runtime.claimed import route
+from tests.helpers import worker_row
 
 pytestmark = pytest.mark.django_db
-
-
-def worker(worker_id: str, *, seen_ago: float, version: str = "a" * 40) -> None:
-    now = engine_clock.now()
-    WorkerRecord.objects.create(
-        id=worker_id,
-        host="web-1",
-        pid=100,
-        version=version,
-        functions=["tests-f"],
-        concurrency=10,
-        in_flight=3,
-        started_at=now - timedelta(hours=1),
-        last_seen_at=now - timedelta(seconds=seen_ago),
-    )
 
 
 def status(*args: str) -> str:
@@ -64,7 +50,7 @@ def test_check_fails_when_no_worker_was_ever_seen() -> None:
 
 @pytest.mark.usefixtures("clock")
 def test_check_fails_when_no_worker_was_seen_for_longer_than_the_silence_allowed() -> None:
-    worker("w1", seen_ago=75)
+    worker_row("w1", seen_ago=75)
     assert check_fails("--max-worker-silence", "60") == (
         "no worker seen for 75s (more than --max-worker-silence 60)"
     )
@@ -76,7 +62,7 @@ def test_check_fails_when_a_due_run_waits_longer_than_the_backlog_age(
     clock: FrozenClock,
 ) -> None:
     clock.advance(timedelta(seconds=400))
-    worker("w1", seen_ago=1)
+    worker_row("w1", seen_ago=1)
     assert check_fails("--max-backlog-age", "300") == (
         "1 runs of tests-f due, the oldest 400s late (more than --max-backlog-age 300)"
     )
@@ -88,7 +74,7 @@ def test_check_fails_when_an_event_waits_to_be_matched_longer_than_the_backlog_a
 ) -> None:
     inngest_client.send_sync([inngest.Event(name="shop/f"), inngest.Event(name="shop/f")])
     clock.advance(timedelta(seconds=301))
-    worker("w1", seen_ago=1)
+    worker_row("w1", seen_ago=1)
     assert check_fails() == (
         "2 events not yet matched, the oldest for 301s (more than --max-backlog-age 300)"
     )
@@ -104,9 +90,9 @@ def test_status_shows_workers_versions_backlog_and_missed_ticks(clock: FrozenClo
         last_tick_at=None,
     )
     clock.advance(timedelta(seconds=42))
-    worker("new", seen_ago=2, version="b" * 40)
-    worker("old", seen_ago=5)
-    worker("dead", seen_ago=95)
+    worker_row("new", seen_ago=2, version="b" * 40)
+    worker_row("old", seen_ago=5)
+    worker_row("dead", seen_ago=95)
     shown = status()
     assert "Workers (2 live, 1 gone):" in shown
     assert "  GONE dead  version aaaaaaaaaaaa  in flight 3/10" in shown
@@ -119,5 +105,5 @@ def test_status_shows_workers_versions_backlog_and_missed_ticks(clock: FrozenClo
 
 @pytest.mark.usefixtures("clock")
 def test_status_warns_when_no_worker_is_live() -> None:
-    worker("dead", seen_ago=95)
+    worker_row("dead", seen_ago=95)
     assert "WARNING: no live worker: nothing runs" in status()

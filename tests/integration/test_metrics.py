@@ -15,9 +15,10 @@ import django_inngest as inngest
 from django_inngest import store
 from django_inngest.core import clock as engine_clock
 from django_inngest.core.clock import FrozenClock
-from django_inngest.models import FunctionRun, WorkerRecord
+from django_inngest.models import FunctionRun
 from django_inngest.runtime.claimed import route
 from django_inngest.testing import drain
+from tests.helpers import worker_row
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
 BEARER = {"Authorization": "Bearer signkey-test-0123456789abcdef"}
@@ -33,21 +34,6 @@ def scrape(client: Client) -> dict[str, dict[tuple[tuple[str, str], ...], float]
         for sample in family.samples:
             found.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return found
-
-
-def worker(worker_id: str, *, seen_ago: float, version: str, in_flight: int) -> None:
-    now = engine_clock.now()
-    WorkerRecord.objects.create(
-        id=worker_id,
-        host="web-1",
-        pid=100,
-        version=version,
-        functions=["tests-f"],
-        concurrency=10,
-        in_flight=in_flight,
-        started_at=now - timedelta(hours=1),
-        last_seen_at=now - timedelta(seconds=seen_ago),
-    )
 
 
 def test_the_backlog_runs_in_flight_and_workers_are_reported(
@@ -66,9 +52,9 @@ def test_the_backlog_runs_in_flight_and_workers_are_reported(
     store.fan_out(route, now=engine_clock.now())  # three runs of f due, none taken
     inngest_client.send_sync(inngest.Event(name="shop/f"))  # one event not matched yet
     clock.advance(timedelta(seconds=42))
-    worker("w-1", seen_ago=1, version="a" * 40, in_flight=2)
-    worker("w-2", seen_ago=2, version="b" * 40, in_flight=1)
-    worker("w-gone", seen_ago=3600, version="a" * 40, in_flight=5)
+    worker_row("w-1", seen_ago=1, version="a" * 40, in_flight=2)
+    worker_row("w-2", seen_ago=2, version="b" * 40, in_flight=1)
+    worker_row("w-gone", seen_ago=3600, version="a" * 40, in_flight=5)
 
     metrics = scrape(client)
 
