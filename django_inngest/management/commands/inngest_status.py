@@ -1,8 +1,8 @@
 """`manage.py inngest_status`: registered functions, their triggers, each cron schedule's next
 and last tick in its own zone, runs by status, and the fleet: live and gone workers, the
 backlog and missed cron ticks. `--check` prints one line and exits non-zero when the fleet is
-unhealthy (for a Kubernetes probe or a cron alert). A thin shell over `scheduler.cron_status`
-and `fleet_status`."""
+unhealthy: for an alert on the whole fleet, not a probe of one worker (docs/howto/
+deploy-postgresql.md). A thin shell over `runtime.scheduler.cron_status` and `fleet_status`."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def _moment(value: datetime | None) -> str:
 
 
 class Command(BaseCommand):
-    """``manage.py inngest_status``: the functions, workers and backlog; with `--check`, a health
-    check for probes."""
+    """``manage.py inngest_status``: the functions, workers and backlog; with `--check`, the
+    fleet's health in one line, for alerts."""
 
     help = (
         "Show registered functions, the next tick of each cron schedule, runs by status, "
