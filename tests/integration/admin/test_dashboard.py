@@ -12,6 +12,7 @@ from django_inngest.admin import stats
 from django_inngest.core import ids
 from django_inngest.core.clock import FrozenClock
 from django_inngest.models import FunctionRun
+from tests.helpers import worker_row
 
 URL = "/admin/django_inngest/functionrun/dashboard/"
 pytestmark = pytest.mark.django_db
@@ -82,25 +83,12 @@ def test_the_dashboard_draws_svg_charts_for_the_last_hour_and_day(
 def test_the_dashboard_shows_workers_versions_the_backlog_and_warnings(
     admin_client: Client, clock: FrozenClock
 ) -> None:
-    from django_inngest.models import Event, WorkerRecord
+    from django_inngest.models import Event
 
     now = clock.now()
-    for worker_id, version, seen_ago in (
-        ("w-new", "b" * 40, 1),
-        ("w-old", "a" * 40, 2),
-        ("w-dead", "a" * 40, 120),
-    ):
-        WorkerRecord.objects.create(
-            id=worker_id,
-            host="h",
-            pid=1,
-            version=version,
-            functions=["tests-a"],
-            concurrency=10,
-            in_flight=4,
-            started_at=now - timedelta(hours=1),
-            last_seen_at=now - timedelta(seconds=seen_ago),
-        )
+    worker_row("w-new", seen_ago=1, version="b" * 40, in_flight=4)
+    worker_row("w-old", seen_ago=2, in_flight=4)
+    worker_row("w-dead", seen_ago=120, in_flight=4)
     Event.objects.create(
         id=ids.ulid(), name="shop/x", ts=0, received_at=now - timedelta(seconds=30)
     )
